@@ -1,0 +1,122 @@
+// Collective communication over tensors.
+//
+// Contract (every backend):
+//  - Every rank issues the same collectives in the same order, with the same
+//    op, dtype, element count and root. Set comm.check_collectives to have
+//    the ranks verify this before each call (make_checking_communicator).
+//  - Each call returns at once with a Work; the collective runs in the
+//    background, in issue order. The caller must neither read nor write the
+//    tensors passed in until wait() has returned; the Work keeps them alive.
+//  - Work::wait() blocks until the collective is done. It throws CommError if
+//    the collective failed or has not finished `timeout` after it was issued;
+//    the message names the collective and its sequence number. After a
+//    failure the communicator is broken and every later call throws at once.
+//  - One thread issues collectives on a communicator (it is not thread-safe).
+//  - Sizes for reduce_scatter and all_gather follow shard_range(): any
+//    element count works, including counts not divisible by the world size.
+#pragma once
+
+#include <torch/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "shardtune/config/config.h"
+#include "shardtune/core/error.h"
+
+namespace shardtune {
+
+enum class ReduceOp : int64_t { kSum = 1, kAvg = 2, kMax = 3 };
+
+enum class CollectiveOp : int64_t {
+  kAllReduce = 1,
+  kReduceScatter = 2,
+  kAllGather = 3,
+  kBroadcast = 4,
+  kBarrier = 5,
+};
+
+const char* to_string(ReduceOp op);
+const char* to_string(CollectiveOp op);
+// "float32", "bfloat16", "int64", ... (torch's Python names).
+std::string dtype_name(c10::ScalarType dtype);
+
+// A collective failed, timed out, or ranks disagreed on what to call.
+class CommError : public Error {
+ public:
+  using Error::Error;
+};
+
+class Work {
+ public:
+  virtual ~Work() = default;
+  // Blocks until the collective completes; throws CommError on failure.
+  virtual void wait() = 0;
+  // True once the collective has finished (successfully or not).
+  virtual bool is_completed() = 0;
+};
+using WorkPtr = std::shared_ptr<Work>;
+
+// A contiguous range [offset, offset + length) of a flat buffer.
+struct ShardRange {
+  int64_t offset = 0;
+  int64_t length = 0;
+};
+
+// The balanced contiguous split of `count` elements over `world` ranks: rank r
+// gets floor(count / world) elements, plus one if r < count % world. Ranks
+// past the end of a short buffer get length 0.
+ShardRange shard_range(int64_t count, int world, int rank);
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;
+
+  // In place: every rank's `tensor` becomes the reduction over ranks. kAvg
+  // divides the sum by size() (truncating toward zero for integer dtypes).
+  virtual WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) = 0;
+
+  // `input` holds n elements on every rank; `output` (shard_range(n).length
+  // elements) gets this rank's range of the reduction over ranks.
+  virtual WorkPtr reduce_scatter(const torch::Tensor& input, const torch::Tensor& output,
+                                 ReduceOp op) = 0;
+
+  // `output` holds n elements; `input` holds this rank's range of them
+  // (shard_range(n).length elements). Every rank's output becomes the
+  // concatenation of all ranks' inputs. `input` may be the view of `output`
+  // at this rank's range (in place).
+  virtual WorkPtr all_gather(const torch::Tensor& input, const torch::Tensor& output) = 0;
+
+  // In place: every rank's `tensor` becomes root's.
+  virtual WorkPtr broadcast(const torch::Tensor& tensor, int root) = 0;
+
+  virtual WorkPtr barrier() = 0;
+};
+
+struct CommOptions {
+  std::chrono::milliseconds timeout{std::chrono::minutes(10)};
+
+  static CommOptions from_config(const CommConfig& config);
+};
+
+// The MPI backend: contiguous CPU tensors of float32, bfloat16 and int64.
+// Collectives run in issue order on a dedicated thread, so they overlap with
+// the caller's compute. Needs a live DistContext; destroy it before that.
+std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions& options);
+
+// Wraps `inner` so that before each collective the ranks exchange what they
+// are about to call (op, reduce op, dtype, element count, root, call number);
+// if any differ, every rank throws CommError naming what each rank called.
+// Costs one small extra collective, waited for, per call: a debugging aid.
+std::unique_ptr<Communicator> make_checking_communicator(std::unique_ptr<Communicator> inner);
+
+// The communicator the config asks for (backend, timeout, checking mode).
+std::unique_ptr<Communicator> make_communicator(const CommConfig& config);
+
+}  // namespace shardtune

@@ -1,0 +1,30 @@
+// Small string utilities shared by the modules.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shardtune {
+
+// Splits s at every occurrence of sep; empty pieces are kept.
+std::vector<std::string> split(std::string_view s, char sep);
+
+// Joins parts with sep between them.
+std::string join(const std::vector<std::string>& parts, std::string_view sep);
+
+// s without leading and trailing ASCII whitespace.
+std::string_view trim(std::string_view s);
+
+// Levenshtein distance between a and b (insert, delete, substitute cost 1).
+size_t edit_distance(std::string_view a, std::string_view b);
+
+// The candidate closest to word by edit distance, or "" when none is close
+// enough to be a plausible typo (distance <= max(1, |word| / 3), or when one
+// contains the other).
+std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);
+
+// Formats a byte count with a binary unit: "512 B", "1.5 KiB", "24.0 GiB".
+std::string format_bytes(double bytes);
+
+}  // namespace shardtune

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what shardtune needs on Debian 12: the Debian packages, and a
+# Python virtual environment holding PyPI's torch, whose libtorch shardtune
+# builds against. Idempotent: a second run installs nothing new.
+#
+#   SHARDTUNE_VENV   where the virtual environment lives [/opt/shardtune/venv]
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+venv=${SHARDTUNE_VENV:-/opt/shardtune/venv}
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+
+packages=(
+  build-essential cmake ninja-build ccache git pkg-config
+  python3 python3-venv python3-pip
+  openmpi-bin libopenmpi-dev
+  libyaml-cpp-dev libspdlog-dev libgtest-dev nlohmann-json3-dev
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating the virtual environment $venv"
+  $sudo mkdir -p "$(dirname "$venv")"
+  $sudo /usr/bin/python3 -m venv "$venv"
+fi
+stamp="$venv/.shardtune-requirements"
+if ! cmp -s "$here/requirements.txt" "$stamp"; then
+  echo "setup: installing Python packages into $venv (torch is a large download)"
+  $sudo "$venv/bin/python" -m pip install -q --upgrade pip
+  $sudo "$venv/bin/python" -m pip install -q -r "$here/requirements.txt"
+  $sudo cp "$here/requirements.txt" "$stamp"
+fi
+echo "setup: ok (torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)'))"

@@ -1,0 +1,135 @@
+// shardtune: the command-line entry point.
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "shardtune/cli/rank_main.h"
+#include "shardtune/comm/communicator.h"
+#include "shardtune/core/error.h"
+#include "shardtune/version.h"
+
+namespace shardtune {
+namespace {
+
+const char* kUsage = R"(usage: shardtune <command> [args]
+
+commands:
+  info [CONFIG] [key=value ...] [--print-config]
+      start every rank, check the communicator with an all_reduce and print a
+      table of the ranks (rank, local rank, threads, host)
+  config CONFIG [key=value ...]
+      validate CONFIG with the overrides applied and print the resolved config
+  version
+      print the version and the build's features
+
+Under mpirun or srun every rank runs the command. Overrides set any config
+key, e.g. comm.timeout_s=30 log.level=debug.
+)";
+
+// CONFIG (optional), key=value overrides and flags of a config-taking command.
+struct ConfigArgs {
+  std::string path;
+  std::vector<std::string> overrides;
+  bool print_config = false;
+};
+
+ConfigArgs parse_config_args(const std::vector<std::string>& args, bool require_path) {
+  ConfigArgs out;
+  for (const auto& a : args) {
+    if (a == "--print-config") {
+      out.print_config = true;
+    } else if (is_override(a)) {
+      out.overrides.push_back(a);
+    } else if (!a.empty() && a[0] == '-') {
+      throw InputError(str_cat("unknown option '", a, "'\n", kUsage));
+    } else if (out.path.empty()) {
+      out.path = a;
+    } else {
+      throw InputError(str_cat("unexpected argument '", a, "' (a config path is already given: '",
+                               out.path, "')"));
+    }
+  }
+  if (require_path && out.path.empty()) throw InputError(str_cat("missing CONFIG\n", kUsage));
+  return out;
+}
+
+Config resolve_config(const ConfigArgs& args) {
+  return args.path.empty() ? default_config(args.overrides)
+                           : load_config(args.path, args.overrides);
+}
+
+int cmd_config(const DistContext& dist, const std::vector<std::string>& args) {
+  const Config config = resolve_config(parse_config_args(args, /*require_path=*/true));
+  if (dist.rank() == 0) std::cout << to_yaml(config) << std::flush;
+  return kExitOk;
+}
+
+int cmd_info(const DistContext& dist, const std::vector<std::string>& args) {
+  const ConfigArgs parsed = parse_config_args(args, /*require_path=*/false);
+  const Config config = resolve_config(parsed);
+  if (parsed.print_config && dist.rank() == 0) std::cout << to_yaml(config) << std::flush;
+  const int threads = setup_rank(dist, config);
+  auto comm = make_communicator(config.comm);
+
+  // Every rank contributes its placement; rank 0 prints the table.
+  const DistInfo& info = dist.info();
+  constexpr int kFields = 4;
+  torch::Tensor mine = torch::tensor(
+      std::vector<int64_t>{info.rank, info.local_rank, info.local_world_size, threads});
+  torch::Tensor all = torch::empty({dist.world_size() * kFields}, torch::kInt64);
+  comm->all_gather(mine, all)->wait();
+
+  torch::Tensor ones = torch::ones({1}, torch::kInt64);
+  comm->all_reduce(ones, ReduceOp::kSum)->wait();
+  if (ones.item<int64_t>() != dist.world_size()) {
+    throw CommError(str_cat("all_reduce check failed: got ", ones.item<int64_t>(), ", expected ",
+                            dist.world_size()));
+  }
+  comm->barrier()->wait();
+  if (dist.rank() == 0) {
+    std::printf("shardtune %s: %d rank(s), backend %s, all_reduce check passed\n",
+                kShardtuneVersion, dist.world_size(), comm->backend().c_str());
+    std::printf("%6s %11s %11s %8s\n", "rank", "local_rank", "local_world", "threads");
+    const int64_t* v = all.data_ptr<int64_t>();
+    for (int r = 0; r < dist.world_size(); ++r) {
+      std::printf("%6ld %11ld %11ld %8ld\n", static_cast<long>(v[r * kFields]),
+                  static_cast<long>(v[r * kFields + 1]), static_cast<long>(v[r * kFields + 2]),
+                  static_cast<long>(v[r * kFields + 3]));
+    }
+    std::fflush(stdout);
+  }
+  return kExitOk;
+}
+
+int cmd_version(const DistContext& dist) {
+  if (dist.rank() != 0) return kExitOk;
+  std::printf("shardtune %s (libtorch %s, CUDA support in build: %s, CUDA devices: %d)\n",
+              kShardtuneVersion, TORCH_VERSION, kShardtuneWithCuda ? "yes" : "no",
+              static_cast<int>(torch::cuda::device_count()));
+  return kExitOk;
+}
+
+int dispatch(DistContext& dist, const std::vector<std::string>& argv) {
+  if (argv.empty() || argv[0] == "help" || argv[0] == "--help" || argv[0] == "-h") {
+    if (dist.rank() == 0) std::fputs(kUsage, argv.empty() ? stderr : stdout);
+    return argv.empty() ? kExitBadInput : kExitOk;
+  }
+  const std::string& command = argv[0];
+  const std::vector<std::string> args(argv.begin() + 1, argv.end());
+  if (command == "info") return cmd_info(dist, args);
+  if (command == "config") return cmd_config(dist, args);
+  if (command == "version" || command == "--version") return cmd_version(dist);
+  throw InputError(str_cat("unknown command '", command, "'\n", kUsage));
+}
+
+}  // namespace
+}  // namespace shardtune
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  return shardtune::run_rank_main(
+      [&](shardtune::DistContext& dist) { return shardtune::dispatch(dist, args); });
+}

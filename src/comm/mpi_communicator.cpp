@@ -1,0 +1,402 @@
+// The MPI backend of Communicator.
+//
+// Collectives run on one dedicated thread that executes them in issue order
+// with MPI's blocking calls. Why a thread and blocking calls rather than
+// MPI_I* on the caller's thread: MPI libraries progress non-blocking
+// collectives only while some MPI call runs, so a rank busy in backward
+// would make no communication progress; and the blocking calls are the ones
+// MPI libraries tune best, so shardtune's collectives cost what raw MPI does.
+
+#include <mpi.h>
+
+#include <c10/util/BFloat16.h>
+
+#include <atomic>
+#include <climits>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "shardtune/comm/communicator.h"
+
+namespace shardtune {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void check_mpi(int code, const char* what) {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(code, text, &len);
+  throw CommError(str_cat(what, ": ", std::string(text, static_cast<size_t>(len))));
+}
+
+// bfloat16 reductions as user-defined MPI ops (MPI has no bf16 type): each
+// pair is combined in float and rounded back to nearest-even bf16.
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const c10::BFloat16*>(in);
+  auto* b = static_cast<c10::BFloat16*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = static_cast<float>(a[i]) + static_cast<float>(b[i]);
+}
+
+void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const c10::BFloat16*>(in);
+  auto* b = static_cast<c10::BFloat16*>(inout);
+  for (int i = 0; i < *len; ++i) {
+    float x = static_cast<float>(a[i]);
+    float y = static_cast<float>(b[i]);
+    if (x > y || std::isnan(x)) b[i] = a[i];
+  }
+}
+
+class MpiWork final : public Work {
+ public:
+  MpiWork(std::string name, Clock::time_point deadline, std::chrono::milliseconds timeout,
+          std::shared_ptr<std::atomic<bool>> broken, std::vector<torch::Tensor> tensors)
+      : name_(std::move(name)),
+        deadline_(deadline),
+        timeout_(timeout),
+        broken_(std::move(broken)),
+        tensors_(std::move(tensors)) {}
+
+  void wait() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_until(lock, deadline_, [&] { return done_; })) {
+      broken_->store(true);
+      throw CommError(str_cat(name_, " did not complete within ",
+                              std::chrono::duration<double>(timeout_).count(),
+                              " s (comm.timeout_s): a rank has stopped, or the ranks issued "
+                              "different collectives (comm.check_collectives=true compares them)"));
+    }
+    if (!error_.empty()) throw CommError(error_);
+  }
+
+  bool is_completed() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_;
+  }
+
+  void finish(std::string error) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      error_ = std::move(error);
+      tensors_.clear();
+    }
+    cv_.notify_all();
+  }
+
+  const std::string& name() const { return name_; }
+
+ private:
+  const std::string name_;
+  const Clock::time_point deadline_;
+  const std::chrono::milliseconds timeout_;
+  std::shared_ptr<std::atomic<bool>> broken_;
+  std::vector<torch::Tensor> tensors_;  // kept alive until the collective is done
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::string error_;
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(const CommOptions& options) : options_(options) {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    ST_CHECK(initialized, "the MPI communicator needs MPI initialised (make a DistContext first)");
+    // A communicator of our own, so no other MPI traffic can match ours.
+    check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+    check_mpi(MPI_Type_contiguous(2, MPI_BYTE, &bf16_type_), "MPI_Type_contiguous");
+    check_mpi(MPI_Type_commit(&bf16_type_), "MPI_Type_commit");
+    check_mpi(MPI_Op_create(&bf16_sum, /*commute=*/1, &bf16_sum_op_), "MPI_Op_create");
+    check_mpi(MPI_Op_create(&bf16_max, /*commute=*/1, &bf16_max_op_), "MPI_Op_create");
+    worker_ = std::thread([this] { run(); });
+  }
+
+  ~MpiCommunicator() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (broken_->load()) {
+      // The worker may sit in a collective that will never finish; the
+      // process is on its way to MPI_Abort, so leave it there.
+      worker_.detach();
+      return;
+    }
+    worker_.join();
+    MPI_Op_free(&bf16_sum_op_);
+    MPI_Op_free(&bf16_max_op_);
+    MPI_Type_free(&bf16_type_);
+    MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+
+  WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) override {
+    check_tensor(tensor, "all_reduce", "tensor");
+    const int64_t n = tensor.numel();
+    return enqueue(CollectiveOp::kAllReduce, op, tensor, n, {tensor}, [this, tensor, op, n] {
+      char* data = static_cast<char*>(tensor.data_ptr());
+      const size_t elem = tensor.element_size();
+      // MPI counts are ints: reduce in pieces of at most 2^30 elements.
+      for (int64_t done = 0; done < n; done += kMaxChunk) {
+        const int count = static_cast<int>(std::min<int64_t>(kMaxChunk, n - done));
+        check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + done * elem, count, mpi_type(tensor),
+                                mpi_op(tensor, op), comm_),
+                  "MPI_Allreduce");
+      }
+      finish_avg(tensor, op);
+    });
+  }
+
+  WorkPtr reduce_scatter(const torch::Tensor& input, const torch::Tensor& output,
+                         ReduceOp op) override {
+    check_tensor(input, "reduce_scatter", "input");
+    check_tensor(output, "reduce_scatter", "output");
+    check_same_dtype(input, output, "reduce_scatter");
+    const int64_t n = input.numel();
+    check_fits_int(n, "reduce_scatter");
+    check_numel(output, shard_range(n, size_, rank_).length, "reduce_scatter", "output");
+    return enqueue(CollectiveOp::kReduceScatter, op, input, n, {input, output},
+                   [this, input, output, op, n] {
+                     // Equal shards take the _block variant, which MPI
+                     // libraries tune better than the general one.
+                     if (n % size_ == 0) {
+                       check_mpi(MPI_Reduce_scatter_block(
+                                     input.data_ptr(), output.data_ptr(),
+                                     static_cast<int>(n / size_), mpi_type(input),
+                                     mpi_op(input, op), comm_),
+                                 "MPI_Reduce_scatter_block");
+                     } else {
+                       std::vector<int> counts = shard_counts(n);
+                       check_mpi(MPI_Reduce_scatter(input.data_ptr(), output.data_ptr(),
+                                                    counts.data(), mpi_type(input),
+                                                    mpi_op(input, op), comm_),
+                                 "MPI_Reduce_scatter");
+                     }
+                     finish_avg(output, op);
+                   });
+  }
+
+  WorkPtr all_gather(const torch::Tensor& input, const torch::Tensor& output) override {
+    check_tensor(input, "all_gather", "input");
+    check_tensor(output, "all_gather", "output");
+    check_same_dtype(input, output, "all_gather");
+    const int64_t n = output.numel();
+    check_fits_int(n, "all_gather");
+    const ShardRange own = shard_range(n, size_, rank_);
+    check_numel(input, own.length, "all_gather", "input");
+    const bool in_place =
+        static_cast<const char*>(input.data_ptr()) ==
+        static_cast<const char*>(output.data_ptr()) + own.offset * output.element_size();
+    return enqueue(CollectiveOp::kAllGather, ReduceOp::kSum, output, n, {input, output},
+                   [this, input, output, n, in_place] {
+                     const void* send = in_place ? MPI_IN_PLACE : input.data_ptr();
+                     if (n % size_ == 0) {
+                       const int each = static_cast<int>(n / size_);
+                       check_mpi(MPI_Allgather(send, each, mpi_type(input), output.data_ptr(),
+                                               each, mpi_type(output), comm_),
+                                 "MPI_Allgather");
+                       return;
+                     }
+                     std::vector<int> counts = shard_counts(n);
+                     std::vector<int> displs(counts.size(), 0);
+                     for (size_t r = 1; r < counts.size(); ++r) {
+                       displs[r] = displs[r - 1] + counts[r - 1];
+                     }
+                     check_mpi(MPI_Allgatherv(send, counts[static_cast<size_t>(rank_)],
+                                              mpi_type(input), output.data_ptr(), counts.data(),
+                                              displs.data(), mpi_type(output), comm_),
+                               "MPI_Allgatherv");
+                   });
+  }
+
+  WorkPtr broadcast(const torch::Tensor& tensor, int root) override {
+    check_tensor(tensor, "broadcast", "tensor");
+    if (root < 0 || root >= size_) {
+      throw CommError(str_cat("broadcast: root ", root, " is not a rank (world size ", size_, ")"));
+    }
+    const int64_t n = tensor.numel();
+    return enqueue(CollectiveOp::kBroadcast, ReduceOp::kSum, tensor, n, {tensor},
+                   [this, tensor, root, n] {
+                     char* data = static_cast<char*>(tensor.data_ptr());
+                     const size_t elem = tensor.element_size();
+                     for (int64_t done = 0; done < n; done += kMaxChunk) {
+                       const int count = static_cast<int>(std::min<int64_t>(kMaxChunk, n - done));
+                       check_mpi(MPI_Bcast(data + done * elem, count, mpi_type(tensor), root,
+                                           comm_),
+                                 "MPI_Bcast");
+                     }
+                   });
+  }
+
+  WorkPtr barrier() override {
+    return enqueue(CollectiveOp::kBarrier, ReduceOp::kSum, torch::Tensor(), 0, {},
+                   [this] { check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); });
+  }
+
+ private:
+  static constexpr int64_t kMaxChunk = int64_t{1} << 30;
+
+  struct Task {
+    std::shared_ptr<MpiWork> work;
+    std::function<void()> run;
+  };
+
+  WorkPtr enqueue(CollectiveOp op, ReduceOp reduce, const torch::Tensor& described, int64_t n,
+                  std::vector<torch::Tensor> tensors, std::function<void()> run) {
+    if (broken_->load()) {
+      throw CommError(str_cat(to_string(op),
+                              ": the communicator is broken by an earlier failed collective"));
+    }
+    const uint64_t seq = ++seq_;
+    std::string name = str_cat(to_string(op), " #", seq);
+    if (op != CollectiveOp::kBarrier) {
+      name += str_cat(" (");
+      if (op == CollectiveOp::kAllReduce || op == CollectiveOp::kReduceScatter) {
+        name += str_cat(to_string(reduce), ", ");
+      }
+      name += str_cat(dtype_name(described.scalar_type()), ", ", n, " elements)");
+    }
+    auto work = std::make_shared<MpiWork>(std::move(name), Clock::now() + options_.timeout,
+                                          options_.timeout, broken_, std::move(tensors));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(Task{work, std::move(run)});
+    }
+    cv_.notify_one();
+    return work;
+  }
+
+  void run() {
+    while (true) {
+      Task task;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stop_ and nothing left to do
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      if (broken_->load()) {
+        task.work->finish(str_cat(task.work->name(),
+                                  ": not run, the communicator is broken by an earlier failure"));
+        continue;
+      }
+      try {
+        task.run();
+        task.work->finish("");
+      } catch (const std::exception& e) {
+        broken_->store(true);
+        task.work->finish(str_cat(task.work->name(), " failed on rank ", rank_, ": ", e.what()));
+      }
+    }
+  }
+
+  void check_tensor(const torch::Tensor& t, const char* op, const char* which) const {
+    if (!t.defined()) throw CommError(str_cat(op, ": ", which, " is undefined"));
+    if (!t.device().is_cpu()) {
+      throw CommError(str_cat(op, ": the MPI backend takes CPU tensors; ", which, " is on ",
+                              t.device().str()));
+    }
+    if (!t.is_contiguous()) throw CommError(str_cat(op, ": ", which, " is not contiguous"));
+    const auto dt = t.scalar_type();
+    if (dt != torch::kFloat32 && dt != torch::kBFloat16 && dt != torch::kInt64) {
+      throw CommError(str_cat(op, ": dtype ", dtype_name(dt), " of ", which,
+                              " is not supported (float32, bfloat16, int64)"));
+    }
+  }
+
+  static void check_same_dtype(const torch::Tensor& a, const torch::Tensor& b, const char* op) {
+    if (a.scalar_type() != b.scalar_type()) {
+      throw CommError(str_cat(op, ": input is ", dtype_name(a.scalar_type()), " but output is ",
+                              dtype_name(b.scalar_type())));
+    }
+  }
+
+  static void check_numel(const torch::Tensor& t, int64_t expected, const char* op,
+                          const char* which) {
+    if (t.numel() != expected) {
+      throw CommError(str_cat(op, ": ", which, " has ", t.numel(),
+                              " elements, expected this rank's shard of ", expected));
+    }
+  }
+
+  static void check_fits_int(int64_t n, const char* op) {
+    if (n > INT_MAX) {
+      throw CommError(str_cat(op, ": ", n, " elements exceed MPI's count limit (", INT_MAX,
+                              "); split the buffer"));
+    }
+  }
+
+  std::vector<int> shard_counts(int64_t n) const {
+    std::vector<int> counts(static_cast<size_t>(size_));
+    for (int r = 0; r < size_; ++r) {
+      counts[static_cast<size_t>(r)] = static_cast<int>(shard_range(n, size_, r).length);
+    }
+    return counts;
+  }
+
+  MPI_Datatype mpi_type(const torch::Tensor& t) const {
+    switch (t.scalar_type()) {
+      case torch::kFloat32:
+        return MPI_FLOAT;
+      case torch::kInt64:
+        return MPI_INT64_T;
+      default:
+        return bf16_type_;
+    }
+  }
+
+  MPI_Op mpi_op(const torch::Tensor& t, ReduceOp op) const {
+    const bool bf16 = t.scalar_type() == torch::kBFloat16;
+    if (op == ReduceOp::kMax) return bf16 ? bf16_max_op_ : MPI_MAX;
+    return bf16 ? bf16_sum_op_ : MPI_SUM;  // kAvg sums, then divides
+  }
+
+  void finish_avg(const torch::Tensor& t, ReduceOp op) const {
+    if (op != ReduceOp::kAvg || size_ == 1 || t.numel() == 0) return;
+    if (t.scalar_type() == torch::kInt64) {
+      t.div_(size_, "trunc");
+    } else {
+      t.div_(size_);
+    }
+  }
+
+  const CommOptions options_;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  MPI_Datatype bf16_type_ = MPI_DATATYPE_NULL;
+  MPI_Op bf16_sum_op_ = MPI_OP_NULL;
+  MPI_Op bf16_max_op_ = MPI_OP_NULL;
+  uint64_t seq_ = 0;
+  std::shared_ptr<std::atomic<bool>> broken_ = std::make_shared<std::atomic<bool>>(false);
+
+  std::thread worker_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Task> queue_;
+  bool stop_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions& options) {
+  return std::make_unique<MpiCommunicator>(options);
+}
+
+}  // namespace shardtune

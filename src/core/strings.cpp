@@ -1,0 +1,95 @@
+#include "shardtune/core/strings.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace shardtune {
+
+std::vector<std::string> split(std::string_view s, char sep) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    size_t pos = s.find(sep, start);
+    if (pos == std::string_view::npos) {
+      parts.emplace_back(s.substr(start));
+      return parts;
+    }
+    parts.emplace_back(s.substr(start, pos - start));
+    start = pos + 1;
+  }
+}
+
+std::string join(const std::vector<std::string>& parts, std::string_view sep) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0) out += sep;
+    out += parts[i];
+  }
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  const char* ws = " \t\r\n\f\v";
+  size_t b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  size_t e = s.find_last_not_of(ws);
+  return s.substr(b, e - b + 1);
+}
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+  // Two-row dynamic programme; row[j] = distance(a[0:i], b[0:j]).
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string closest_match(std::string_view word, const std::vector<std::string>& candidates) {
+  // A candidate that contains the word (or is contained in it) is the most
+  // likely meaning: "check" -> "check_collectives". The shortest such wins.
+  std::string best;
+  if (word.size() >= 3) {
+    for (const auto& c : candidates) {
+      const bool contains =
+          c.find(word) != std::string::npos || word.find(c) != std::string_view::npos;
+      if (contains && (best.empty() || c.size() < best.size())) best = c;
+    }
+    if (!best.empty()) return best;
+  }
+  // Otherwise the nearest by edit distance, if near enough to be a typo.
+  size_t best_distance = static_cast<size_t>(-1);
+  for (const auto& c : candidates) {
+    const size_t d = edit_distance(word, c);
+    if (d < best_distance) {
+      best_distance = d;
+      best = c;
+    }
+  }
+  const size_t limit = std::max<size_t>(1, word.size() / 3);
+  return best_distance <= limit ? best : std::string();
+}
+
+std::string format_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024.0 && u < 4) {
+    bytes /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0) {
+    std::snprintf(buf, sizeof(buf), "%.0f %s", bytes, units[u]);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.1f %s", bytes, units[u]);
+  }
+  return buf;
+}
+
+}  // namespace shardtune

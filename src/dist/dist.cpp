@@ -1,0 +1,94 @@
+#include "shardtune/dist/dist.h"
+
+#include <mpi.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "shardtune/core/error.h"
+
+namespace shardtune {
+namespace {
+
+void check_mpi(int code, const char* what) {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(code, text, &len);
+  throw Error(str_cat(what, " failed: ", std::string(text, static_cast<size_t>(len))));
+}
+
+}  // namespace
+
+DistContext::DistContext() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = MPI_THREAD_SINGLE;
+    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided),
+              "MPI_Init_thread");
+    owns_mpi_ = true;
+    if (provided < MPI_THREAD_MULTIPLE) {
+      throw Error(str_cat("MPI provides thread level ", provided,
+                          " but shardtune needs MPI_THREAD_MULTIPLE (", MPI_THREAD_MULTIPLE,
+                          "); use an MPI built with thread support"));
+    }
+  }
+  // Errors come back as codes and become exceptions instead of killing the job
+  // without a message.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &info_.rank), "MPI_Comm_rank");
+  check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &info_.world_size), "MPI_Comm_size");
+
+  MPI_Comm node_comm = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info_.rank, MPI_INFO_NULL,
+                                &node_comm),
+            "MPI_Comm_split_type");
+  check_mpi(MPI_Comm_rank(node_comm, &info_.local_rank), "MPI_Comm_rank(node)");
+  check_mpi(MPI_Comm_size(node_comm, &info_.local_world_size), "MPI_Comm_size(node)");
+  MPI_Comm_free(&node_comm);
+
+  char host[MPI_MAX_PROCESSOR_NAME];
+  int len = 0;
+  MPI_Get_processor_name(host, &len);
+  info_.hostname.assign(host, static_cast<size_t>(len));
+}
+
+DistContext::~DistContext() {
+  if (!owns_mpi_) return;
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+void DistContext::barrier() const { check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
+
+void DistContext::abort_all(int code) noexcept {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+  _exit(code);
+}
+
+int cores_available() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cores_on_node();
+  return std::max(1, CPU_COUNT(&set));
+}
+
+int cores_on_node() {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+int intra_op_threads(int configured, int node_cores, int affinity_cores, int local_world_size) {
+  if (configured > 0) return configured;
+  int share = node_cores / std::max(1, local_world_size);
+  return std::max(1, std::min(share, affinity_cores));
+}
+
+}  // namespace shardtune

@@ -1,0 +1,204 @@
+// Collectives of the MPI backend, run as 1, 2 and 4 ranks. Each rank checks
+// the result against values it computes alone from the known inputs of every
+// rank. Inputs are small integers, so float32 and bfloat16 results are exact
+// whatever order MPI reduces in.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <tuple>
+
+#include "support/mpi_env.h"
+
+namespace shardtune {
+namespace {
+
+using shardtune::testing::comm;
+
+// What rank r holds at elements [offset, offset + n): integers in [-5, 5].
+torch::Tensor input_of(int r, int64_t offset, int64_t n, torch::Dtype dtype) {
+  torch::Tensor idx = torch::arange(offset, offset + n, torch::kInt64);
+  torch::Tensor v = ((idx * 7 + r * 3) % 11) - 5;
+  return v.to(dtype);
+}
+
+// What a reduction over all ranks gives at elements [offset, offset + n).
+torch::Tensor expected_reduction(ReduceOp op, int world, int64_t offset, int64_t n,
+                                 torch::Dtype dtype) {
+  torch::Tensor acc = input_of(0, offset, n, torch::kFloat64);
+  for (int r = 1; r < world; ++r) {
+    torch::Tensor x = input_of(r, offset, n, torch::kFloat64);
+    acc = op == ReduceOp::kMax ? torch::maximum(acc, x) : acc + x;
+  }
+  if (op == ReduceOp::kAvg) {
+    acc = dtype == torch::kInt64 ? torch::trunc(acc / world) : acc / world;
+  }
+  return acc.to(dtype);
+}
+
+void expect_equal(const torch::Tensor& got, const torch::Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.numel(), want.numel()) << what;
+  if (got.numel() == 0) return;
+  torch::Tensor diff = got.to(torch::kFloat64) != want.to(torch::kFloat64);
+  const int64_t wrong = diff.sum().item<int64_t>();
+  if (wrong > 0) {
+    const int64_t first = diff.nonzero()[0][0].item<int64_t>();
+    FAIL() << what << ": " << wrong << " wrong elements; first at " << first << ": got "
+           << got[first].item<double>() << ", want " << want[first].item<double>();
+  }
+}
+
+using Case = std::tuple<torch::Dtype, int64_t>;
+
+class Collectives : public ::testing::TestWithParam<Case> {
+ protected:
+  torch::Dtype dtype() const { return std::get<0>(GetParam()); }
+  int64_t count() const { return std::get<1>(GetParam()); }
+};
+
+TEST_P(Collectives, AllReduce) {
+  const int world = comm().size();
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
+    torch::Tensor t = input_of(comm().rank(), 0, count(), dtype());
+    comm().all_reduce(t, op)->wait();
+    expect_equal(t, expected_reduction(op, world, 0, count(), dtype()),
+                 str_cat("all_reduce ", to_string(op)));
+  }
+}
+
+TEST_P(Collectives, ReduceScatter) {
+  const int world = comm().size();
+  const ShardRange own = shard_range(count(), world, comm().rank());
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
+    torch::Tensor in = input_of(comm().rank(), 0, count(), dtype());
+    torch::Tensor out = torch::full({own.length}, 99, dtype());
+    comm().reduce_scatter(in, out, op)->wait();
+    expect_equal(out, expected_reduction(op, world, own.offset, own.length, dtype()),
+                 str_cat("reduce_scatter ", to_string(op)));
+  }
+}
+
+TEST_P(Collectives, AllGather) {
+  const int world = comm().size();
+  const int rank = comm().rank();
+  // Element i of the result was contributed by the rank owning i.
+  torch::Tensor want = torch::empty({count()}, dtype());
+  for (int r = 0; r < world; ++r) {
+    const ShardRange s = shard_range(count(), world, r);
+    want.narrow(0, s.offset, s.length).copy_(input_of(r, s.offset, s.length, dtype()));
+  }
+  const ShardRange own = shard_range(count(), world, rank);
+
+  torch::Tensor out = torch::full({count()}, 99, dtype());
+  comm().all_gather(input_of(rank, own.offset, own.length, dtype()), out)->wait();
+  expect_equal(out, want, "all_gather");
+
+  // In place: the input is this rank's range of the output.
+  torch::Tensor buf = torch::full({count()}, 99, dtype());
+  torch::Tensor view = buf.narrow(0, own.offset, own.length);
+  view.copy_(input_of(rank, own.offset, own.length, dtype()));
+  comm().all_gather(view, buf)->wait();
+  expect_equal(buf, want, "all_gather in place");
+}
+
+TEST_P(Collectives, Broadcast) {
+  const int world = comm().size();
+  for (int root : {0, world - 1}) {
+    torch::Tensor t = comm().rank() == root ? input_of(root, 0, count(), dtype())
+                                            : torch::full({count()}, 99, dtype());
+    comm().broadcast(t, root)->wait();
+    expect_equal(t, input_of(root, 0, count(), dtype()), str_cat("broadcast from ", root));
+  }
+}
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  return str_cat(dtype_name(std::get<0>(info.param)), "_", std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(DtypesAndCounts, Collectives,
+                         ::testing::Combine(::testing::Values(torch::kFloat32, torch::kBFloat16,
+                                                              torch::kInt64),
+                                            ::testing::Values(int64_t{1}, int64_t{7},
+                                                              int64_t{1048579})),
+                         case_name);
+
+TEST(Communicator, ShardRangeCoversTheBufferInOrder) {
+  for (int64_t n : {0, 1, 7, 8, 1048579}) {
+    for (int w : {1, 2, 3, 4, 7}) {
+      int64_t next = 0;
+      for (int r = 0; r < w; ++r) {
+        const ShardRange s = shard_range(n, w, r);
+        EXPECT_EQ(s.offset, next);
+        EXPECT_GE(s.length, n / w);
+        EXPECT_LE(s.length, n / w + 1);
+        next += s.length;
+      }
+      EXPECT_EQ(next, n);
+    }
+  }
+}
+
+TEST(Communicator, ManyOutstandingCollectivesCompleteInOrder) {
+  const int world = comm().size();
+  std::vector<torch::Tensor> tensors;
+  std::vector<WorkPtr> works;
+  for (int k = 0; k < 16; ++k) {
+    tensors.push_back(torch::full({1000 + k}, comm().rank() + k, torch::kFloat32));
+    works.push_back(comm().all_reduce(tensors.back(), ReduceOp::kSum));
+  }
+  works.push_back(comm().barrier());
+  for (auto it = works.rbegin(); it != works.rend(); ++it) (*it)->wait();
+  for (int k = 0; k < 16; ++k) {
+    const double want = world * (world - 1) / 2.0 + world * k;
+    EXPECT_TRUE(works[static_cast<size_t>(k)]->is_completed());
+    EXPECT_EQ(tensors[static_cast<size_t>(k)].min().item<double>(), want);
+    EXPECT_EQ(tensors[static_cast<size_t>(k)].max().item<double>(), want);
+  }
+}
+
+TEST(Communicator, RejectsBadArgumentsOnEveryRankAlike) {
+  // These throw before anything is sent, identically on every rank.
+  torch::Tensor half = torch::ones({4}, torch::kFloat16);
+  EXPECT_THROW(
+      {
+        try {
+          comm().all_reduce(half, ReduceOp::kSum);
+        } catch (const CommError& e) {
+          EXPECT_NE(std::string(e.what()).find("float16"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      CommError);
+  torch::Tensor strided = torch::ones({4, 4}).t();
+  EXPECT_THROW(comm().all_reduce(strided, ReduceOp::kSum), CommError);
+  torch::Tensor in = torch::ones({10});
+  torch::Tensor wrong = torch::ones({11});
+  EXPECT_THROW(comm().reduce_scatter(in, wrong, ReduceOp::kSum), CommError);
+  EXPECT_THROW(comm().all_gather(wrong, in), CommError);
+  EXPECT_THROW(comm().broadcast(in, comm().size()), CommError);
+  torch::Tensor mixed = torch::ones({shard_range(10, comm().size(), comm().rank()).length},
+                                    torch::kInt64);
+  EXPECT_THROW(comm().reduce_scatter(in, mixed, ReduceOp::kSum), CommError);
+  // The communicator still works afterwards.
+  torch::Tensor ok = torch::ones({3});
+  comm().all_reduce(ok, ReduceOp::kSum)->wait();
+  EXPECT_EQ(ok.sum().item<double>(), 3.0 * comm().size());
+}
+
+TEST(Communicator, CheckingWrapperPassesMatchingCalls) {
+  CommOptions options;
+  options.timeout = std::chrono::seconds(60);
+  auto checked = make_checking_communicator(make_mpi_communicator(options));
+  EXPECT_EQ(checked->backend(), "mpi+check");
+  torch::Tensor t = torch::full({5}, 1.0f);
+  checked->all_reduce(t, ReduceOp::kSum)->wait();
+  EXPECT_EQ(t[0].item<float>(), static_cast<float>(checked->size()));
+  torch::Tensor out = torch::empty({5});
+  const ShardRange own = shard_range(5, checked->size(), checked->rank());
+  checked->all_gather(torch::ones({own.length}), out)->wait();
+  checked->broadcast(out, 0)->wait();
+  checked->barrier()->wait();
+  EXPECT_EQ(out.sum().item<float>(), 5.0f);
+}
+
+}  // namespace
+}  // namespace shardtune

@@ -1,0 +1,58 @@
+#include <gtest/gtest.h>
+
+#include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
+
+namespace shardtune {
+namespace {
+
+TEST(Strings, SplitKeepsEmptyPieces) {
+  EXPECT_EQ(split("a.b.c", '.'), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(split("a..b", '.'), (std::vector<std::string>{"a", "", "b"}));
+  EXPECT_EQ(split("", '.'), (std::vector<std::string>{""}));
+}
+
+TEST(Strings, JoinAndTrim) {
+  EXPECT_EQ(join({"x", "y", "z"}, ", "), "x, y, z");
+  EXPECT_EQ(join({}, ", "), "");
+  EXPECT_EQ(trim("  a b \t\n"), "a b");
+  EXPECT_EQ(trim(" \t "), "");
+}
+
+TEST(Strings, EditDistance) {
+  EXPECT_EQ(edit_distance("", ""), 0u);
+  EXPECT_EQ(edit_distance("lr", "lr"), 0u);
+  EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
+  EXPECT_EQ(edit_distance("timeout", "timeout_s"), 2u);
+}
+
+TEST(Strings, ClosestMatchSuggestsOnlyPlausibleTypos) {
+  const std::vector<std::string> keys{"backend", "timeout_s", "check_collectives"};
+  EXPECT_EQ(closest_match("backnd", keys), "backend");
+  EXPECT_EQ(closest_match("timeout", keys), "timeout_s");
+  EXPECT_EQ(closest_match("check", keys), "check_collectives");
+  EXPECT_EQ(closest_match("zzzzzz", keys), "");
+  EXPECT_EQ(closest_match("x", {}), "");
+}
+
+TEST(Strings, FormatBytes) {
+  EXPECT_EQ(format_bytes(512), "512 B");
+  EXPECT_EQ(format_bytes(1536), "1.5 KiB");
+  EXPECT_EQ(format_bytes(24.0 * 1024 * 1024 * 1024), "24.0 GiB");
+}
+
+TEST(Check, ThrowsWithExpressionAndLocation) {
+  try {
+    int x = 3;
+    ST_CHECK(x == 4, "x was ", x);
+    FAIL() << "no throw";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("x was 3"), std::string::npos) << what;
+    EXPECT_NE(what.find("x == 4"), std::string::npos) << what;
+    EXPECT_NE(what.find("strings_test.cpp:"), std::string::npos) << what;
+  }
+}
+
+}  // namespace
+}  // namespace shardtune

@@ -1,0 +1,15 @@
+// Shared state of the multi-rank test programs (see mpi_gtest_main.cpp).
+#pragma once
+
+#include "shardtune/comm/communicator.h"
+#include "shardtune/dist/dist.h"
+
+namespace shardtune::testing {
+
+// The process's DistContext; valid for the whole test run.
+DistContext& dist();
+
+// A communicator (MPI backend, 60 s timeout) shared by the tests.
+Communicator& comm();
+
+}  // namespace shardtune::testing
