@@ -53,11 +53,32 @@ void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
   }
 }
 
+// What a Work runs: enough to name it in an error message. The name is only
+// formatted when needed; issuing a collective stays cheap.
+struct CollectiveDesc {
+  CollectiveOp op = CollectiveOp::kBarrier;
+  ReduceOp reduce = ReduceOp::kSum;
+  c10::ScalarType dtype = c10::ScalarType::Undefined;
+  int64_t count = 0;
+  uint64_t seq = 0;
+
+  std::string name() const {
+    std::string s = str_cat(to_string(op), " #", seq);
+    if (op == CollectiveOp::kBarrier) return s;
+    s += " (";
+    if (op == CollectiveOp::kAllReduce || op == CollectiveOp::kReduceScatter) {
+      s += str_cat(to_string(reduce), ", ");
+    }
+    return s + str_cat(dtype_name(dtype), ", ", count, " elements)");
+  }
+};
+
 class MpiWork final : public Work {
  public:
-  MpiWork(std::string name, Clock::time_point deadline, std::chrono::milliseconds timeout,
-          std::shared_ptr<std::atomic<bool>> broken, std::vector<torch::Tensor> tensors)
-      : name_(std::move(name)),
+  MpiWork(const CollectiveDesc& desc, Clock::time_point deadline,
+          std::chrono::milliseconds timeout, std::shared_ptr<std::atomic<bool>> broken,
+          std::vector<torch::Tensor> tensors)
+      : desc_(desc),
         deadline_(deadline),
         timeout_(timeout),
         broken_(std::move(broken)),
@@ -67,7 +88,7 @@ class MpiWork final : public Work {
     std::unique_lock<std::mutex> lock(mu_);
     if (!cv_.wait_until(lock, deadline_, [&] { return done_; })) {
       broken_->store(true);
-      throw CommError(str_cat(name_, " did not complete within ",
+      throw CommError(str_cat(desc_.name(), " did not complete within ",
                               std::chrono::duration<double>(timeout_).count(),
                               " s (comm.timeout_s): a rank has stopped, or the ranks issued "
                               "different collectives (comm.check_collectives=true compares them)"));
@@ -90,10 +111,10 @@ class MpiWork final : public Work {
     cv_.notify_all();
   }
 
-  const std::string& name() const { return name_; }
+  std::string name() const { return desc_.name(); }
 
  private:
-  const std::string name_;
+  const CollectiveDesc desc_;
   const Clock::time_point deadline_;
   const std::chrono::milliseconds timeout_;
   std::shared_ptr<std::atomic<bool>> broken_;
@@ -262,17 +283,14 @@ class MpiCommunicator final : public Communicator {
       throw CommError(str_cat(to_string(op),
                               ": the communicator is broken by an earlier failed collective"));
     }
-    const uint64_t seq = ++seq_;
-    std::string name = str_cat(to_string(op), " #", seq);
-    if (op != CollectiveOp::kBarrier) {
-      name += str_cat(" (");
-      if (op == CollectiveOp::kAllReduce || op == CollectiveOp::kReduceScatter) {
-        name += str_cat(to_string(reduce), ", ");
-      }
-      name += str_cat(dtype_name(described.scalar_type()), ", ", n, " elements)");
-    }
-    auto work = std::make_shared<MpiWork>(std::move(name), Clock::now() + options_.timeout,
-                                          options_.timeout, broken_, std::move(tensors));
+    CollectiveDesc desc;
+    desc.op = op;
+    desc.reduce = reduce;
+    desc.dtype = described.defined() ? described.scalar_type() : c10::ScalarType::Undefined;
+    desc.count = n;
+    desc.seq = ++seq_;
+    auto work = std::make_shared<MpiWork>(desc, Clock::now() + options_.timeout, options_.timeout,
+                                          broken_, std::move(tensors));
     {
       std::lock_guard<std::mutex> lock(mu_);
       queue_.push_back(Task{work, std::move(run)});
