@@ -54,7 +54,7 @@ if(SHARDTUNE_WITH_CUDA)
   # NCCL: the wheel's when there is one (torch loads that one), else the toolkit's.
   find_path(SHARDTUNE_NCCL_INCLUDE_DIR nccl.h
     HINTS "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/include" ${CUDAToolkit_INCLUDE_DIRS} NO_DEFAULT_PATH)
-  find_library(SHARDTUNE_NCCL_LIBRARY NAMES nccl libnccl.so.2
+  find_library(SHARDTUNE_NCCL_LIBRARY NAMES libnccl.so.2 nccl NAMES_PER_DIR
     HINTS "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/lib" ${CUDAToolkit_LIBRARY_DIR} NO_DEFAULT_PATH)
   if(NOT SHARDTUNE_NCCL_INCLUDE_DIR OR NOT SHARDTUNE_NCCL_LIBRARY)
     message(FATAL_ERROR "SHARDTUNE_WITH_CUDA is on but NCCL (nccl.h, libnccl) was not found")

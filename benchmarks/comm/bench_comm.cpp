@@ -305,7 +305,7 @@ int run(DistContext& dist, const std::vector<std::string>& args) {
   const Options o = parse_args(args, overrides);
   const Config config = default_config(overrides);
   const int threads = setup_rank(dist, config);
-  auto comm = make_communicator(config.comm);
+  auto comm = make_communicator(config.comm, dist.info());
   MPI_Comm raw_comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &raw_comm);
   const int world = comm->size();

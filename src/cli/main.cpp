@@ -72,7 +72,7 @@ int cmd_info(const DistContext& dist, const std::vector<std::string>& args) {
   const Config config = resolve_config(parsed);
   if (parsed.print_config && dist.rank() == 0) std::cout << to_yaml(config) << std::flush;
   const int threads = setup_rank(dist, config);
-  auto comm = make_communicator(config.comm);
+  auto comm = make_communicator(config.comm, dist.info());
 
   // Every rank contributes its placement; rank 0 prints the table.
   const DistInfo& info = dist.info();

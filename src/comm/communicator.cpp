@@ -1,6 +1,10 @@
 #include "shardtune/comm/communicator.h"
 
+#include <torch/cuda.h>
+
 #include <cmath>
+
+#include "shardtune/version.h"
 
 namespace shardtune {
 
@@ -69,9 +73,22 @@ CommOptions CommOptions::from_config(const CommConfig& config) {
   return options;
 }
 
-std::unique_ptr<Communicator> make_communicator(const CommConfig& config) {
-  // Only the MPI backend exists in this build; "auto" resolves to it.
-  std::unique_ptr<Communicator> comm = make_mpi_communicator(CommOptions::from_config(config));
+#if !SHARDTUNE_WITH_CUDA
+std::unique_ptr<Communicator> make_nccl_communicator(const CommOptions&, const DistInfo&) {
+  throw CommError("comm.backend=nccl: this build of shardtune has no CUDA support "
+                  "(configure with a CUDA libtorch and SHARDTUNE_WITH_CUDA=ON)");
+}
+#endif
+
+bool nccl_available(const DistInfo& dist) {
+  return kShardtuneWithCuda && dist.local_rank < static_cast<int>(torch::cuda::device_count());
+}
+
+std::unique_ptr<Communicator> make_communicator(const CommConfig& config, const DistInfo& dist) {
+  const CommOptions options = CommOptions::from_config(config);
+  std::unique_ptr<Communicator> comm = config.backend == "nccl"
+                                           ? make_nccl_communicator(options, dist)
+                                           : make_mpi_communicator(options);
   if (config.check_collectives) comm = make_checking_communicator(std::move(comm));
   return comm;
 }

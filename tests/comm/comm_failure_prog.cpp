@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     Config config = default_config({"comm.timeout_s=2"});
     if (mode == "mismatch") config.comm.check_collectives = true;
     setup_rank(dist, config);
-    auto comm = make_communicator(config.comm);
+    auto comm = make_communicator(config.comm, dist.info());
 
     torch::Tensor t = torch::ones({16});
     comm->all_reduce(t, ReduceOp::kSum)->wait();  // call #1: everyone takes part

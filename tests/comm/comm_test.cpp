@@ -47,39 +47,66 @@ void expect_equal(const torch::Tensor& got, const torch::Tensor& want, const std
   }
 }
 
-using Case = std::tuple<torch::Dtype, int64_t>;
+enum class Backend { kMpi, kNccl };
 
+using Case = std::tuple<Backend, torch::Dtype, int64_t>;
+
+// Runs each case on the MPI backend (CPU tensors) and, where there are GPUs,
+// on the NCCL backend (CUDA tensors); results are compared on the CPU.
 class Collectives : public ::testing::TestWithParam<Case> {
  protected:
-  torch::Dtype dtype() const { return std::get<0>(GetParam()); }
-  int64_t count() const { return std::get<1>(GetParam()); }
+  void SetUp() override {
+    if (std::get<0>(GetParam()) == Backend::kNccl) {
+      comm_ = shardtune::testing::nccl_comm();
+      if (comm_ == nullptr) {
+        GTEST_SKIP() << "NCCL backend not tested: this build has no CUDA support or a rank has "
+                        "no GPU";
+      }
+      device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
+                                                shardtune::testing::dist().info().local_rank));
+    } else {
+      comm_ = &comm();
+    }
+  }
+  Communicator& c() { return *comm_; }
+  torch::Dtype dtype() const { return std::get<1>(GetParam()); }
+  int64_t count() const { return std::get<2>(GetParam()); }
+  // Inputs on the backend's device.
+  torch::Tensor on(const torch::Tensor& t) const { return t.to(device_); }
+  torch::Tensor full(int64_t n, double v) const {
+    return torch::full({n}, v, torch::TensorOptions().dtype(dtype()).device(device_));
+  }
+
+ private:
+  Communicator* comm_ = nullptr;
+  torch::Device device_{torch::kCPU};
 };
 
 TEST_P(Collectives, AllReduce) {
-  const int world = comm().size();
+  const int world = c().size();
   for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
-    torch::Tensor t = input_of(comm().rank(), 0, count(), dtype());
-    comm().all_reduce(t, op)->wait();
-    expect_equal(t, expected_reduction(op, world, 0, count(), dtype()),
+    torch::Tensor t = on(input_of(c().rank(), 0, count(), dtype()));
+    c().all_reduce(t, op)->wait();
+    expect_equal(t.cpu(), expected_reduction(op, world, 0, count(), dtype()),
                  str_cat("all_reduce ", to_string(op)));
   }
 }
 
 TEST_P(Collectives, ReduceScatter) {
-  const int world = comm().size();
-  const ShardRange own = shard_range(count(), world, comm().rank());
+  const int world = c().size();
+  const ShardRange own = shard_range(count(), world, c().rank());
   for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
-    torch::Tensor in = input_of(comm().rank(), 0, count(), dtype());
-    torch::Tensor out = torch::full({own.length}, 99, dtype());
-    comm().reduce_scatter(in, out, op)->wait();
-    expect_equal(out, expected_reduction(op, world, own.offset, own.length, dtype()),
+    torch::Tensor in = on(input_of(c().rank(), 0, count(), dtype()));
+    torch::Tensor out = full(own.length, 99);
+    c().reduce_scatter(in, out, op)->wait();
+    expect_equal(out.cpu(), expected_reduction(op, world, own.offset, own.length, dtype()),
                  str_cat("reduce_scatter ", to_string(op)));
   }
 }
 
 TEST_P(Collectives, AllGather) {
-  const int world = comm().size();
-  const int rank = comm().rank();
+  const int world = c().size();
+  const int rank = c().rank();
   // Element i of the result was contributed by the rank owning i.
   torch::Tensor want = torch::empty({count()}, dtype());
   for (int r = 0; r < world; ++r) {
@@ -88,34 +115,35 @@ TEST_P(Collectives, AllGather) {
   }
   const ShardRange own = shard_range(count(), world, rank);
 
-  torch::Tensor out = torch::full({count()}, 99, dtype());
-  comm().all_gather(input_of(rank, own.offset, own.length, dtype()), out)->wait();
-  expect_equal(out, want, "all_gather");
+  torch::Tensor out = full(count(), 99);
+  c().all_gather(on(input_of(rank, own.offset, own.length, dtype())), out)->wait();
+  expect_equal(out.cpu(), want, "all_gather");
 
   // In place: the input is this rank's range of the output.
-  torch::Tensor buf = torch::full({count()}, 99, dtype());
+  torch::Tensor buf = full(count(), 99);
   torch::Tensor view = buf.narrow(0, own.offset, own.length);
-  view.copy_(input_of(rank, own.offset, own.length, dtype()));
-  comm().all_gather(view, buf)->wait();
-  expect_equal(buf, want, "all_gather in place");
+  view.copy_(on(input_of(rank, own.offset, own.length, dtype())));
+  c().all_gather(view, buf)->wait();
+  expect_equal(buf.cpu(), want, "all_gather in place");
 }
 
 TEST_P(Collectives, Broadcast) {
-  const int world = comm().size();
+  const int world = c().size();
   for (int root : {0, world - 1}) {
-    torch::Tensor t = comm().rank() == root ? input_of(root, 0, count(), dtype())
-                                            : torch::full({count()}, 99, dtype());
-    comm().broadcast(t, root)->wait();
-    expect_equal(t, input_of(root, 0, count(), dtype()), str_cat("broadcast from ", root));
+    torch::Tensor t = c().rank() == root ? on(input_of(root, 0, count(), dtype())) : full(count(), 99);
+    c().broadcast(t, root)->wait();
+    expect_equal(t.cpu(), input_of(root, 0, count(), dtype()), str_cat("broadcast from ", root));
   }
 }
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  return str_cat(dtype_name(std::get<0>(info.param)), "_", std::get<1>(info.param));
+  return str_cat(std::get<0>(info.param) == Backend::kNccl ? "nccl_" : "mpi_",
+                 dtype_name(std::get<1>(info.param)), "_", std::get<2>(info.param));
 }
 
-INSTANTIATE_TEST_SUITE_P(DtypesAndCounts, Collectives,
-                         ::testing::Combine(::testing::Values(torch::kFloat32, torch::kBFloat16,
+INSTANTIATE_TEST_SUITE_P(BackendsDtypesAndCounts, Collectives,
+                         ::testing::Combine(::testing::Values(Backend::kMpi, Backend::kNccl),
+                                            ::testing::Values(torch::kFloat32, torch::kBFloat16,
                                                               torch::kInt64),
                                             ::testing::Values(int64_t{1}, int64_t{7},
                                                               int64_t{1048579})),
@@ -188,6 +216,7 @@ TEST(Communicator, CheckingWrapperPassesMatchingCalls) {
   CommOptions options;
   options.timeout = std::chrono::seconds(60);
   auto checked = make_checking_communicator(make_mpi_communicator(options));
+  ASSERT_EQ(checked->rank(), comm().rank());
   EXPECT_EQ(checked->backend(), "mpi+check");
   torch::Tensor t = torch::full({5}, 1.0f);
   checked->all_reduce(t, ReduceOp::kSum)->wait();
@@ -198,6 +227,38 @@ TEST(Communicator, CheckingWrapperPassesMatchingCalls) {
   checked->broadcast(out, 0)->wait();
   checked->barrier()->wait();
   EXPECT_EQ(out.sum().item<float>(), 5.0f);
+}
+
+}  // namespace
+}  // namespace shardtune
+
+namespace shardtune {
+namespace {
+
+TEST(Communicator, NcclBackendNeedsCudaOrAGpu) {
+  if (nccl_available(shardtune::testing::dist().info())) {
+    GTEST_SKIP() << "this rank has a GPU: the NCCL backend is tested above";
+  }
+  CommConfig config;
+  config.backend = "nccl";
+  EXPECT_THROW(make_communicator(config, shardtune::testing::dist().info()), CommError);
+}
+
+TEST(Communicator, NcclOrdersTheCallersStream) {
+  Communicator* nccl = shardtune::testing::nccl_comm();
+  if (nccl == nullptr) GTEST_SKIP() << "no NCCL backend here";
+  // Work queued on the compute stream before the collective is reduced; work
+  // queued after wait() sees the result, with no host synchronisation between.
+  const torch::Device dev(torch::kCUDA, static_cast<c10::DeviceIndex>(
+                                            shardtune::testing::dist().info().local_rank));
+  torch::Tensor t = torch::zeros({1 << 20}, torch::TensorOptions().device(dev));
+  for (int i = 0; i < 10; ++i) t.add_(1.0);  // queued, maybe not yet run
+  nccl->all_reduce(t, ReduceOp::kSum)->wait();
+  torch::Tensor after = t * 2;
+  const double want = 10.0 * nccl->size() * 2;
+  EXPECT_EQ(after.min().item<double>(), want);
+  EXPECT_EQ(after.max().item<double>(), want);
+  nccl->barrier()->wait();
 }
 
 }  // namespace

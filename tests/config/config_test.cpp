@@ -112,7 +112,7 @@ TEST(ConfigErrors, NotABoolean) {
 
 TEST(ConfigErrors, NotOneOfTheChoices) {
   EXPECT_EQ(error_of("comm:\n  backend: gloo\n"),
-            "configs/x.yaml:2: comm.backend: expected one of auto, mpi, got \"gloo\"");
+            "configs/x.yaml:2: comm.backend: expected one of auto, mpi, nccl, got \"gloo\"");
 }
 
 TEST(ConfigErrors, ListWhereAScalarBelongs) {

@@ -12,4 +12,8 @@ DistContext& dist();
 // A communicator (MPI backend, 60 s timeout) shared by the tests.
 Communicator& comm();
 
+// The NCCL communicator (60 s timeout) when this build has NCCL and every
+// rank has a GPU; nullptr otherwise, on every rank alike.
+Communicator* nccl_comm();
+
 }  // namespace shardtune::testing

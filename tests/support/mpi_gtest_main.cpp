@@ -5,6 +5,7 @@
 // a rank, that rank ends the whole job with MPI_Abort: the others may be
 // waiting in a collective that will never complete.
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <cstdio>
 #include <memory>
@@ -17,6 +18,8 @@ namespace {
 
 DistContext* g_dist = nullptr;
 std::unique_ptr<Communicator> g_comm;
+std::unique_ptr<Communicator> g_nccl;
+bool g_nccl_checked = false;
 
 class RankFailurePrinter : public ::testing::EmptyTestEventListener {
  public:
@@ -50,6 +53,21 @@ Communicator& comm() {
   return *g_comm;
 }
 
+Communicator* nccl_comm() {
+  if (!g_nccl_checked) {
+    g_nccl_checked = true;
+    // Every rank must agree, or some would wait in NCCL set-up for ever.
+    torch::Tensor ok = torch::tensor({nccl_available(g_dist->info()) ? int64_t{1} : int64_t{0}});
+    comm().all_reduce(ok, ReduceOp::kSum)->wait();
+    if (ok.item<int64_t>() == g_dist->world_size()) {
+      CommOptions options;
+      options.timeout = std::chrono::seconds(60);
+      g_nccl = make_nccl_communicator(options, g_dist->info());
+    }
+  }
+  return g_nccl.get();
+}
+
 }  // namespace shardtune::testing
 
 int main(int argc, char** argv) {
@@ -67,6 +85,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "[rank %d] tests failed; ending every rank\n", dist.rank());
       return 1;  // run_rank_main ends every rank
     }
+    shardtune::testing::g_nccl.reset();
     shardtune::testing::g_comm.reset();
     dist.barrier();
     return 0;

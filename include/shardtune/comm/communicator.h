@@ -7,10 +7,15 @@
 //  - Each call returns at once with a Work; the collective runs in the
 //    background, in issue order. The caller must neither read nor write the
 //    tensors passed in until wait() has returned; the Work keeps them alive.
-//  - Work::wait() blocks until the collective is done. It throws CommError if
-//    the collective failed or has not finished `timeout` after it was issued;
-//    the message names the collective and its sequence number. After a
-//    failure the communicator is broken and every later call throws at once.
+//  - After Work::wait() returns, what the caller does next sees the result:
+//    for CPU tensors (MPI) wait() blocks the host until the collective is
+//    done; for CUDA tensors (NCCL) it orders the caller's current CUDA stream
+//    after the collective without blocking the host (barrier blocks both).
+//  - A collective that fails, or has not finished `timeout` after it was
+//    issued, is reported with its name and sequence number: MPI throws
+//    CommError from wait(); NCCL's watchdog thread prints the error and ends
+//    every rank, since a GPU hang cannot be unwound. After a failure the
+//    communicator is broken and every later call throws at once.
 //  - One thread issues collectives on a communicator (it is not thread-safe).
 //  - Sizes for reduce_scatter and all_gather follow shard_range(): any
 //    element count works, including counts not divisible by the world size.
@@ -25,6 +30,7 @@
 
 #include "shardtune/config/config.h"
 #include "shardtune/core/error.h"
+#include "shardtune/dist/dist.h"
 
 namespace shardtune {
 
@@ -116,7 +122,18 @@ std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions& options);
 // Costs one small extra collective, waited for, per call: a debugging aid.
 std::unique_ptr<Communicator> make_checking_communicator(std::unique_ptr<Communicator> inner);
 
+// The NCCL backend: contiguous CUDA tensors of float32, bfloat16 and int64 on
+// this rank's device, cuda:<local rank>. Rank 0 makes the NCCL unique id and
+// MPI broadcasts it, so it needs a live DistContext. Throws CommError when
+// the build has no CUDA support or the node has too few GPUs.
+std::unique_ptr<Communicator> make_nccl_communicator(const CommOptions& options,
+                                                     const DistInfo& dist);
+
+// True when this build has the NCCL backend and this rank has a GPU for it.
+bool nccl_available(const DistInfo& dist);
+
 // The communicator the config asks for (backend, timeout, checking mode).
-std::unique_ptr<Communicator> make_communicator(const CommConfig& config);
+// "auto" is MPI: the trainer asks for NCCL explicitly when it trains on GPUs.
+std::unique_ptr<Communicator> make_communicator(const CommConfig& config, const DistInfo& dist);
 
 }  // namespace shardtune

@@ -46,8 +46,8 @@ struct CommConfig {
 
   template <class V>
   void visit(V& v) {
-    v.field("backend", backend, OneOf{{"auto", "mpi"}},
-            "collective backend; auto picks the best one this build has (mpi)");
+    v.field("backend", backend, OneOf{{"auto", "mpi", "nccl"}},
+            "collective backend: mpi (CPU tensors), nccl (CUDA tensors), auto = mpi");
     v.field("timeout_s", timeout_s, Positive{},
             "a collective not finished after this many seconds fails every rank");
     v.field("check_collectives", check_collectives, AnyValue{},
