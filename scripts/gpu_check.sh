@@ -41,10 +41,17 @@ step configure cmake -S . -B $build -G Ninja -DSHARDTUNE_PYTHON=python3 -DSHARDT
   -DMPI_CXX_SKIP_MPICXX=ON -DMPI_CXX_LIB_NAMES=mpi -DMPI_mpi_LIBRARY="$lib/openmpi/lib/libmpi.so" \
   -DMPI_CXX_HEADER_DIR="$lib/openmpi/include" -DMPIEXEC_EXECUTABLE="$deps/usr/bin/mpirun" \
   -DSHARDTUNE_CCACHE=OFF \
-  && step build cmake --build $build -j "$(nproc)" --target shardtune test_comm \
+  && step build cmake --build $build -j "$(nproc)" --target shardtune test_comm model_tool \
   && step shardtune_version $build/shardtune version \
   && step nccl_collectives_np1 $build/tests/test_comm --gtest_filter='*nccl*:*Nccl*'
 step mpi_collectives_np1 $build/tests/test_comm --gtest_filter='*mpi_float32*:Communicator.*' >/dev/null
+# Models against transformers on the GPU: float32, then bfloat16.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+step hf_parity_cuda_fp32 python3 tests/model/hf_parity.py --tool $build/tests/model_tool \
+  --work /tmp/parity32 --device cuda --dtype float32
+step hf_parity_cuda_bf16 python3 tests/model/hf_parity.py --tool $build/tests/model_tool \
+  --work /tmp/parity16 --device cuda --dtype bfloat16
+grep -A30 "^HF parity" "$log" | grep -v "Loading\|Writing" > "$out/parity_tables.txt" || true
 
 echo
 echo "== GPU check ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)), $(( $(date +%s) - start )) s"

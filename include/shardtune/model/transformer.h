@@ -1,0 +1,98 @@
+// GPT-2 and Llama-family (llama, mistral, qwen2) causal language models as
+// torch::nn modules.
+//
+// Module and parameter names are Hugging Face's, so named_parameters() gives
+// the names an HF checkpoint uses ("transformer.h.0.attn.c_attn.weight",
+// "model.layers.0.self_attn.q_proj.weight"). Every Linear layer stores its
+// weight as [out, in]; GPT-2's Conv1D layout is a matter of import/export
+// (hf_checkpoint.h). The transformer blocks are separate modules (blocks()),
+// so a wrapper can gather and free parameters block by block.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "shardtune/model/model_config.h"
+
+namespace shardtune {
+
+// A linear layer y = x W^T + b with an optional LoRA adapter:
+// y += dropout(x) A^T B^T * (alpha / r).
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in, int64_t out, bool bias);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  // Adds the adapter (A ~ kaiming-uniform, B = 0, so the output is unchanged).
+  void enable_lora(int64_t rank, double alpha, double dropout);
+  bool has_lora() const { return lora_a.defined(); }
+  // W += B A * scaling, then removes the adapter.
+  void merge_lora();
+
+  torch::Tensor weight, bias, lora_a, lora_b;
+  double lora_scaling = 0.0;
+  double lora_dropout = 0.0;
+};
+TORCH_MODULE(Linear);
+
+enum class AttentionImpl {
+  kSdpa,       // torch's scaled_dot_product_attention (flash / memory-efficient on GPU)
+  kReference,  // plain softmax(QK^T / sqrt(d)) V in float32, for tests
+};
+
+// Keys and values of earlier positions, per layer: [batch, kv_heads, len, head_dim].
+struct KVCache {
+  std::vector<torch::Tensor> keys;
+  std::vector<torch::Tensor> values;
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+};
+
+class CausalLM : public torch::nn::Module {
+ public:
+  explicit CausalLM(ModelConfig config) : config_(std::move(config)) {}
+  ~CausalLM() override = default;
+
+  // Logits [batch, seq, vocab] for input ids [batch, seq]. With a cache, ids
+  // continue the cached sequence and the cache is extended.
+  virtual torch::Tensor forward(const torch::Tensor& ids, KVCache* cache = nullptr) = 0;
+
+  // The transformer blocks, in order.
+  virtual std::vector<std::shared_ptr<torch::nn::Module>> blocks() = 0;
+
+  const ModelConfig& config() const { return config_; }
+  void set_attention(AttentionImpl impl) { attention_ = impl; }
+  AttentionImpl attention() const { return attention_; }
+
+  // Random init for training from scratch: normal(0, 0.02) weights, zero
+  // biases, unit norms; the projections into the residual stream (GPT-2's
+  // c_proj, Llama's o_proj and down_proj) get std 0.02 / sqrt(2 layers).
+  void init_weights(uint64_t seed);
+
+  // LoRA on every Linear whose name (the last component, e.g. "q_proj") is in
+  // targets; then only adapter parameters require grad. Throws InputError if a
+  // target matches no layer.
+  void enable_lora(const std::vector<std::string>& targets, int64_t rank, double alpha,
+                   double dropout);
+  // Folds every adapter into its base weight.
+  void merge_lora();
+  bool has_lora();
+
+ protected:
+  ModelConfig config_;
+  AttentionImpl attention_ = AttentionImpl::kSdpa;
+};
+
+// A model of config's architecture, parameters uninitialised (call
+// init_weights, or load a checkpoint).
+std::shared_ptr<CausalLM> make_causal_lm(const ModelConfig& config);
+
+// Attention of q [B, H, Tq, D] over k, v [B, Hkv, Tk, D], the queries being
+// the last Tq of Tk positions; causal, with an optional sliding window.
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, AttentionImpl impl,
+                               int64_t sliding_window = 0);
+
+}  // namespace shardtune

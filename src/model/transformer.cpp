@@ -1,0 +1,423 @@
+#include "shardtune/model/transformer.h"
+
+#include <cmath>
+#include <set>
+
+#include "shardtune/core/error.h"
+
+namespace shardtune {
+namespace F = torch::nn::functional;
+
+// ---------------------------------------------------------------- Linear
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool has_bias) {
+  weight = register_parameter("weight", torch::empty({out, in}));
+  if (has_bias) bias = register_parameter("bias", torch::zeros({out}));
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = F::linear(x, weight, bias.defined() ? bias : torch::Tensor());
+  if (lora_a.defined()) {
+    torch::Tensor h = lora_dropout > 0.0 && is_training() ? torch::dropout(x, lora_dropout, true) : x;
+    y = y + F::linear(F::linear(h, lora_a), lora_b) * lora_scaling;
+  }
+  return y;
+}
+
+void LinearImpl::enable_lora(int64_t rank, double alpha, double dropout) {
+  ST_CHECK(rank > 0, "LoRA rank must be positive");
+  const auto opts = weight.options();
+  torch::Tensor a = torch::empty({rank, weight.size(1)}, opts);
+  // A as nn.Linear initialises its weight (kaiming-uniform, a = sqrt(5)); B = 0.
+  torch::nn::init::kaiming_uniform_(a, std::sqrt(5.0));
+  lora_a = register_parameter("lora_A", a);
+  lora_b = register_parameter("lora_B", torch::zeros({weight.size(0), rank}, opts));
+  lora_scaling = alpha / static_cast<double>(rank);
+  lora_dropout = dropout;
+}
+
+void LinearImpl::merge_lora() {
+  if (!lora_a.defined()) return;
+  torch::NoGradGuard no_grad;
+  weight.add_(torch::matmul(lora_b.to(torch::kFloat32), lora_a.to(torch::kFloat32))
+                  .mul_(lora_scaling)
+                  .to(weight.scalar_type()));
+  lora_a = lora_b = torch::Tensor();
+  // The parameters leave the module (unregister keeps names of the others).
+  parameters_.erase("lora_A");
+  parameters_.erase("lora_B");
+}
+
+// ---------------------------------------------------------------- attention
+
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, AttentionImpl impl, int64_t window) {
+  const int64_t tq = q.size(2);
+  const int64_t tk = k.size(2);
+  const int64_t rep = q.size(1) / k.size(1);
+  torch::Tensor kk = rep > 1 ? k.repeat_interleave(rep, 1) : k;
+  torch::Tensor vv = rep > 1 ? v.repeat_interleave(rep, 1) : v;
+  const bool windowed = window > 0 && tk > window;
+  // Query i sits at absolute position tk - tq + i and sees keys j <= it (and,
+  // with a window, j > it - window).
+  auto mask = [&] {
+    auto opts = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
+    torch::Tensor qpos = torch::arange(tk - tq, tk, opts).unsqueeze(1);
+    torch::Tensor kpos = torch::arange(0, tk, opts).unsqueeze(0);
+    torch::Tensor m = kpos <= qpos;
+    if (windowed) m = m & (kpos > qpos - window);
+    return m;
+  };
+  if (impl == AttentionImpl::kReference) {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    torch::Tensor s = torch::matmul(q.to(torch::kFloat32), kk.to(torch::kFloat32).transpose(-2, -1)) * scale;
+    s = s.masked_fill(mask().logical_not(), -std::numeric_limits<float>::infinity());
+    return torch::matmul(torch::softmax(s, -1), vv.to(torch::kFloat32)).to(q.scalar_type());
+  }
+  if (!windowed && tq == tk) {
+    return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, /*is_causal=*/true);
+  }
+  if (!windowed && tq == 1) return at::scaled_dot_product_attention(q, kk, vv);
+  return at::scaled_dot_product_attention(q, kk, vv, mask());
+}
+
+namespace {
+
+// Appends k, v to layer's cache entry and returns the full keys and values.
+std::pair<torch::Tensor, torch::Tensor> extend_cache(KVCache* cache, size_t layer,
+                                                     torch::Tensor k, torch::Tensor v) {
+  if (cache == nullptr) return {k, v};
+  if (cache->keys.size() <= layer) {
+    cache->keys.resize(layer + 1);
+    cache->values.resize(layer + 1);
+  }
+  if (cache->keys[layer].defined()) {
+    k = torch::cat({cache->keys[layer], k}, 2);
+    v = torch::cat({cache->values[layer], v}, 2);
+  }
+  cache->keys[layer] = k;
+  cache->values[layer] = v;
+  return {k, v};
+}
+
+// Cache length before this forward (layer 0's entry; all layers agree).
+int64_t past_length(const KVCache* cache) { return cache == nullptr ? 0 : cache->length(); }
+
+// ---------------------------------------------------------------- GPT-2
+
+struct Gpt2AttentionImpl : torch::nn::Module {
+  Gpt2AttentionImpl(const ModelConfig& c) : heads(c.num_heads), head_dim(c.head_dim) {
+    c_attn = register_module("c_attn", Linear(c.hidden_size, 3 * c.hidden_size, true));
+    c_proj = register_module("c_proj", Linear(c.hidden_size, c.hidden_size, true));
+  }
+  torch::Tensor forward(const torch::Tensor& x, KVCache* cache, size_t layer, AttentionImpl impl) {
+    const int64_t b = x.size(0), t = x.size(1);
+    auto qkv = c_attn(x).split(x.size(2), 2);
+    auto shape = [&](const torch::Tensor& y) {
+      return y.view({b, t, heads, head_dim}).transpose(1, 2);
+    };
+    auto [k, v] = extend_cache(cache, layer, shape(qkv[1]), shape(qkv[2]));
+    torch::Tensor y = causal_attention(shape(qkv[0]), k, v, impl);
+    return c_proj(y.transpose(1, 2).reshape({b, t, heads * head_dim}));
+  }
+  int64_t heads, head_dim;
+  Linear c_attn{nullptr}, c_proj{nullptr};
+};
+TORCH_MODULE(Gpt2Attention);
+
+struct Gpt2MlpImpl : torch::nn::Module {
+  Gpt2MlpImpl(const ModelConfig& c) {
+    c_fc = register_module("c_fc", Linear(c.hidden_size, c.intermediate_size, true));
+    c_proj = register_module("c_proj", Linear(c.intermediate_size, c.hidden_size, true));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    return c_proj(torch::gelu(c_fc(x), "tanh"));
+  }
+  Linear c_fc{nullptr}, c_proj{nullptr};
+};
+TORCH_MODULE(Gpt2Mlp);
+
+struct Gpt2BlockImpl : torch::nn::Module {
+  Gpt2BlockImpl(const ModelConfig& c) {
+    auto ln = torch::nn::LayerNormOptions({c.hidden_size}).eps(c.norm_eps);
+    ln_1 = register_module("ln_1", torch::nn::LayerNorm(ln));
+    attn = register_module("attn", Gpt2Attention(c));
+    ln_2 = register_module("ln_2", torch::nn::LayerNorm(ln));
+    mlp = register_module("mlp", Gpt2Mlp(c));
+  }
+  torch::Tensor forward(torch::Tensor x, KVCache* cache, size_t layer, AttentionImpl impl) {
+    x = x + attn(ln_1(x), cache, layer, impl);
+    return x + mlp(ln_2(x));
+  }
+  torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
+  Gpt2Attention attn{nullptr};
+  Gpt2Mlp mlp{nullptr};
+};
+TORCH_MODULE(Gpt2Block);
+
+struct Gpt2BodyImpl : torch::nn::Module {
+  Gpt2BodyImpl(const ModelConfig& c) {
+    wte = register_module("wte", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+    wpe = register_module("wpe", torch::nn::Embedding(c.max_positions, c.hidden_size));
+    h = register_module("h", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c.num_layers; ++i) h->push_back(Gpt2Block(c));
+    ln_f = register_module("ln_f", torch::nn::LayerNorm(
+                                       torch::nn::LayerNormOptions({c.hidden_size}).eps(c.norm_eps)));
+  }
+  torch::nn::Embedding wte{nullptr}, wpe{nullptr};
+  torch::nn::ModuleList h{nullptr};
+  torch::nn::LayerNorm ln_f{nullptr};
+};
+TORCH_MODULE(Gpt2Body);
+
+class Gpt2LM final : public CausalLM {
+ public:
+  explicit Gpt2LM(const ModelConfig& c) : CausalLM(c) {
+    transformer = register_module("transformer", Gpt2Body(c));
+  }
+
+  torch::Tensor forward(const torch::Tensor& ids, KVCache* cache) override {
+    const int64_t past = past_length(cache);
+    const int64_t t = ids.size(1);
+    if (past + t > config_.max_positions) {
+      throw InputError(str_cat("sequence of ", past + t, " tokens is longer than n_positions (",
+                               config_.max_positions, ")"));
+    }
+    torch::Tensor pos = torch::arange(past, past + t, ids.options().dtype(torch::kInt64));
+    torch::Tensor x = transformer->wte(ids) + transformer->wpe(pos);
+    size_t layer = 0;
+    for (auto& m : *transformer->h) {
+      x = m->as<Gpt2BlockImpl>()->forward(x, cache, layer++, attention_);
+    }
+    x = transformer->ln_f(x);
+    return F::linear(x, transformer->wte->weight);  // tied output projection
+  }
+
+  std::vector<std::shared_ptr<torch::nn::Module>> blocks() override {
+    return std::vector<std::shared_ptr<torch::nn::Module>>(transformer->h->begin(),
+                                                           transformer->h->end());
+  }
+
+  Gpt2Body transformer{nullptr};
+};
+
+// ---------------------------------------------------------------- Llama
+
+struct RmsNormImpl : torch::nn::Module {
+  RmsNormImpl(int64_t d, double eps) : eps(eps) {
+    weight = register_parameter("weight", torch::ones({d}));
+  }
+  // As Hugging Face computes it: in float32, cast back, then scaled.
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor h = x.to(torch::kFloat32);
+    h = h * torch::rsqrt(h.pow(2).mean(-1, true) + eps);
+    return weight * h.to(x.scalar_type());
+  }
+  double eps;
+  torch::Tensor weight;
+};
+TORCH_MODULE(RmsNorm);
+
+// cos and sin of the rotary embedding for positions, [T, head_dim], float32.
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelConfig& c, const torch::Tensor& positions) {
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(positions.device());
+  torch::Tensor exponent =
+      torch::arange(0, c.head_dim, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / c.head_dim;
+  torch::Tensor inv_freq = 1.0 / torch::pow(torch::tensor(c.rope_theta, f32), exponent);
+  if (c.rope_llama3) {
+    const double old_len = static_cast<double>(c.rope_original_max_positions);
+    const double low_wavelen = old_len / c.rope_low_freq_factor;
+    const double high_wavelen = old_len / c.rope_high_freq_factor;
+    torch::Tensor wavelen = 2.0 * M_PI / inv_freq;
+    torch::Tensor scaled = torch::where(wavelen > low_wavelen, inv_freq / c.rope_factor, inv_freq);
+    torch::Tensor smooth = (old_len / wavelen - c.rope_low_freq_factor) /
+                           (c.rope_high_freq_factor - c.rope_low_freq_factor);
+    torch::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
+    torch::Tensor medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen);
+    inv_freq = torch::where(medium, smoothed, scaled);
+  }
+  torch::Tensor freqs = positions.to(torch::kFloat32).unsqueeze(1) * inv_freq.unsqueeze(0);
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  auto halves = x.chunk(2, -1);
+  return torch::cat({-halves[1], halves[0]}, -1);
+}
+
+struct LlamaAttentionImpl : torch::nn::Module {
+  LlamaAttentionImpl(const ModelConfig& c)
+      : heads(c.num_heads), kv_heads(c.num_kv_heads), head_dim(c.head_dim), window(c.sliding_window) {
+    q_proj = register_module("q_proj", Linear(c.hidden_size, heads * head_dim, c.attention_bias));
+    k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads * head_dim, c.attention_bias));
+    v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads * head_dim, c.attention_bias));
+    o_proj = register_module("o_proj", Linear(heads * head_dim, c.hidden_size, c.attention_out_bias));
+  }
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        KVCache* cache, size_t layer, AttentionImpl impl) {
+    const int64_t b = x.size(0), t = x.size(1);
+    torch::Tensor q = q_proj(x).view({b, t, heads, head_dim}).transpose(1, 2);
+    torch::Tensor k = k_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2);
+    torch::Tensor v = v_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2);
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+    auto [kk, vv] = extend_cache(cache, layer, k, v);
+    torch::Tensor y = causal_attention(q, kk, vv, impl, window);
+    return o_proj(y.transpose(1, 2).reshape({b, t, heads * head_dim}));
+  }
+  int64_t heads, kv_heads, head_dim, window;
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+};
+TORCH_MODULE(LlamaAttention);
+
+struct LlamaMlpImpl : torch::nn::Module {
+  LlamaMlpImpl(const ModelConfig& c) {
+    gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+    up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+    down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, c.mlp_bias));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+  }
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(LlamaMlp);
+
+struct LlamaBlockImpl : torch::nn::Module {
+  LlamaBlockImpl(const ModelConfig& c) {
+    input_layernorm = register_module("input_layernorm", RmsNorm(c.hidden_size, c.norm_eps));
+    self_attn = register_module("self_attn", LlamaAttention(c));
+    post_attention_layernorm =
+        register_module("post_attention_layernorm", RmsNorm(c.hidden_size, c.norm_eps));
+    mlp = register_module("mlp", LlamaMlp(c));
+  }
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        KVCache* cache, size_t layer, AttentionImpl impl) {
+    x = x + self_attn(input_layernorm(x), cos, sin, cache, layer, impl);
+    return x + mlp(post_attention_layernorm(x));
+  }
+  RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  LlamaAttention self_attn{nullptr};
+  LlamaMlp mlp{nullptr};
+};
+TORCH_MODULE(LlamaBlock);
+
+struct LlamaBodyImpl : torch::nn::Module {
+  LlamaBodyImpl(const ModelConfig& c) {
+    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(LlamaBlock(c));
+    norm = register_module("norm", RmsNorm(c.hidden_size, c.norm_eps));
+  }
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RmsNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaBody);
+
+class LlamaLM final : public CausalLM {
+ public:
+  explicit LlamaLM(const ModelConfig& c) : CausalLM(c) {
+    model = register_module("model", LlamaBody(c));
+    if (!c.tie_word_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false));
+  }
+
+  torch::Tensor forward(const torch::Tensor& ids, KVCache* cache) override {
+    const int64_t past = past_length(cache);
+    const int64_t t = ids.size(1);
+    torch::Tensor x = model->embed_tokens(ids);
+    auto [cos, sin] = rope_tables(config_, torch::arange(past, past + t, ids.options().dtype(torch::kInt64)));
+    cos = cos.to(x.scalar_type());
+    sin = sin.to(x.scalar_type());
+    size_t layer = 0;
+    for (auto& m : *model->layers) {
+      x = m->as<LlamaBlockImpl>()->forward(x, cos, sin, cache, layer++, attention_);
+    }
+    x = model->norm(x);
+    return lm_head ? lm_head(x) : F::linear(x, model->embed_tokens->weight);
+  }
+
+  std::vector<std::shared_ptr<torch::nn::Module>> blocks() override {
+    return std::vector<std::shared_ptr<torch::nn::Module>>(model->layers->begin(), model->layers->end());
+  }
+
+  LlamaBody model{nullptr};
+  Linear lm_head{nullptr};
+};
+
+std::string last_component(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(dot + 1);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- CausalLM
+
+void CausalLM::init_weights(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(config_.num_layers));
+  for (auto& item : named_parameters()) {
+    const std::string& name = item.key();
+    torch::Tensor p = item.value();
+    const std::string leaf = last_component(name);
+    torch::Tensor init;
+    if (leaf == "bias") {
+      init = torch::zeros(p.sizes());
+    } else if (p.dim() == 1) {  // norm scales
+      init = torch::ones(p.sizes());
+    } else if (leaf == "lora_B") {
+      init = torch::zeros(p.sizes());
+    } else {
+      const bool residual = name.find("c_proj.weight") != std::string::npos ||
+                            name.find("o_proj.weight") != std::string::npos ||
+                            name.find("down_proj.weight") != std::string::npos;
+      init = at::normal(0.0, residual ? residual_std : 0.02, p.sizes(), gen);
+    }
+    p.copy_(init);
+  }
+}
+
+void CausalLM::enable_lora(const std::vector<std::string>& targets, int64_t rank, double alpha,
+                           double dropout) {
+  std::set<std::string> unmatched(targets.begin(), targets.end());
+  for (auto& item : named_modules()) {
+    auto* linear = dynamic_cast<LinearImpl*>(item.value().get());
+    if (linear == nullptr) continue;
+    const std::string leaf = last_component(item.key());
+    if (std::find(targets.begin(), targets.end(), leaf) == targets.end()) continue;
+    linear->enable_lora(rank, alpha, dropout);
+    unmatched.erase(leaf);
+  }
+  if (!unmatched.empty()) {
+    throw InputError(str_cat("LoRA target '", *unmatched.begin(), "' names no layer of this ",
+                             config_.model_type, " model"));
+  }
+  for (auto& item : named_parameters()) {
+    const std::string leaf = last_component(item.key());
+    item.value().set_requires_grad(leaf == "lora_A" || leaf == "lora_B");
+  }
+}
+
+void CausalLM::merge_lora() {
+  for (auto& item : named_modules()) {
+    if (auto* linear = dynamic_cast<LinearImpl*>(item.value().get())) linear->merge_lora();
+  }
+}
+
+bool CausalLM::has_lora() {
+  for (auto& item : named_modules()) {
+    auto* linear = dynamic_cast<LinearImpl*>(item.value().get());
+    if (linear != nullptr && linear->has_lora()) return true;
+  }
+  return false;
+}
+
+std::shared_ptr<CausalLM> make_causal_lm(const ModelConfig& config) {
+  if (config.family == Family::kGpt2) return std::make_shared<Gpt2LM>(config);
+  return std::make_shared<LlamaLM>(config);
+}
+
+}  // namespace shardtune

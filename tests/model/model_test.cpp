@@ -1,0 +1,317 @@
+// Model module tests that need no reference library: safetensors files and
+// their bad cases, HF folders (round trip, sharding, every bad case), LoRA,
+// the KV cache, attention paths, parameter and FLOP counts.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "shardtune/core/error.h"
+#include "shardtune/model/generate.h"
+#include "shardtune/model/hf_checkpoint.h"
+#include "shardtune/model/safetensors.h"
+
+namespace shardtune {
+namespace {
+namespace fs = std::filesystem;
+
+std::string temp_dir(const std::string& name) {
+  const std::string d = ::testing::TempDir() + "/shardtune_model_test/" + name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// The InputError message of f(), or "" if it did not throw one.
+template <class F>
+std::string input_error(F&& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+// A raw safetensors file: header JSON and data bytes.
+std::string raw_file(const std::string& header, size_t data_bytes, uint64_t claimed = 0) {
+  uint64_t len = claimed ? claimed : header.size();
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<char>((len >> (8 * i)) & 0xff);
+  return out + header + std::string(data_bytes, '\0');
+}
+
+ModelConfig tiny(const std::string& type) {
+  nlohmann::json j = {{"model_type", type}, {"vocab_size", 61}};
+  if (type == "gpt2") {
+    j.update({{"n_embd", 16}, {"n_layer", 2}, {"n_head", 2}, {"n_positions", 32}});
+  } else {
+    j.update({{"hidden_size", 16}, {"intermediate_size", 24}, {"num_hidden_layers", 2},
+              {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"max_position_embeddings", 32}});
+  }
+  return model_config_from_json(j, "tiny");
+}
+
+std::shared_ptr<CausalLM> tiny_model(const std::string& type, uint64_t seed = 1) {
+  auto m = make_causal_lm(tiny(type));
+  m->init_weights(seed);
+  m->eval();
+  return m;
+}
+
+// ---------------------------------------------------------------- safetensors
+
+TEST(Safetensors, RoundTripsEveryDtypeAndMetadata) {
+  const std::string path = temp_dir("st") + "/a.safetensors";
+  std::vector<std::pair<std::string, torch::Tensor>> in = {
+      {"f32", torch::randn({3, 4})},
+      {"bf16", torch::randn({5}).to(torch::kBFloat16)},
+      {"f16", torch::randn({2, 2}).to(torch::kFloat16)},
+      {"i64", torch::arange(7)},
+      {"empty", torch::zeros({0, 3})},
+  };
+  save_safetensors(path, in, {{"format", "pt"}, {"note", "x"}});
+  SafetensorsFile f(path);
+  EXPECT_EQ(f.metadata().at("note"), "x");
+  ASSERT_EQ(f.entries().size(), in.size());
+  for (const auto& [name, t] : in) {
+    torch::Tensor back = f.tensor(name);
+    EXPECT_EQ(back.scalar_type(), t.scalar_type()) << name;
+    EXPECT_TRUE(torch::equal(back, t)) << name;
+  }
+  // Writing to a loaded tensor never changes the file.
+  f.tensor("f32").fill_(7);
+  EXPECT_TRUE(torch::equal(SafetensorsFile(path).tensor("f32"), in[0].second));
+}
+
+TEST(Safetensors, BadFilesNameThePathAndTheProblem) {
+  const std::string d = temp_dir("bad");
+  const std::string p = d + "/x.safetensors";
+  const std::string good = R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})";
+  struct Case {
+    std::string bytes, expect;
+  };
+  const std::vector<Case> cases = {
+      {"abc", "too short for the 8-byte header length"},
+      {raw_file(good, 16, 100000), "the header says it is 100000 bytes but only"},
+      {raw_file("{not json", 0), "the header is not valid JSON"},
+      {raw_file("[1,2]", 0), "the header is not a JSON object"},
+      {raw_file(R"({"w":{"dtype":"Q8","shape":[1],"data_offsets":[0,1]}})", 1), "tensor 'w': dtype Q8 is not supported"},
+      {raw_file(good, 8), "tensor 'w': data_offsets [0, 16] lie outside the 8 data bytes"},
+      {raw_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})", 16),
+       "tensor 'w': holds 16 bytes but shape [3] of F32 needs 12"},
+      {raw_file(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "shape has a bad dimension"},
+      {raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12),
+       "tensors 'a' and 'b' overlap"},
+  };
+  for (const auto& c : cases) {
+    write_bytes(p, c.bytes);
+    const std::string e = input_error([&] { SafetensorsFile f(p); });
+    EXPECT_NE(e.find(p), std::string::npos) << e;
+    EXPECT_NE(e.find(c.expect), std::string::npos) << "got: " << e << "\nwant: " << c.expect;
+  }
+  EXPECT_NE(input_error([&] { SafetensorsFile f(d + "/missing.safetensors"); }).find("cannot open"),
+            std::string::npos);
+  // A truncated copy of a good file.
+  save_safetensors(p, {{"w", torch::ones({64})}});
+  const auto size = fs::file_size(p);
+  fs::resize_file(p, size - 10);
+  EXPECT_NE(input_error([&] { SafetensorsFile f(p); }).find("lie outside"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- HF folders
+
+class ModelFamilies : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ModelFamilies, ExportThenImportIsBitIdentical) {
+  auto a = tiny_model(GetParam());
+  for (int64_t shard_bytes : {int64_t{1} << 30, int64_t{3000}}) {
+    const std::string dir = temp_dir("export_" + GetParam()) + "/out";
+    HfExportOptions o;
+    o.max_shard_bytes = shard_bytes;
+    save_hf_model(*a, dir, o);
+    EXPECT_EQ(fs::exists(dir + "/model.safetensors.index.json"), shard_bytes < 10000);
+    auto b = load_hf_model(dir);
+    auto pa = a->named_parameters(), pb = b->named_parameters();
+    ASSERT_EQ(pa.size(), pb.size());
+    for (const auto& item : pa) {
+      EXPECT_TRUE(torch::equal(item.value(), pb[item.key()])) << item.key();
+    }
+  }
+}
+
+TEST_P(ModelFamilies, SdpaAndReferenceAttentionAgree) {
+  auto m = tiny_model(GetParam());
+  torch::NoGradGuard g;
+  torch::Tensor ids = torch::randint(0, 61, {2, 13});
+  torch::Tensor a = m->forward(ids);
+  m->set_attention(AttentionImpl::kReference);
+  EXPECT_LT((m->forward(ids) - a).abs().max().item<double>(), 1e-5);
+}
+
+TEST_P(ModelFamilies, KvCacheGivesTheSameLogitsAndTokens) {
+  auto m = tiny_model(GetParam());
+  torch::NoGradGuard g;
+  torch::Tensor ids = torch::randint(0, 61, {1, 12});
+  torch::Tensor full = m->forward(ids);
+  KVCache cache;
+  torch::Tensor first = m->forward(ids.slice(1, 0, 7), &cache);
+  torch::Tensor rest = m->forward(ids.slice(1, 7, 12), &cache);
+  EXPECT_EQ(cache.length(), 12);
+  EXPECT_LT((torch::cat({first, rest}, 1) - full).abs().max().item<double>(), 1e-5);
+
+  SamplingOptions o;
+  o.max_new_tokens = 10;
+  const std::vector<int64_t> prompt{3, 14, 15, 9};
+  const auto cached = generate(*m, prompt, o);
+  o.use_cache = false;
+  EXPECT_EQ(cached, generate(*m, prompt, o));
+  EXPECT_EQ(cached.size(), prompt.size() + 10);
+}
+
+TEST_P(ModelFamilies, LoraMergedEqualsAdapterAndOnlyAdaptersTrain) {
+  auto m = tiny_model(GetParam());
+  const std::vector<std::string> targets =
+      GetParam() == "gpt2" ? std::vector<std::string>{"c_attn", "c_proj"}
+                           : std::vector<std::string>{"q_proj", "v_proj", "down_proj"};
+  m->enable_lora(targets, 4, 8.0, 0.0);
+  int64_t trainable = 0;
+  for (const auto& p : m->named_parameters()) {
+    const bool adapter = p.key().find(".lora_") != std::string::npos;
+    EXPECT_EQ(p.value().requires_grad(), adapter) << p.key();
+    trainable += p.value().requires_grad();
+  }
+  EXPECT_GT(trainable, 0);
+  torch::NoGradGuard g;
+  for (auto& p : m->named_parameters()) {
+    if (p.key().find(".lora_B") != std::string::npos) p.value().normal_(0, 0.05);
+  }
+  torch::Tensor ids = torch::randint(0, 61, {2, 9});
+  torch::Tensor with_adapter = m->forward(ids);
+  m->merge_lora();
+  EXPECT_FALSE(m->has_lora());
+  EXPECT_LT((m->forward(ids) - with_adapter).abs().max().item<double>(), 1e-5);
+  EXPECT_NE(input_error([&] { tiny_model(GetParam())->enable_lora({"nonexistent_proj"}, 4, 8, 0); })
+                .find("LoRA target 'nonexistent_proj' names no layer"),
+            std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, ModelFamilies, ::testing::Values("gpt2", "llama"));
+
+TEST(HfFolder, BadFoldersNameTheFileTensorAndShapes) {
+  auto m = tiny_model("llama");
+  const std::string dir = temp_dir("badfolder") + "/m";
+  save_hf_model(*m, dir);
+  const std::string weights = dir + "/model.safetensors";
+  auto tensors = hf_state_dict(*m);
+
+  // A tensor of the wrong shape.
+  auto wrong = tensors;
+  wrong[1].second = torch::zeros({3, 3});
+  save_safetensors(weights, wrong);
+  std::string e = input_error([&] { load_hf_model(dir); });
+  EXPECT_NE(e.find(str_cat(weights, ": tensor '", tensors[1].first, "' has shape [3, 3], config.json implies [")),
+            std::string::npos) << e;
+
+  // A missing tensor.
+  auto missing = tensors;
+  missing.erase(missing.begin() + 2);
+  save_safetensors(weights, missing);
+  e = input_error([&] { load_hf_model(dir); });
+  EXPECT_NE(e.find(str_cat("tensor '", tensors[2].first, "' is missing")), std::string::npos) << e;
+
+  // An unexpected tensor.
+  auto extra = tensors;
+  extra.emplace_back("model.layers.9.mlp.up_proj.weight", torch::zeros({2}));
+  save_safetensors(weights, extra);
+  e = input_error([&] { load_hf_model(dir); });
+  EXPECT_NE(e.find("unexpected tensor 'model.layers.9.mlp.up_proj.weight'"), std::string::npos) << e;
+
+  // No weights, only a .bin (never read).
+  fs::remove(weights);
+  write_bytes(dir + "/pytorch_model.bin", "pickle");
+  e = input_error([&] { load_hf_model(dir); });
+  EXPECT_NE(e.find("no model.safetensors"), std::string::npos) << e;
+
+  // config.json problems.
+  write_bytes(dir + "/config.json", R"({"model_type": "bert", "vocab_size": 3})");
+  e = input_error([&] { load_hf_model(dir); });
+  EXPECT_NE(e.find("model_type 'bert' is not supported"), std::string::npos) << e;
+  write_bytes(dir + "/config.json", R"({"model_type": "llama", "vocab_size": 3})");
+  EXPECT_NE(input_error([&] { load_hf_model(dir); }).find("config.json: missing key hidden_size"),
+            std::string::npos);
+  write_bytes(dir + "/config.json", R"({"model_type": "llama", "vocab_size": "many"})");
+  EXPECT_NE(input_error([&] { load_hf_model(dir); }).find("vocab_size: expected an integer"),
+            std::string::npos);
+  write_bytes(dir + "/config.json", "{");
+  EXPECT_NE(input_error([&] { load_hf_model(dir); }).find("not valid JSON"), std::string::npos);
+  EXPECT_NE(input_error([&] { load_hf_model(dir + "/nope"); }).find("cannot open"), std::string::npos);
+}
+
+TEST(HfFolder, ExportRefusesToOverwriteAndLeavesNoPartialFolder) {
+  auto m = tiny_model("gpt2");
+  const std::string dir = temp_dir("overwrite") + "/m";
+  save_hf_model(*m, dir);
+  EXPECT_NE(input_error([&] { save_hf_model(*m, dir); }).find("exists already"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir + ".tmp"));
+}
+
+TEST(Generate, RejectsIdsOutsideTheVocabulary) {
+  auto m = tiny_model("gpt2");
+  EXPECT_NE(input_error([&] { generate(*m, {1, 61}, SamplingOptions{}); })
+                .find("token id 61 is outside the vocabulary (size 61)"),
+            std::string::npos);
+}
+
+TEST(Generate, SamplingFiltersAsDocumented) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  torch::Tensor logits = torch::tensor({1.0f, 5.0f, 4.9f, -2.0f});
+  SamplingOptions greedy;
+  EXPECT_EQ(sample_next(logits, greedy, gen), 1);
+  SamplingOptions topk;
+  topk.temperature = 1.0;
+  topk.top_k = 2;
+  for (int i = 0; i < 50; ++i) {
+    const int64_t id = sample_next(logits, topk, gen);
+    EXPECT_TRUE(id == 1 || id == 2);
+  }
+  SamplingOptions nucleus;
+  nucleus.temperature = 1.0;
+  nucleus.top_p = 0.3;  // token 1 alone holds more than 30% of the mass
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(sample_next(logits, nucleus, gen), 1);
+}
+
+// ---------------------------------------------------------------- sizes
+
+TEST(ModelConfig, Gpt2SmallHasItsKnownParameterCount) {
+  const ModelConfig c = model_config_from_json(
+      {{"model_type", "gpt2"}, {"vocab_size", 50257}, {"n_embd", 768}, {"n_layer", 12},
+       {"n_head", 12}, {"n_positions", 1024}},
+      "gpt2");
+  EXPECT_EQ(parameter_count(c), 124439808);  // GPT-2 small, as published
+  auto m = make_causal_lm(tiny("gpt2"));
+  int64_t n = 0;
+  for (const auto& p : m->parameters()) n += p.numel();
+  EXPECT_EQ(n, parameter_count(tiny("gpt2")));
+  // 6 N (N without wpe) + 12 L T d: 6 * (124439808 - 786432) + 12 * 12 * 1024 * 768
+  EXPECT_DOUBLE_EQ(training_flops_per_token(c, 1024), 6.0 * (124439808.0 - 786432.0) + 12.0 * 12 * 1024 * 768);
+}
+
+TEST(ModelConfig, LlamaParameterCountMatchesTheModule) {
+  for (bool tied : {false, true}) {
+    ModelConfig c = tiny("llama");
+    c.tie_word_embeddings = tied;
+    auto m = make_causal_lm(c);
+    int64_t n = 0;
+    for (const auto& p : m->parameters()) n += p.numel();
+    EXPECT_EQ(n, parameter_count(c));
+  }
+}
+
+}  // namespace
+}  // namespace shardtune
