@@ -9,6 +9,9 @@
 #include "shardtune/cli/rank_main.h"
 #include "shardtune/comm/communicator.h"
 #include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
+#include "shardtune/model/generate.h"
+#include "shardtune/model/hf_checkpoint.h"
 #include "shardtune/version.h"
 
 namespace shardtune {
@@ -22,6 +25,12 @@ commands:
       table of the ranks (rank, local rank, threads, host)
   config CONFIG [key=value ...]
       validate CONFIG with the overrides applied and print the resolved config
+  generate --model DIR --prompt-ids ID,ID,... [options]
+      continue a prompt with a Hugging Face model folder (gpt2, llama,
+      mistral, qwen2); prints the new token ids. Options: --max-new-tokens N
+      [64], --temperature T [0 = greedy], --top-k K [0 = off], --top-p P [1],
+      --seed S, --device cpu|cuda[:i] [cpu], --dtype float32|bfloat16
+      [float32], --no-cache (recompute the sequence each step)
   version
       print the version and the build's features
 
@@ -104,6 +113,63 @@ int cmd_info(const DistContext& dist, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) {
+  if (dist.rank() != 0) return kExitOk;  // one process generates
+  std::string model_dir, ids_text, device = "cpu", dtype = "float32";
+  SamplingOptions o;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw InputError(str_cat(a, " needs a value"));
+      return args[++i];
+    };
+    auto number = [&](const std::string& v) {
+      try {
+        size_t used = 0;
+        const double d = std::stod(v, &used);
+        if (used == v.size()) return d;
+      } catch (const std::exception&) {
+      }
+      throw InputError(str_cat(a, ": expected a number, got \"", v, "\""));
+    };
+    if (a == "--model") model_dir = value();
+    else if (a == "--prompt-ids") ids_text = value();
+    else if (a == "--max-new-tokens") o.max_new_tokens = static_cast<int64_t>(number(value()));
+    else if (a == "--temperature") o.temperature = number(value());
+    else if (a == "--top-k") o.top_k = static_cast<int64_t>(number(value()));
+    else if (a == "--top-p") o.top_p = number(value());
+    else if (a == "--seed") o.seed = static_cast<uint64_t>(number(value()));
+    else if (a == "--device") device = value();
+    else if (a == "--dtype") dtype = value();
+    else if (a == "--no-cache") o.use_cache = false;
+    else throw InputError(str_cat("generate: unknown argument '", a, "'\n", kUsage));
+  }
+  if (model_dir.empty() || ids_text.empty()) {
+    throw InputError(str_cat("generate needs --model and --prompt-ids\n", kUsage));
+  }
+  if (dtype != "float32" && dtype != "bfloat16") {
+    throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", dtype, "\""));
+  }
+  std::vector<int64_t> prompt;
+  for (const auto& piece : split(ids_text, ',')) {
+    char* end = nullptr;
+    const long long id = std::strtoll(std::string(trim(piece)).c_str(), &end, 10);
+    if (trim(piece).empty() || *end != '\0') {
+      throw InputError(str_cat("--prompt-ids: '", piece, "' is not a token id"));
+    }
+    prompt.push_back(id);
+  }
+  auto model = load_hf_model(model_dir, dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32,
+                             torch::Device(device));
+  if (o.eos_token_id < 0) o.eos_token_id = model->config().eos_token_id;
+  const auto ids = generate(*model, prompt, o);
+  for (size_t i = prompt.size(); i < ids.size(); ++i) {
+    std::printf("%s%ld", i > prompt.size() ? "," : "", static_cast<long>(ids[i]));
+  }
+  std::printf("\n");
+  return kExitOk;
+}
+
 int cmd_version(const DistContext& dist) {
   if (dist.rank() != 0) return kExitOk;
   std::printf("shardtune %s (libtorch %s, CUDA support in build: %s, CUDA devices: %d)\n",
@@ -121,6 +187,7 @@ int dispatch(DistContext& dist, const std::vector<std::string>& argv) {
   const std::vector<std::string> args(argv.begin() + 1, argv.end());
   if (command == "info") return cmd_info(dist, args);
   if (command == "config") return cmd_config(dist, args);
+  if (command == "generate") return cmd_generate(dist, args);
   if (command == "version" || command == "--version") return cmd_version(dist);
   throw InputError(str_cat("unknown command '", command, "'\n", kUsage));
 }

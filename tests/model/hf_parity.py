@@ -97,7 +97,8 @@ def main():
         with torch.no_grad():
             ref32 = model.to(dev)(ids.to(dev)).logits.float()
             ref = model.to(dev, torch.bfloat16)(ids.to(dev)).logits.float() if bf16 else ref32
-            model.to(torch.float32)
+            model.to("cpu", torch.float32)
+        ref_cpu = ref.cpu()  # the CPU-side checks below compare with this
         out = os.path.join(args.work, f"{name}_logits.safetensors")
         tool("logits", folder, ids_path, out, *flags)
         ours = load_file(out)["logits"].to(dev)
@@ -112,7 +113,7 @@ def main():
             ok = diff <= args.tol
             rows.append((name, "logits vs HF", f"{diff:.2e}", f"tol {args.tol:g}", ok))
             tool("logits", folder, ids_path, out, "--attention", "reference")
-            d = (load_file(out)["logits"] - ref).abs().max().item()
+            d = (load_file(out)["logits"] - ref_cpu).abs().max().item()
             rows.append((name, "reference attention", f"{d:.2e}", f"tol {args.tol:g}", d <= args.tol))
         failed |= not rows[-1][4] or not ok
 
@@ -121,7 +122,7 @@ def main():
             tool("export", folder, export, "--shard-bytes", "30000")
             reloaded = transformers.AutoModelForCausalLM.from_pretrained(export).eval()
             with torch.no_grad():
-                d = (reloaded(ids).logits - ref).abs().max().item()
+                d = (reloaded(ids).logits - ref_cpu).abs().max().item()
             same_layout = tensors_of(export) == tensors_of(folder)
             ok = d <= args.tol and same_layout
             rows.append((name, "export reloaded by HF", f"{d:.2e}",
@@ -140,7 +141,7 @@ def main():
                 with_adapter = peft.PeftModel.from_pretrained(base, adapter).eval()
                 with torch.no_grad():
                     d = (with_adapter(input_ids=ids).logits - load_file(lora_out)["logits"]).abs().max().item()
-                    moved = (load_file(lora_out)["logits"] - ref).abs().max().item()
+                    moved = (load_file(lora_out)["logits"] - ref_cpu).abs().max().item()
                 ok = d <= args.tol and moved > 1e-3
                 rows.append((name, "LoRA adapter in peft", f"{d:.2e}", f"adapter moved logits {moved:.2e}", ok))
                 failed |= not ok
