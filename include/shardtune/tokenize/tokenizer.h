@@ -1,0 +1,68 @@
+// Tokenizers: text to token ids and back. torch-free.
+//
+//   byte                 256 byte tokens + a few special tokens; needs no file
+//   hf:PATH              a Hugging Face tokenizer.json with a BPE model: byte-level
+//                        (GPT-2, Llama-3, Qwen2 style: ByteLevel and/or Split regex
+//                        pre-tokenizers) or Metaspace with byte fallback (Llama-2,
+//                        Mistral style)
+//   gpt2:DIR             GPT-2's vocab.json + merges.txt
+//   sp:PATH              a SentencePiece .model (through libsentencepiece)
+//
+// encode() tokenizes the text alone: it adds no BOS/EOS (callers do, with
+// bos_id()/eos_id()). With parse_special, special tokens written in the text
+// ("<|endoftext|>") become their ids; without it they are ordinary text.
+// Byte-level tokenizers round-trip any valid UTF-8: decode(encode(s)) == s.
+// Invalid UTF-8 input throws InputError naming the byte offset.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shardtune {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  virtual std::vector<int32_t> encode(std::string_view text, bool parse_special = false) const = 0;
+  // skip_special drops special tokens from the text.
+  virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const = 0;
+
+  // One past the largest id.
+  virtual int64_t vocab_size() const = 0;
+  virtual std::optional<int32_t> token_to_id(std::string_view token) const = 0;
+  virtual std::string id_to_token(int32_t id) const = 0;
+  virtual bool is_special(int32_t id) const = 0;
+
+  // -1 where the tokenizer has none.
+  int32_t bos_id() const { return bos_; }
+  int32_t eos_id() const { return eos_; }
+  int32_t pad_id() const { return pad_; }
+
+  // "byte", "hf", "gpt2", "sp" and a hash of the files' content: what the
+  // token shards record, so a shard is never read with another tokenizer.
+  const std::string& fingerprint() const { return fingerprint_; }
+
+ protected:
+  int32_t bos_ = -1, eos_ = -1, pad_ = -1;
+  std::string fingerprint_;
+};
+
+// Loads a tokenizer from a spec (see above). A bare path is taken by its
+// name: *.json -> hf, *.model -> sp, a folder with vocab.json -> gpt2.
+// Throws InputError naming the file and the problem.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec);
+
+std::unique_ptr<Tokenizer> make_byte_tokenizer();
+
+// Throws InputError if text is not valid UTF-8, naming the byte offset.
+void check_utf8(std::string_view text, const std::string& what);
+
+// 64-bit FNV-1a of bytes, as hex.
+std::string content_hash(std::string_view bytes);
+
+}  // namespace shardtune

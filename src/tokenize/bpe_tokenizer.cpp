@@ -1,0 +1,618 @@
+// BPE tokenizers in the Hugging Face tokenizer.json format, and GPT-2's
+// vocab.json + merges.txt. The pipeline is HF's: added tokens are split off
+// first; each remaining run is normalized (Prepend, Replace), pre-tokenized
+// (Split by regex, ByteLevel, Metaspace) and each piece is merged by BPE.
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <unordered_map>
+
+#include "internal.h"
+#include "shardtune/core/error.h"
+#include "shardtune/tokenize/tokenizer.h"
+
+namespace shardtune {
+namespace {
+
+using detail::AddedToken;
+using json = nlohmann::json;
+
+const char* kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const std::string kSpace = "\xe2\x96\x81";  // U+2581, SentencePiece's word marker
+
+// A compiled Unicode regex (PCRE2 with UTF and Unicode properties).
+class Regex {
+ public:
+  Regex(const std::string& pattern, const std::string& where) {
+    int err = 0;
+    PCRE2_SIZE offset = 0;
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                          PCRE2_UTF | PCRE2_UCP, &err, &offset, nullptr);
+    if (code_ == nullptr) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(err, msg, sizeof(msg));
+      throw InputError(str_cat(where, ": regex ", pattern, " does not compile at ", offset, ": ",
+                               reinterpret_cast<const char*>(msg)));
+    }
+    pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if JIT fails
+  }
+  ~Regex() { pcre2_code_free(code_); }
+  Regex(const Regex&) = delete;
+  Regex& operator=(const Regex&) = delete;
+
+  // Calls f(start, end) for each match, left to right.
+  template <class F>
+  void for_each_match(std::string_view s, F&& f) const {
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_, nullptr);
+    size_t pos = 0;
+    while (pos <= s.size()) {
+      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos,
+                                 PCRE2_NO_UTF_CHECK, md, nullptr);
+      if (rc < 0) break;
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+      const size_t b = ov[0], e = ov[1];
+      if (e > b) f(b, e);
+      pos = e > b ? e : e + (e < s.size() ? detail::utf8_len(static_cast<unsigned char>(s[e])) : 1);
+    }
+    pcre2_match_data_free(md);
+  }
+
+ private:
+  pcre2_code* code_ = nullptr;
+};
+
+// GPT-2's reversible map from bytes to printable characters.
+struct ByteMap {
+  std::string to_char[256];
+  std::unordered_map<std::string, uint8_t> to_byte;
+  ByteMap() {
+    int n = 0;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      const uint32_t cp = printable ? static_cast<uint32_t>(b) : static_cast<uint32_t>(256 + n++);
+      std::string u;
+      if (cp < 0x80) {
+        u.push_back(static_cast<char>(cp));
+      } else {
+        u.push_back(static_cast<char>(0xc0 | (cp >> 6)));
+        u.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+      }
+      to_char[b] = u;
+      to_byte[u] = static_cast<uint8_t>(b);
+    }
+  }
+};
+const ByteMap& byte_map() {
+  static const ByteMap m;
+  return m;
+}
+
+struct PreStep {
+  enum Kind { kSplit, kByteLevel, kMetaspace };
+  explicit PreStep(Kind k) : kind(k) {}
+  Kind kind;
+  std::shared_ptr<Regex> regex;  // kSplit, kByteLevel with use_regex
+  bool add_prefix_space = false;  // kByteLevel
+  std::string prepend_scheme = "always";  // kMetaspace: always, first, never
+  bool split = true;                      // kMetaspace
+};
+
+struct NormStep {
+  enum Kind { kPrepend, kReplace } kind;
+  std::string a, b;
+};
+
+class BpeTokenizer final : public Tokenizer {
+ public:
+  // Builds from parsed parts; `where` names the source in errors.
+  BpeTokenizer(const std::string& where, std::unordered_map<std::string, int32_t> vocab,
+               const std::vector<std::pair<std::string, std::string>>& merges, std::vector<AddedToken> added,
+               std::vector<NormStep> norm, std::vector<PreStep> pre, bool byte_fallback, int32_t unk,
+               bool ignore_merges, bool strip_leading_space, bool decode_bytes, std::string fingerprint)
+      : vocab_(std::move(vocab)),
+        added_(std::move(added)),
+        norm_(std::move(norm)),
+        pre_(std::move(pre)),
+        byte_fallback_(byte_fallback),
+        unk_(unk),
+        ignore_merges_(ignore_merges),
+        strip_leading_space_(strip_leading_space),
+        decode_bytes_(decode_bytes) {
+    fingerprint_ = std::move(fingerprint);
+    int64_t size = 0;
+    for (const auto& [tok, id] : vocab_) size = std::max<int64_t>(size, id + 1);
+    for (const auto& t : added_) size = std::max<int64_t>(size, t.id + 1);
+    id_to_token_.resize(static_cast<size_t>(size));
+    for (const auto& [tok, id] : vocab_) id_to_token_[static_cast<size_t>(id)] = tok;
+    special_.assign(static_cast<size_t>(size), false);
+    for (const auto& t : added_) {
+      id_to_token_[static_cast<size_t>(t.id)] = t.content;
+      added_ids_[t.id] = &t - added_.data();
+      if (t.special) special_[static_cast<size_t>(t.id)] = true;
+    }
+    for (size_t rank = 0; rank < merges.size(); ++rank) {
+      const auto& [a, b] = merges[rank];
+      const auto ia = vocab_.find(a), ib = vocab_.find(b), im = vocab_.find(a + b);
+      if (ia == vocab_.end() || ib == vocab_.end() || im == vocab_.end()) {
+        throw InputError(str_cat(where, ": merge ", rank, " ('", a, "' '", b,
+                                 "') uses or makes a token that is not in the vocabulary"));
+      }
+      merges_.emplace(key(ia->second, ib->second), Merge{static_cast<int32_t>(rank), im->second});
+    }
+    byte_level_ = false;
+    for (const auto& p : pre_) byte_level_ = byte_level_ || p.kind == PreStep::kByteLevel;
+    if (byte_fallback_) {
+      for (int b = 0; b < 256; ++b) {
+        char name[8];
+        std::snprintf(name, sizeof(name), "<0x%02X>", b);
+        const auto it = vocab_.find(name);
+        byte_ids_[b] = it == vocab_.end() ? -1 : it->second;
+      }
+    }
+  }
+
+  void set_special_ids(int32_t bos, int32_t eos, int32_t pad) {
+    bos_ = bos;
+    eos_ = eos;
+    pad_ = pad;
+  }
+
+  std::vector<int32_t> encode(std::string_view text, bool parse_special) const override {
+    check_utf8(text, "encode");
+    std::vector<int32_t> ids;
+    bool first = true;
+    detail::split_added(
+        text, added_, parse_special,
+        [&](std::string_view run) {
+          encode_run(std::string(run), first && run.data() == text.data(), ids);
+          first = false;
+        },
+        [&](const AddedToken& t) {
+          ids.push_back(t.id);
+          first = false;
+        });
+    return ids;
+  }
+
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special) const override {
+    std::string out;
+    std::string pending;  // model tokens not yet turned into bytes
+    auto flush = [&] {
+      if (byte_level_) {
+        const ByteMap& m = byte_map();
+        for (size_t i = 0; i < pending.size();) {
+          const size_t n = detail::utf8_len(static_cast<unsigned char>(pending[i]));
+          const auto it = m.to_byte.find(pending.substr(i, n));
+          if (it != m.to_byte.end()) {
+            out.push_back(static_cast<char>(it->second));
+          } else {
+            out.append(pending, i, n);
+          }
+          i += n;
+        }
+      } else {
+        out += pending;
+      }
+      pending.clear();
+    };
+    for (int32_t id : ids) {
+      if (id < 0 || id >= vocab_size()) {
+        throw InputError(str_cat("decode: id ", id, " is outside the vocabulary (", vocab_size(), ")"));
+      }
+      const std::string& tok = id_to_token_[static_cast<size_t>(id)];
+      // With a ByteFallback decoder, <0xXX> is a byte (also when listed as an added token).
+      if (decode_bytes_ && tok.size() == 6 && tok.compare(0, 3, "<0x") == 0 && tok[5] == '>') {
+        pending.push_back(static_cast<char>(std::stoi(tok.substr(3, 2), nullptr, 16)));
+        continue;
+      }
+      if (added_ids_.count(id) != 0) {
+        if (skip_special && special_[static_cast<size_t>(id)]) continue;
+        flush();
+        out += tok;
+        continue;
+      }
+      if (!byte_level_) {
+        // SentencePiece-style pieces: the marker is a space.
+        std::string t = tok;
+        for (size_t p; (p = t.find(kSpace)) != std::string::npos;) t.replace(p, kSpace.size(), " ");
+        pending += t;
+        continue;
+      }
+      pending += tok;
+    }
+    flush();
+    if (strip_leading_space_ && !out.empty() && out[0] == ' ') out.erase(0, 1);
+    return out;
+  }
+
+  int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
+  std::optional<int32_t> token_to_id(std::string_view token) const override {
+    for (const auto& t : added_) {
+      if (t.content == token) return t.id;
+    }
+    const auto it = vocab_.find(std::string(token));
+    if (it == vocab_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::string id_to_token(int32_t id) const override {
+    ST_CHECK(id >= 0 && id < vocab_size(), "id ", id, " is outside the vocabulary");
+    return id_to_token_[static_cast<size_t>(id)];
+  }
+  bool is_special(int32_t id) const override {
+    return id >= 0 && id < vocab_size() && special_[static_cast<size_t>(id)];
+  }
+
+ private:
+  struct Merge {
+    int32_t rank;
+    int32_t id;
+  };
+  static uint64_t key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
+
+  // One run of text between added tokens: normalize, pre-tokenize, BPE.
+  void encode_run(std::string s, bool at_text_start, std::vector<int32_t>& ids) const {
+    for (const auto& n : norm_) {
+      if (n.kind == NormStep::kPrepend) {
+        s = n.a + s;
+      } else {
+        for (size_t p = 0; (p = s.find(n.a, p)) != std::string::npos; p += n.b.size()) {
+          s.replace(p, n.a.size(), n.b);
+        }
+      }
+    }
+    std::vector<std::string> pieces{std::move(s)};
+    for (const auto& step : pre_) {
+      std::vector<std::string> next;
+      for (size_t i = 0; i < pieces.size(); ++i) pre_tokenize(step, pieces[i], at_text_start && i == 0, next);
+      pieces = std::move(next);
+    }
+    for (const auto& p : pieces) bpe(p, ids);
+  }
+
+  void pre_tokenize(const PreStep& step, const std::string& piece, bool first, std::vector<std::string>& out) const {
+    switch (step.kind) {
+      case PreStep::kSplit: {
+        size_t last = 0;
+        step.regex->for_each_match(piece, [&](size_t b, size_t e) {
+          if (b > last) out.push_back(piece.substr(last, b - last));
+          out.push_back(piece.substr(b, e - b));
+          last = e;
+        });
+        if (last < piece.size()) out.push_back(piece.substr(last));
+        return;
+      }
+      case PreStep::kByteLevel: {
+        std::string p = piece;
+        if (step.add_prefix_space && (p.empty() || p[0] != ' ')) p = " " + p;
+        std::vector<std::string> parts;
+        if (step.regex) {
+          step.regex->for_each_match(p, [&](size_t b, size_t e) { parts.push_back(p.substr(b, e - b)); });
+        } else {
+          parts.push_back(p);
+        }
+        const ByteMap& m = byte_map();
+        for (const auto& part : parts) {
+          std::string mapped;
+          for (unsigned char c : part) mapped += m.to_char[c];
+          out.push_back(std::move(mapped));
+        }
+        return;
+      }
+      case PreStep::kMetaspace: {
+        std::string p;
+        for (char c : piece) {
+          if (c == ' ') p += kSpace; else p.push_back(c);
+        }
+        const bool prepend = step.prepend_scheme == "always" || (step.prepend_scheme == "first" && first);
+        if (prepend && p.compare(0, kSpace.size(), kSpace) != 0) p = kSpace + p;
+        if (!step.split) {
+          out.push_back(std::move(p));
+          return;
+        }
+        // Each marker starts a new piece (it stays with the word after it).
+        size_t start = 0;
+        for (size_t i = kSpace.size(); i < p.size();) {
+          if (p.compare(i, kSpace.size(), kSpace) == 0) {
+            out.push_back(p.substr(start, i - start));
+            start = i;
+            i += kSpace.size();
+          } else {
+            ++i;
+          }
+        }
+        if (start < p.size()) out.push_back(p.substr(start));
+        return;
+      }
+    }
+  }
+
+  void bpe(const std::string& word, std::vector<int32_t>& ids) const {
+    if (word.empty()) return;
+    if (ignore_merges_) {
+      const auto it = vocab_.find(word);
+      if (it != vocab_.end()) {
+        ids.push_back(it->second);
+        return;
+      }
+    }
+    std::vector<int32_t> syms;
+    for (size_t i = 0; i < word.size();) {
+      const size_t n = detail::utf8_len(static_cast<unsigned char>(word[i]));
+      const auto it = vocab_.find(word.substr(i, n));
+      if (it != vocab_.end()) {
+        syms.push_back(it->second);
+      } else if (byte_fallback_) {
+        for (size_t k = 0; k < n; ++k) {
+          const int32_t b = byte_ids_[static_cast<unsigned char>(word[i + k])];
+          if (b >= 0) syms.push_back(b); else if (unk_ >= 0) syms.push_back(unk_);
+        }
+      } else if (unk_ >= 0) {
+        syms.push_back(unk_);
+      }
+      i += n;
+    }
+    // Merge the adjacent pair of lowest rank (leftmost on ties) until none is left.
+    while (syms.size() > 1) {
+      int32_t best_rank = INT32_MAX, best_id = -1;
+      size_t best_pos = 0;
+      for (size_t i = 0; i + 1 < syms.size(); ++i) {
+        const auto it = merges_.find(key(syms[i], syms[i + 1]));
+        if (it != merges_.end() && it->second.rank < best_rank) {
+          best_rank = it->second.rank;
+          best_id = it->second.id;
+          best_pos = i;
+        }
+      }
+      if (best_id < 0) break;
+      syms[best_pos] = best_id;
+      syms.erase(syms.begin() + static_cast<long>(best_pos) + 1);
+    }
+    ids.insert(ids.end(), syms.begin(), syms.end());
+  }
+
+  std::unordered_map<std::string, int32_t> vocab_;
+  std::vector<std::string> id_to_token_;
+  std::vector<bool> special_;
+  std::unordered_map<uint64_t, Merge> merges_;
+  std::vector<AddedToken> added_;
+  std::unordered_map<int32_t, size_t> added_ids_;
+  std::vector<NormStep> norm_;
+  std::vector<PreStep> pre_;
+  bool byte_fallback_;
+  int32_t unk_;
+  bool ignore_merges_;
+  bool strip_leading_space_;
+  bool decode_bytes_;
+  bool byte_level_ = false;
+  int32_t byte_ids_[256] = {};
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(str_cat(path, ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+json parse_json(const std::string& text, const std::string& path) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw InputError(str_cat(path, ": not valid JSON: ", e.what()));
+  }
+}
+
+std::shared_ptr<Regex> split_regex(const json& pattern, const std::string& where) {
+  if (pattern.contains("Regex")) return std::make_shared<Regex>(pattern["Regex"].get<std::string>(), where);
+  if (pattern.contains("String")) {
+    // A literal: escape it for PCRE2.
+    return std::make_shared<Regex>("\\Q" + pattern["String"].get<std::string>() + "\\E", where);
+  }
+  throw InputError(str_cat(where, ": Split pattern is neither Regex nor String"));
+}
+
+void parse_pre(const json& p, const std::string& where, std::vector<PreStep>& out) {
+  if (p.is_null()) return;
+  const std::string type = p.value("type", "");
+  if (type == "Sequence") {
+    for (const auto& s : p["pretokenizers"]) parse_pre(s, where, out);
+  } else if (type == "ByteLevel") {
+    PreStep s{PreStep::kByteLevel};
+    s.add_prefix_space = p.value("add_prefix_space", false);
+    if (p.value("use_regex", true)) s.regex = std::make_shared<Regex>(kGpt2Pattern, where);
+    out.push_back(s);
+  } else if (type == "Split") {
+    if (p.value("behavior", "Isolated") != "Isolated" || p.value("invert", false)) {
+      throw InputError(str_cat(where, ": Split pre-tokenizer with behavior ", p.value("behavior", "?"),
+                               " is not supported (Isolated)"));
+    }
+    PreStep s{PreStep::kSplit};
+    s.regex = split_regex(p["pattern"], where);
+    out.push_back(s);
+  } else if (type == "Metaspace") {
+    PreStep s{PreStep::kMetaspace};
+    if (p.value("replacement", kSpace) != kSpace) throw InputError(str_cat(where, ": Metaspace replacement must be U+2581"));
+    s.prepend_scheme = p.contains("prepend_scheme") ? p["prepend_scheme"].get<std::string>()
+                                                    : (p.value("add_prefix_space", true) ? "always" : "never");
+    s.split = p.value("split", true);
+    out.push_back(s);
+  } else {
+    throw InputError(str_cat(where, ": pre_tokenizer type '", type,
+                             "' is not supported (ByteLevel, Split, Metaspace, Sequence)"));
+  }
+}
+
+void parse_norm(const json& n, const std::string& where, std::vector<NormStep>& out) {
+  if (n.is_null()) return;
+  const std::string type = n.value("type", "");
+  if (type == "Sequence") {
+    for (const auto& s : n["normalizers"]) parse_norm(s, where, out);
+  } else if (type == "Prepend") {
+    out.push_back({NormStep::kPrepend, n["prepend"].get<std::string>(), ""});
+  } else if (type == "Replace") {
+    if (!n["pattern"].contains("String")) throw InputError(str_cat(where, ": Replace normalizer needs a String pattern"));
+    out.push_back({NormStep::kReplace, n["pattern"]["String"].get<std::string>(), n["content"].get<std::string>()});
+  } else {
+    throw InputError(str_cat(where, ": normalizer type '", type,
+                             "' is not supported (Prepend, Replace, Sequence)"));
+  }
+}
+
+// Whether the decoder has a step of this type.
+bool decoder_has(const json& d, const std::string& type) {
+  if (d.is_null()) return false;
+  if (d.value("type", "") == type) return true;
+  if (d.value("type", "") == "Sequence") {
+    for (const auto& s : d["decoders"]) {
+      if (decoder_has(s, type)) return true;
+    }
+  }
+  return false;
+}
+
+// Whether the decoder strips the space the Metaspace marker put first.
+bool decoder_strips_leading_space(const json& d) {
+  if (d.is_null()) return false;
+  const std::string type = d.value("type", "");
+  if (type == "Metaspace") return d.value("prepend_scheme", std::string("always")) != "never" && d.value("add_prefix_space", true);
+  if (type == "Strip") return d.value("start", 0) > 0;
+  if (type == "Sequence") {
+    for (const auto& s : d["decoders"]) {
+      if (decoder_strips_leading_space(s)) return true;
+    }
+  }
+  return false;
+}
+
+std::string token_content(const json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_object() && j.contains("content")) return j["content"].get<std::string>();
+  return "";
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
+  const std::string text = read_file(path);
+  const json j = parse_json(text, path);
+  const json& model = j.contains("model") ? j["model"] : json();
+  if (!model.is_object() || model.value("type", "BPE") != "BPE" || !model.contains("vocab")) {
+    throw InputError(str_cat(path, ": the model is not a BPE model with a vocab (",
+                             model.is_object() ? model.value("type", "?") : "none", ")"));
+  }
+  if (!model.value("continuing_subword_prefix", json()).is_null() ||
+      !model.value("end_of_word_suffix", json()).is_null()) {
+    const auto& p = model.value("continuing_subword_prefix", json());
+    const auto& s = model.value("end_of_word_suffix", json());
+    if ((p.is_string() && !p.get<std::string>().empty()) || (s.is_string() && !s.get<std::string>().empty())) {
+      throw InputError(str_cat(path, ": subword prefixes and word suffixes are not supported"));
+    }
+  }
+  std::unordered_map<std::string, int32_t> vocab;
+  for (const auto& [tok, id] : model["vocab"].items()) vocab[tok] = id.get<int32_t>();
+  std::vector<std::pair<std::string, std::string>> merges;
+  for (const auto& m : model.value("merges", json::array())) {
+    if (m.is_string()) {  // "a b"
+      const std::string s = m.get<std::string>();
+      const size_t sp = s.find(' ');
+      if (sp == std::string::npos) throw InputError(str_cat(path, ": merge '", s, "' is not 'a b'"));
+      merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
+    } else {  // ["a", "b"]
+      merges.emplace_back(m.at(0).get<std::string>(), m.at(1).get<std::string>());
+    }
+  }
+  std::vector<AddedToken> added;
+  for (const auto& a : j.value("added_tokens", json::array())) {
+    added.push_back({a["content"].get<std::string>(), a["id"].get<int32_t>(), a.value("special", false),
+                     a.value("lstrip", false), a.value("rstrip", false)});
+  }
+  std::vector<NormStep> norm;
+  parse_norm(j.value("normalizer", json()), path, norm);
+  std::vector<PreStep> pre;
+  parse_pre(j.value("pre_tokenizer", json()), path, pre);
+  int32_t unk = -1;
+  if (model.contains("unk_token") && model["unk_token"].is_string()) {
+    const auto it = vocab.find(model["unk_token"].get<std::string>());
+    if (it != vocab.end()) unk = it->second;
+  }
+  auto tok = std::make_unique<BpeTokenizer>(path, std::move(vocab), merges, added, std::move(norm), std::move(pre),
+                                            model.value("byte_fallback", false), unk,
+                                            model.value("ignore_merges", false),
+                                            decoder_strips_leading_space(j.value("decoder", json())),
+                                            decoder_has(j.value("decoder", json()), "ByteFallback"),
+                                            "hf:" + content_hash(text));
+
+  // BOS: what the post-processor puts first; EOS and PAD by their usual
+  // names. tokenizer_config.json beside the file, if any, has the last word.
+  auto id_of = [&](const std::string& name) { return name.empty() ? -1 : tok->token_to_id(name).value_or(-1); };
+  int32_t bos = -1, eos = -1, pad = -1;
+  const json& post = j.value("post_processor", json());
+  auto first_special = [&](const json& p) {
+    if (p.is_object() && p.value("type", "") == "TemplateProcessing" && p.contains("single") &&
+        !p["single"].empty() && p["single"][0].contains("SpecialToken")) {
+      bos = id_of(p["single"][0]["SpecialToken"]["id"].get<std::string>());
+    }
+  };
+  first_special(post);
+  if (post.is_object() && post.value("type", "") == "Sequence") {
+    for (const auto& p : post["processors"]) first_special(p);
+  }
+  for (const char* name : {"<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>"}) {
+    if (eos < 0) eos = id_of(name);
+  }
+  for (const char* name : {"<|pad|>", "<pad>", "<|finetune_right_pad_id|>"}) {
+    if (pad < 0) pad = id_of(name);
+  }
+  const std::string config_path = path.substr(0, path.rfind('/') + 1) + "tokenizer_config.json";
+  std::ifstream cfg_in(config_path);
+  if (cfg_in && path.find('/') != std::string::npos) {
+    const json cfg = parse_json(std::string(std::istreambuf_iterator<char>(cfg_in), {}), config_path);
+    if (cfg.contains("eos_token") && id_of(token_content(cfg["eos_token"])) >= 0) eos = id_of(token_content(cfg["eos_token"]));
+    if (cfg.contains("pad_token") && id_of(token_content(cfg["pad_token"])) >= 0) pad = id_of(token_content(cfg["pad_token"]));
+    if (cfg.value("add_bos_token", false) && cfg.contains("bos_token")) bos = id_of(token_content(cfg["bos_token"]));
+  }
+  tok->set_special_ids(bos, eos, pad);
+  return tok;
+}
+
+std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& dir) {
+  const std::string vocab_path = dir + "/vocab.json";
+  const std::string merges_path = dir + "/merges.txt";
+  const std::string vocab_text = read_file(vocab_path);
+  const std::string merges_text = read_file(merges_path);
+  const json v = parse_json(vocab_text, vocab_path);
+  std::unordered_map<std::string, int32_t> vocab;
+  for (const auto& [tok, id] : v.items()) vocab[tok] = id.get<int32_t>();
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::istringstream in(merges_text);
+  std::string line;
+  size_t lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    const size_t sp = line.find(' ');
+    if (sp == std::string::npos) throw InputError(str_cat(merges_path, ":", lineno, ": expected 'a b'"));
+    merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
+  }
+  std::vector<AddedToken> added;
+  const auto eot_it = vocab.find("<|endoftext|>");
+  const int32_t eot = eot_it == vocab.end() ? -1 : eot_it->second;
+  if (eot >= 0) added.push_back({"<|endoftext|>", eot, true, false, false});
+  PreStep byte_level{PreStep::kByteLevel};
+  byte_level.regex = std::make_shared<Regex>(kGpt2Pattern, vocab_path);
+  auto tok = std::make_unique<BpeTokenizer>(vocab_path, std::move(vocab), merges, added, std::vector<NormStep>{},
+                                            std::vector<PreStep>{byte_level}, false, -1, false, false, false,
+                                            "gpt2:" + content_hash(vocab_text + merges_text));
+  tok->set_special_ids(-1, eot, -1);
+  return tok;
+}
+
+}  // namespace shardtune

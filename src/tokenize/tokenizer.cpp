@@ -1,0 +1,191 @@
+#include "shardtune/tokenize/tokenizer.h"
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <unordered_map>
+
+#include "internal.h"
+#include "shardtune/core/error.h"
+
+namespace shardtune {
+
+std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path);
+std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& dir);
+std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path);
+
+namespace detail {
+
+size_t utf8_len(unsigned char c) {
+  if (c < 0x80) return 1;
+  if ((c >> 5) == 0x6) return 2;
+  if ((c >> 4) == 0xe) return 3;
+  if ((c >> 3) == 0x1e) return 4;
+  return 1;
+}
+
+void split_added(std::string_view text, const std::vector<AddedToken>& added, bool with_special,
+                 const std::function<void(std::string_view)>& on_text,
+                 const std::function<void(const AddedToken&)>& on_token) {
+  size_t start = 0;  // start of pending text
+  size_t i = 0;
+  while (i < text.size()) {
+    const AddedToken* best = nullptr;
+    for (const auto& t : added) {
+      if (t.special && !with_special) continue;
+      if (t.content.empty() || text.compare(i, t.content.size(), t.content) != 0) continue;
+      if (best == nullptr || t.content.size() > best->content.size()) best = &t;
+    }
+    if (best == nullptr) {
+      ++i;
+      continue;
+    }
+    size_t text_end = i;
+    if (best->lstrip) {
+      while (text_end > start && std::isspace(static_cast<unsigned char>(text[text_end - 1]))) --text_end;
+    }
+    if (text_end > start) on_text(text.substr(start, text_end - start));
+    on_token(*best);
+    i += best->content.size();
+    if (best->rstrip) {
+      while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    }
+    start = i;
+  }
+  if (start < text.size()) on_text(text.substr(start));
+}
+
+}  // namespace detail
+
+void check_utf8(std::string_view s, const std::string& what) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = detail::utf8_len(c);
+    bool ok = !(n == 1 && c >= 0x80) && i + n <= s.size();
+    uint32_t cp = n == 1 ? c : c & (0xff >> (n + 1));
+    for (size_t k = 1; ok && k < n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      ok = (cc & 0xc0) == 0x80;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    // No overlong forms, no surrogates, nothing past U+10FFFF.
+    if (ok) {
+      ok = !((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+             (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff);
+    }
+    if (!ok) throw InputError(str_cat(what, ": invalid UTF-8 at byte ", i));
+    i += n;
+  }
+}
+
+std::string content_hash(std::string_view bytes) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+// ---------------------------------------------------------------- byte tokenizer
+
+namespace {
+
+class ByteTokenizer final : public Tokenizer {
+ public:
+  ByteTokenizer() {
+    const char* specials[] = {"<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"};
+    for (int i = 0; i < 4; ++i) added_.push_back({specials[i], 256 + i, true, false, false});
+    eos_ = 256;
+    pad_ = 257;
+    fingerprint_ = "byte:v1";
+  }
+
+  std::vector<int32_t> encode(std::string_view text, bool parse_special) const override {
+    std::vector<int32_t> ids;
+    ids.reserve(text.size());
+    detail::split_added(
+        text, added_, parse_special,
+        [&](std::string_view s) {
+          for (unsigned char c : s) ids.push_back(c);
+        },
+        [&](const detail::AddedToken& t) { ids.push_back(t.id); });
+    return ids;
+  }
+
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special) const override {
+    std::string out;
+    for (int32_t id : ids) {
+      if (id >= 0 && id < 256) {
+        out.push_back(static_cast<char>(id));
+      } else if (id >= 256 && id < 260) {
+        if (!skip_special) out += added_[static_cast<size_t>(id - 256)].content;
+      } else {
+        throw InputError(str_cat("byte tokenizer: id ", id, " is outside the vocabulary (260)"));
+      }
+    }
+    return out;
+  }
+
+  int64_t vocab_size() const override { return 260; }
+  std::optional<int32_t> token_to_id(std::string_view token) const override {
+    for (const auto& t : added_) {
+      if (t.content == token) return t.id;
+    }
+    if (token.size() == 1) return static_cast<unsigned char>(token[0]);
+    return std::nullopt;
+  }
+  std::string id_to_token(int32_t id) const override {
+    if (id >= 256 && id < 260) return added_[static_cast<size_t>(id - 256)].content;
+    return std::string(1, static_cast<char>(id));
+  }
+  bool is_special(int32_t id) const override { return id >= 256; }
+
+ private:
+  std::vector<detail::AddedToken> added_;
+};
+
+bool is_dir(const std::string& p) {
+  struct stat st {};
+  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteTokenizer>(); }
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
+  if (spec == "byte") return make_byte_tokenizer();
+  const size_t colon = spec.find(':');
+  if (colon != std::string::npos && colon < 6) {
+    const std::string kind = spec.substr(0, colon);
+    const std::string path = spec.substr(colon + 1);
+    if (kind == "hf") return load_hf_tokenizer(path);
+    if (kind == "gpt2") return load_gpt2_tokenizer(path);
+    if (kind == "sp") return load_sentencepiece_tokenizer(path);
+    throw InputError(str_cat("tokenizer '", spec, "': unknown kind '", kind,
+                             "' (byte, hf:PATH, gpt2:DIR, sp:PATH)"));
+  }
+  if (ends_with(spec, ".json")) return load_hf_tokenizer(spec);
+  if (ends_with(spec, ".model")) return load_sentencepiece_tokenizer(spec);
+  if (is_dir(spec)) {
+    struct stat st {};
+    if (stat((spec + "/tokenizer.json").c_str(), &st) == 0) return load_hf_tokenizer(spec + "/tokenizer.json");
+    if (stat((spec + "/vocab.json").c_str(), &st) == 0) return load_gpt2_tokenizer(spec);
+    if (stat((spec + "/tokenizer.model").c_str(), &st) == 0) {
+      return load_sentencepiece_tokenizer(spec + "/tokenizer.model");
+    }
+  }
+  throw InputError(str_cat("tokenizer '", spec,
+                           "': not a tokenizer spec (byte, hf:tokenizer.json, gpt2:DIR, sp:x.model) "
+                           "or a folder holding one"));
+}
+
+}  // namespace shardtune
