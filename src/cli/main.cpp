@@ -1,6 +1,9 @@
 // shardtune: the command-line entry point.
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -10,7 +13,10 @@
 #include "shardtune/comm/communicator.h"
 #include "shardtune/core/error.h"
 #include "shardtune/core/strings.h"
+#include "shardtune/data/prep.h"
+#include "shardtune/data/token_shard.h"
 #include "shardtune/model/generate.h"
+#include "shardtune/tokenize/tokenizer.h"
 #include "shardtune/model/hf_checkpoint.h"
 #include "shardtune/version.h"
 
@@ -31,6 +37,16 @@ commands:
       [64], --temperature T [0 = greedy], --top-k K [0 = off], --top-p P [1],
       --seed S, --device cpu|cuda[:i] [cpu], --dtype float32|bfloat16
       [float32], --no-cache (recompute the sequence each step)
+  prep --tokenizer SPEC --input FILE [--input FILE ...] --output PREFIX [options]
+      tokenize examples (JSONL: chat, prompt_completion, text; or .txt) into
+      HDF5 shards PREFIX-train-NNNNN.h5 and PREFIX-val-NNNNN.h5. Options:
+      --format chat|prompt_completion|text|auto [auto], --val-fraction F [0],
+      --shard-tokens N [100000000], --threads N [cores], --chat-template
+      chatml|llama3|plain [chatml], --train-on assistant|all [assistant],
+      --skip-bad (skip and count bad lines), --overwrite
+  inspect FILE.h5 [--tokenizer SPEC] [--show N]
+      validate a token shard and print its attributes, counts, dtype and mask
+      fraction; with --tokenizer, the first N [64] tokens decoded
   version
       print the version and the build's features
 
@@ -170,6 +186,121 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
   return kExitOk;
 }
 
+// Flag parsing shared by prep and inspect: --name value pairs and switches.
+class Flags {
+ public:
+  Flags(const std::vector<std::string>& args, const std::vector<std::string>& switches,
+        const char* command)
+      : command_(command) {
+    for (size_t i = 0; i < args.size(); ++i) {
+      const std::string& a = args[i];
+      if (a.rfind("--", 0) != 0) {
+        positional_.push_back(a);
+      } else if (std::find(switches.begin(), switches.end(), a) != switches.end()) {
+        values_.emplace_back(a, "");
+      } else if (i + 1 < args.size()) {
+        values_.emplace_back(a, args[++i]);
+      } else {
+        throw InputError(str_cat(command, ": ", a, " needs a value"));
+      }
+    }
+  }
+  std::vector<std::string> all(const std::string& name) {
+    std::vector<std::string> out;
+    for (auto it = values_.begin(); it != values_.end();) {
+      if (it->first == name) {
+        out.push_back(it->second);
+        it = values_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return out;
+  }
+  std::string get(const std::string& name, const std::string& fallback) {
+    auto v = all(name);
+    return v.empty() ? fallback : v.back();
+  }
+  bool has(const std::string& name) { return !all(name).empty(); }
+  double number(const std::string& name, double fallback) {
+    const std::string v = get(name, "");
+    if (v.empty()) return fallback;
+    char* end = nullptr;
+    const double d = std::strtod(v.c_str(), &end);
+    if (*end != '\0') throw InputError(str_cat(command_, ": ", name, ": expected a number, got \"", v, "\""));
+    return d;
+  }
+  const std::vector<std::string>& positional() const { return positional_; }
+  // Throws for any flag nobody asked for.
+  void done() const {
+    if (!values_.empty()) {
+      throw InputError(str_cat(command_, ": unknown option '", values_[0].first, "'\n", kUsage));
+    }
+  }
+
+ private:
+  const char* command_;
+  std::vector<std::pair<std::string, std::string>> values_;
+  std::vector<std::string> positional_;
+};
+
+int cmd_prep(const DistContext& dist, const std::vector<std::string>& args) {
+  if (dist.rank() != 0) return kExitOk;  // one process writes the shards
+  Flags f(args, {"--skip-bad", "--overwrite"}, "prep");
+  PrepOptions o;
+  o.tokenizer = f.get("--tokenizer", "byte");
+  o.inputs = f.all("--input");
+  o.output = f.get("--output", "");
+  o.format = f.get("--format", "auto");
+  o.val_fraction = f.number("--val-fraction", 0.0);
+  o.shard_tokens = static_cast<int64_t>(f.number("--shard-tokens", 1e8));
+  o.threads = static_cast<int>(f.number("--threads", 0));
+  o.chat_template = f.get("--chat-template", "chatml");
+  const std::string train_on = f.get("--train-on", "assistant");
+  if (train_on != "assistant" && train_on != "all") {
+    throw InputError(str_cat("prep: --train-on must be assistant or all, got \"", train_on, "\""));
+  }
+  o.train_on_all = train_on == "all";
+  o.skip_bad = f.has("--skip-bad");
+  o.overwrite = f.has("--overwrite");
+  o.progress = isatty(fileno(stderr));
+  for (const auto& p : f.positional()) o.inputs.push_back(p);
+  f.done();
+  const PrepSummary s = run_prep(o);
+  std::printf("%s", format_summary(s).c_str());
+  return kExitOk;
+}
+
+int cmd_inspect(const DistContext& dist, const std::vector<std::string>& args) {
+  if (dist.rank() != 0) return kExitOk;
+  Flags f(args, {}, "inspect");
+  const std::string spec = f.get("--tokenizer", "");
+  const auto show = static_cast<int64_t>(f.number("--show", 64));
+  f.done();
+  if (f.positional().size() != 1) throw InputError(str_cat("inspect needs one FILE.h5\n", kUsage));
+  TokenShardReader r(f.positional()[0]);
+  const int64_t targets = r.validate_all();
+  const auto& a = r.attrs();
+  std::printf("%s\n  format shardtune.tokens v1, tokenizer %s\n  vocab_size %ld, bos %ld, eos %ld, pad %ld\n",
+              r.path().c_str(), a.tokenizer.c_str(), static_cast<long>(a.vocab_size), static_cast<long>(a.bos_id),
+              static_cast<long>(a.eos_id), static_cast<long>(a.pad_id));
+  std::printf("  %ld documents, %ld tokens (uint%d), loss mask %s, %.1f%% targets\n", static_cast<long>(r.num_docs()),
+              static_cast<long>(r.num_tokens()), r.token_bits(), r.has_mask() ? "present" : "absent (all 1)",
+              r.num_tokens() ? 100.0 * static_cast<double>(targets) / static_cast<double>(r.num_tokens()) : 0.0);
+  if (!spec.empty() && r.num_tokens() > 0) {
+    auto tok = load_tokenizer(spec);
+    if (tok->fingerprint() != a.tokenizer) {
+      std::printf("  note: --tokenizer is %s, the shard was made by %s\n", tok->fingerprint().c_str(),
+                  a.tokenizer.c_str());
+    }
+    const int64_t n = std::min(show, r.num_tokens());
+    std::vector<int32_t> ids(static_cast<size_t>(n));
+    r.read_tokens(0, n, ids.data());
+    std::printf("  first %ld tokens decoded:\n%s\n", static_cast<long>(n), tok->decode(ids).c_str());
+  }
+  return kExitOk;
+}
+
 int cmd_version(const DistContext& dist) {
   if (dist.rank() != 0) return kExitOk;
   std::printf("shardtune %s (libtorch %s, CUDA support in build: %s, CUDA devices: %d)\n",
@@ -188,6 +319,8 @@ int dispatch(DistContext& dist, const std::vector<std::string>& argv) {
   if (command == "info") return cmd_info(dist, args);
   if (command == "config") return cmd_config(dist, args);
   if (command == "generate") return cmd_generate(dist, args);
+  if (command == "prep") return cmd_prep(dist, args);
+  if (command == "inspect") return cmd_inspect(dist, args);
   if (command == "version" || command == "--version") return cmd_version(dist);
   throw InputError(str_cat("unknown command '", command, "'\n", kUsage));
 }
