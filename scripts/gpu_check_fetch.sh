@@ -10,4 +10,6 @@ apt-get download libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common \
   libucx0 libibverbs1 librdmacm1 libnl-3-200 libnl-route-3-200 libpsm2-2 libpsm-infinipath1 \
   libnuma1 libmunge2 libltdl7 libxnvctrl0 libpciaccess0 \
   libyaml-cpp-dev libyaml-cpp0.7 libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 \
-  libgtest-dev nlohmann-json3-dev
+  libgtest-dev nlohmann-json3-dev \
+  libhdf5-dev libhdf5-103-1 libaec0 libsz2 libsentencepiece-dev libsentencepiece0 \
+  libpcre2-dev libpcre2-8-0 libicu-dev libicu72

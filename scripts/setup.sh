@@ -16,6 +16,8 @@ packages=(
   python3 python3-venv python3-pip
   openmpi-bin libopenmpi-dev
   libyaml-cpp-dev libspdlog-dev libgtest-dev nlohmann-json3-dev
+  libhdf5-dev libsentencepiece-dev libpcre2-dev libicu-dev
+  base-files
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -16,6 +16,7 @@
 #include "shardtune/data/prep.h"
 #include "shardtune/data/token_shard.h"
 #include "shardtune/model/generate.h"
+#include "shardtune/tokenize/chat.h"
 #include "shardtune/tokenize/tokenizer.h"
 #include "shardtune/model/hf_checkpoint.h"
 #include "shardtune/version.h"
@@ -31,12 +32,14 @@ commands:
       table of the ranks (rank, local rank, threads, host)
   config CONFIG [key=value ...]
       validate CONFIG with the overrides applied and print the resolved config
-  generate --model DIR --prompt-ids ID,ID,... [options]
+  generate --model DIR (--prompt TEXT | --prompt-ids ID,ID,...) [options]
       continue a prompt with a Hugging Face model folder (gpt2, llama,
-      mistral, qwen2); prints the new token ids. Options: --max-new-tokens N
-      [64], --temperature T [0 = greedy], --top-k K [0 = off], --top-p P [1],
-      --seed S, --device cpu|cuda[:i] [cpu], --dtype float32|bfloat16
-      [float32], --no-cache (recompute the sequence each step)
+      mistral, qwen2) and print the text (the new token ids with
+      --prompt-ids). Options: --tokenizer SPEC [the folder's tokenizer],
+      --chat (the prompt is a user message; --chat-template chatml|llama3|plain
+      [chatml], --system TEXT), --max-new-tokens N [64], --temperature T
+      [0 = greedy], --top-k K [0 = off], --top-p P [1], --seed S, --device
+      cpu|cuda[:i] [cpu], --dtype float32|bfloat16 [float32], --no-cache
   prep --tokenizer SPEC --input FILE [--input FILE ...] --output PREFIX [options]
       tokenize examples (JSONL: chat, prompt_completion, text; or .txt) into
       HDF5 shards PREFIX-train-NNNNN.h5 and PREFIX-val-NNNNN.h5. Options:
@@ -129,64 +132,7 @@ int cmd_info(const DistContext& dist, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
-int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) {
-  if (dist.rank() != 0) return kExitOk;  // one process generates
-  std::string model_dir, ids_text, device = "cpu", dtype = "float32";
-  SamplingOptions o;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= args.size()) throw InputError(str_cat(a, " needs a value"));
-      return args[++i];
-    };
-    auto number = [&](const std::string& v) {
-      try {
-        size_t used = 0;
-        const double d = std::stod(v, &used);
-        if (used == v.size()) return d;
-      } catch (const std::exception&) {
-      }
-      throw InputError(str_cat(a, ": expected a number, got \"", v, "\""));
-    };
-    if (a == "--model") model_dir = value();
-    else if (a == "--prompt-ids") ids_text = value();
-    else if (a == "--max-new-tokens") o.max_new_tokens = static_cast<int64_t>(number(value()));
-    else if (a == "--temperature") o.temperature = number(value());
-    else if (a == "--top-k") o.top_k = static_cast<int64_t>(number(value()));
-    else if (a == "--top-p") o.top_p = number(value());
-    else if (a == "--seed") o.seed = static_cast<uint64_t>(number(value()));
-    else if (a == "--device") device = value();
-    else if (a == "--dtype") dtype = value();
-    else if (a == "--no-cache") o.use_cache = false;
-    else throw InputError(str_cat("generate: unknown argument '", a, "'\n", kUsage));
-  }
-  if (model_dir.empty() || ids_text.empty()) {
-    throw InputError(str_cat("generate needs --model and --prompt-ids\n", kUsage));
-  }
-  if (dtype != "float32" && dtype != "bfloat16") {
-    throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", dtype, "\""));
-  }
-  std::vector<int64_t> prompt;
-  for (const auto& piece : split(ids_text, ',')) {
-    char* end = nullptr;
-    const long long id = std::strtoll(std::string(trim(piece)).c_str(), &end, 10);
-    if (trim(piece).empty() || *end != '\0') {
-      throw InputError(str_cat("--prompt-ids: '", piece, "' is not a token id"));
-    }
-    prompt.push_back(id);
-  }
-  auto model = load_hf_model(model_dir, dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32,
-                             torch::Device(device));
-  if (o.eos_token_id < 0) o.eos_token_id = model->config().eos_token_id;
-  const auto ids = generate(*model, prompt, o);
-  for (size_t i = prompt.size(); i < ids.size(); ++i) {
-    std::printf("%s%ld", i > prompt.size() ? "," : "", static_cast<long>(ids[i]));
-  }
-  std::printf("\n");
-  return kExitOk;
-}
-
-// Flag parsing shared by prep and inspect: --name value pairs and switches.
+// Flag parsing: --name value pairs and switches.
 class Flags {
  public:
   Flags(const std::vector<std::string>& args, const std::vector<std::string>& switches,
@@ -231,10 +177,13 @@ class Flags {
     return d;
   }
   const std::vector<std::string>& positional() const { return positional_; }
-  // Throws for any flag nobody asked for.
-  void done() const {
+  // Throws for any flag or argument nobody asked for.
+  void done(bool positional_ok = true) const {
     if (!values_.empty()) {
       throw InputError(str_cat(command_, ": unknown option '", values_[0].first, "'\n", kUsage));
+    }
+    if (!positional_ok && !positional_.empty()) {
+      throw InputError(str_cat(command_, ": unexpected argument '", positional_[0], "'\n", kUsage));
     }
   }
 
@@ -243,6 +192,79 @@ class Flags {
   std::vector<std::pair<std::string, std::string>> values_;
   std::vector<std::string> positional_;
 };
+
+int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) {
+  if (dist.rank() != 0) return kExitOk;  // one process generates
+  Flags f(args, {"--no-cache", "--chat"}, "generate");
+  const std::string model_dir = f.get("--model", "");
+  const std::string ids_text = f.get("--prompt-ids", "");
+  const std::string prompt = f.get("--prompt", "");
+  std::string tokenizer_spec = f.get("--tokenizer", "");
+  const bool chat = f.has("--chat");
+  const std::string chat_template = f.get("--chat-template", "chatml");
+  const std::string system = f.get("--system", "");
+  const std::string device = f.get("--device", "cpu");
+  const std::string dtype = f.get("--dtype", "float32");
+  SamplingOptions o;
+  o.max_new_tokens = static_cast<int64_t>(f.number("--max-new-tokens", 64));
+  o.temperature = f.number("--temperature", 0.0);
+  o.top_k = static_cast<int64_t>(f.number("--top-k", 0));
+  o.top_p = f.number("--top-p", 1.0);
+  o.seed = static_cast<uint64_t>(f.number("--seed", 0));
+  o.use_cache = !f.has("--no-cache");
+  f.done(/*positional_ok=*/false);
+  if (model_dir.empty() || ids_text.empty() == prompt.empty()) {
+    throw InputError(str_cat("generate needs --model and one of --prompt, --prompt-ids\n", kUsage));
+  }
+  if (dtype != "float32" && dtype != "bfloat16") {
+    throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", dtype, "\""));
+  }
+  auto model = load_hf_model(model_dir, dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32,
+                             torch::Device(device));
+  if (o.eos_token_id < 0) o.eos_token_id = model->config().eos_token_id;
+
+  if (!ids_text.empty()) {
+    std::vector<int64_t> ids_in;
+    for (const auto& piece : split(ids_text, ',')) {
+      char* end = nullptr;
+      const long long id = std::strtoll(std::string(trim(piece)).c_str(), &end, 10);
+      if (trim(piece).empty() || *end != '\0') {
+        throw InputError(str_cat("--prompt-ids: '", piece, "' is not a token id"));
+      }
+      ids_in.push_back(id);
+    }
+    const auto ids = generate(*model, ids_in, o);
+    for (size_t i = ids_in.size(); i < ids.size(); ++i) {
+      std::printf("%s%ld", i > ids_in.size() ? "," : "", static_cast<long>(ids[i]));
+    }
+    std::printf("\n");
+    return kExitOk;
+  }
+
+  if (tokenizer_spec.empty()) tokenizer_spec = model_dir;  // its tokenizer.json, vocab.json or tokenizer.model
+  auto tok = load_tokenizer(tokenizer_spec);
+  if (tok->vocab_size() > model->config().vocab_size) {
+    throw InputError(str_cat("tokenizer ", tokenizer_spec, " has ", tok->vocab_size(), " tokens but the model only ",
+                             model->config().vocab_size));
+  }
+  std::vector<int32_t> prompt_ids;
+  if (chat) {
+    const ChatTemplate tmpl = parse_chat_template(chat_template);
+    std::vector<ChatMessage> msgs;
+    if (!system.empty()) msgs.push_back({"system", system});
+    msgs.push_back({"user", prompt});
+    prompt_ids = render_generation_prompt(*tok, tmpl, msgs);
+    o.eos_token_id = end_of_turn_id(*tok, tmpl);
+  } else {
+    if (tok->bos_id() >= 0) prompt_ids.push_back(tok->bos_id());
+    const auto body = tok->encode(prompt);
+    prompt_ids.insert(prompt_ids.end(), body.begin(), body.end());
+  }
+  const auto ids = generate(*model, std::vector<int64_t>(prompt_ids.begin(), prompt_ids.end()), o);
+  std::vector<int32_t> generated(ids.begin() + static_cast<long>(prompt_ids.size()), ids.end());
+  std::printf("%s\n", tok->decode(generated, /*skip_special=*/true).c_str());
+  return kExitOk;
+}
 
 int cmd_prep(const DistContext& dist, const std::vector<std::string>& args) {
   if (dist.rank() != 0) return kExitOk;  // one process writes the shards

@@ -4,6 +4,8 @@
 // (Split by regex, ByteLevel, Metaspace) and each piece is merged by BPE.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
 
 #include <fstream>
 #include <memory>
@@ -103,9 +105,25 @@ struct PreStep {
 };
 
 struct NormStep {
-  enum Kind { kPrepend, kReplace } kind;
+  enum Kind { kPrepend, kReplace, kNfc, kNfkc } kind;
   std::string a, b;
 };
+
+// Unicode normalization (NFC, NFKC) through ICU.
+std::string normalize_unicode(const std::string& s, bool compatibility) {
+  UErrorCode err = U_ZERO_ERROR;
+  const icu::Normalizer2* n =
+      compatibility ? icu::Normalizer2::getNFKCInstance(err) : icu::Normalizer2::getNFCInstance(err);
+  if (U_FAILURE(err)) throw Error(str_cat("ICU normalizer unavailable: ", u_errorName(err)));
+  const icu::UnicodeString in = icu::UnicodeString::fromUTF8(s);
+  if (n->isNormalized(in, err) && U_SUCCESS(err)) return s;
+  err = U_ZERO_ERROR;
+  const icu::UnicodeString out = n->normalize(in, err);
+  if (U_FAILURE(err)) throw Error(str_cat("ICU normalization failed: ", u_errorName(err)));
+  std::string utf8;
+  out.toUTF8String(utf8);
+  return utf8;
+}
 
 class BpeTokenizer final : public Tokenizer {
  public:
@@ -261,6 +279,8 @@ class BpeTokenizer final : public Tokenizer {
     for (const auto& n : norm_) {
       if (n.kind == NormStep::kPrepend) {
         s = n.a + s;
+      } else if (n.kind == NormStep::kNfc || n.kind == NormStep::kNfkc) {
+        s = normalize_unicode(s, n.kind == NormStep::kNfkc);
       } else {
         for (size_t p = 0; (p = s.find(n.a, p)) != std::string::npos; p += n.b.size()) {
           s.replace(p, n.a.size(), n.b);
@@ -457,12 +477,14 @@ void parse_norm(const json& n, const std::string& where, std::vector<NormStep>& 
     for (const auto& s : n["normalizers"]) parse_norm(s, where, out);
   } else if (type == "Prepend") {
     out.push_back({NormStep::kPrepend, n["prepend"].get<std::string>(), ""});
+  } else if (type == "NFC" || type == "NFKC") {
+    out.push_back({type == "NFC" ? NormStep::kNfc : NormStep::kNfkc, "", ""});
   } else if (type == "Replace") {
     if (!n["pattern"].contains("String")) throw InputError(str_cat(where, ": Replace normalizer needs a String pattern"));
     out.push_back({NormStep::kReplace, n["pattern"]["String"].get<std::string>(), n["content"].get<std::string>()});
   } else {
     throw InputError(str_cat(where, ": normalizer type '", type,
-                             "' is not supported (Prepend, Replace, Sequence)"));
+                             "' is not supported (NFC, NFKC, Prepend, Replace, Sequence)"));
   }
 }
 
