@@ -200,6 +200,7 @@ std::string read_string_attr(hid_t f, const char* name, const std::string& path)
     char* s = nullptr;
     Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(mem.get(), H5T_VARIABLE);
+    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));  // h5py writes UTF-8
     if (H5Aread(attr.get(), mem.get(), &s) < 0) bad(path, str_cat("cannot read attribute '", name, "'"));
     std::string out = s ? s : "";
     H5free_memory(s);

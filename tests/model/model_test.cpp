@@ -315,3 +315,30 @@ TEST(ModelConfig, LlamaParameterCountMatchesTheModule) {
 
 }  // namespace
 }  // namespace shardtune
+
+#include "shardtune/data/torch_batch.h"
+
+namespace shardtune {
+namespace {
+
+TEST(TorchBatch, GivesInt64InputsAndLabelsWithTheIgnoreIndex) {
+  Batch b;
+  b.rows = 2;
+  b.seq_len = 3;
+  b.inputs = {1, 2, 3, 4, 5, 6};
+  b.targets = {2, 3, kIgnoreIndex, 5, kIgnoreIndex, 7};
+  const TorchBatch t = to_torch(b);
+  EXPECT_EQ(t.input_ids.sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(t.input_ids.scalar_type(), torch::kInt64);
+  EXPECT_EQ(t.labels[1][1].item<int64_t>(), -100);
+  EXPECT_EQ(t.input_ids[1][2].item<int64_t>(), 6);
+  // The cross-entropy the trainer uses skips ignored targets.
+  torch::Tensor logits = torch::zeros({2, 3, 10});
+  torch::Tensor loss = torch::nn::functional::cross_entropy(
+      logits.view({-1, 10}), t.labels.view({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex));
+  EXPECT_NEAR(loss.item<double>(), std::log(10.0), 1e-6);
+}
+
+}  // namespace
+}  // namespace shardtune
