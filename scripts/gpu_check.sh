@@ -23,6 +23,9 @@ export PATH="$deps/usr/bin:$PATH"
 export LD_LIBRARY_PATH="$lib:$lib/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OPAL_PREFIX="$deps/usr"          # relocated Open MPI finds its plugins here
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# pkg-config finds the unpacked .pc files, their paths moved under $deps.
+export PKG_CONFIG_LIBDIR="$lib/pkgconfig:$deps/usr/share/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$deps"
+pkgconfig=$(command -v pkg-config || echo "$deps/usr/bin/pkgconf")
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 
@@ -40,7 +43,8 @@ step configure cmake -S . -B $build -G Ninja -DSHARDTUNE_PYTHON=python3 -DSHARDT
   -DCMAKE_PREFIX_PATH="$deps/usr" \
   -DMPI_CXX_SKIP_MPICXX=ON -DMPI_CXX_LIB_NAMES=mpi -DMPI_mpi_LIBRARY="$lib/openmpi/lib/libmpi.so" \
   -DMPI_CXX_HEADER_DIR="$lib/openmpi/include" -DMPIEXEC_EXECUTABLE="$deps/usr/bin/mpirun" \
-  -DSHARDTUNE_CCACHE=OFF \
+  -DSHARDTUNE_CCACHE=OFF -DPKG_CONFIG_EXECUTABLE="$pkgconfig" \
+  -DHDF5_ROOT="$lib/hdf5/serial" -DHDF5_C_COMPILER_EXECUTABLE=/nonexistent \
   && step build cmake --build $build -j "$(nproc)" --target shardtune test_comm model_tool \
   && step shardtune_version $build/shardtune version \
   && step nccl_collectives_np1 $build/tests/test_comm --gtest_filter='*nccl*:*Nccl*'

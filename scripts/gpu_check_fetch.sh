@@ -12,4 +12,4 @@ apt-get download libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common \
   libyaml-cpp-dev libyaml-cpp0.7 libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 \
   libgtest-dev nlohmann-json3-dev \
   libhdf5-dev libhdf5-103-1 libaec0 libsz2 libsentencepiece-dev libsentencepiece0 \
-  libpcre2-dev libpcre2-8-0 libicu-dev libicu72
+  libpcre2-dev libpcre2-8-0 libicu-dev libicu72 pkgconf-bin libpkgconf3
