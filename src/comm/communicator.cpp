@@ -1,5 +1,7 @@
 #include "shardtune/comm/communicator.h"
 
+#include "collective_checks.h"
+
 #include <torch/cuda.h>
 
 #include <cmath>
@@ -54,6 +56,49 @@ std::string dtype_name(c10::ScalarType dtype) {
       return c10::toString(dtype);
   }
 }
+
+namespace detail {
+
+std::string CollectiveDesc::name() const {
+  std::string s = str_cat(to_string(op), " #", seq);
+  if (op == CollectiveOp::kBarrier) return s;
+  s += " (";
+  if (op == CollectiveOp::kAllReduce || op == CollectiveOp::kReduceScatter) {
+    s += str_cat(to_string(reduce), ", ");
+  }
+  return s + str_cat(dtype_name(dtype), ", ", count, " elements)");
+}
+
+void check_tensor(const torch::Tensor& t, const torch::Device& device, const char* backend,
+                  const char* op, const char* which) {
+  if (!t.defined()) throw CommError(str_cat(op, ": ", which, " is undefined"));
+  if (t.device() != device) {
+    throw CommError(str_cat(op, ": the ", backend, " backend of this rank takes tensors on ",
+                            device.str(), "; ", which, " is on ", t.device().str()));
+  }
+  if (!t.is_contiguous()) throw CommError(str_cat(op, ": ", which, " is not contiguous"));
+  const auto dt = t.scalar_type();
+  if (dt != torch::kFloat32 && dt != torch::kBFloat16 && dt != torch::kInt64) {
+    throw CommError(str_cat(op, ": dtype ", dtype_name(dt), " of ", which,
+                            " is not supported (float32, bfloat16, int64)"));
+  }
+}
+
+void check_same_dtype(const torch::Tensor& input, const torch::Tensor& output, const char* op) {
+  if (input.scalar_type() != output.scalar_type()) {
+    throw CommError(str_cat(op, ": input is ", dtype_name(input.scalar_type()), " but output is ",
+                            dtype_name(output.scalar_type())));
+  }
+}
+
+void check_numel(const torch::Tensor& t, int64_t expected, const char* op, const char* which) {
+  if (t.numel() != expected) {
+    throw CommError(str_cat(op, ": ", which, " has ", t.numel(),
+                            " elements, expected this rank's shard of ", expected));
+  }
+}
+
+}  // namespace detail
 
 ShardRange shard_range(int64_t count, int world, int rank) {
   ST_CHECK(world > 0 && rank >= 0 && rank < world && count >= 0, "shard_range(count=", count,

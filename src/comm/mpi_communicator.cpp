@@ -22,8 +22,14 @@
 
 #include "shardtune/comm/communicator.h"
 
+#include "collective_checks.h"
+
 namespace shardtune {
 namespace {
+
+using detail::check_numel;
+using detail::check_same_dtype;
+using detail::CollectiveDesc;
 
 using Clock = std::chrono::steady_clock;
 
@@ -52,26 +58,6 @@ void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
     if (x > y || std::isnan(x)) b[i] = a[i];
   }
 }
-
-// What a Work runs: enough to name it in an error message. The name is only
-// formatted when needed; issuing a collective stays cheap.
-struct CollectiveDesc {
-  CollectiveOp op = CollectiveOp::kBarrier;
-  ReduceOp reduce = ReduceOp::kSum;
-  c10::ScalarType dtype = c10::ScalarType::Undefined;
-  int64_t count = 0;
-  uint64_t seq = 0;
-
-  std::string name() const {
-    std::string s = str_cat(to_string(op), " #", seq);
-    if (op == CollectiveOp::kBarrier) return s;
-    s += " (";
-    if (op == CollectiveOp::kAllReduce || op == CollectiveOp::kReduceScatter) {
-      s += str_cat(to_string(reduce), ", ");
-    }
-    return s + str_cat(dtype_name(dtype), ", ", count, " elements)");
-  }
-};
 
 class MpiWork final : public Work {
  public:
@@ -325,32 +311,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void check_tensor(const torch::Tensor& t, const char* op, const char* which) const {
-    if (!t.defined()) throw CommError(str_cat(op, ": ", which, " is undefined"));
-    if (!t.device().is_cpu()) {
-      throw CommError(str_cat(op, ": the MPI backend takes CPU tensors; ", which, " is on ",
-                              t.device().str()));
-    }
-    if (!t.is_contiguous()) throw CommError(str_cat(op, ": ", which, " is not contiguous"));
-    const auto dt = t.scalar_type();
-    if (dt != torch::kFloat32 && dt != torch::kBFloat16 && dt != torch::kInt64) {
-      throw CommError(str_cat(op, ": dtype ", dtype_name(dt), " of ", which,
-                              " is not supported (float32, bfloat16, int64)"));
-    }
-  }
-
-  static void check_same_dtype(const torch::Tensor& a, const torch::Tensor& b, const char* op) {
-    if (a.scalar_type() != b.scalar_type()) {
-      throw CommError(str_cat(op, ": input is ", dtype_name(a.scalar_type()), " but output is ",
-                              dtype_name(b.scalar_type())));
-    }
-  }
-
-  static void check_numel(const torch::Tensor& t, int64_t expected, const char* op,
-                          const char* which) {
-    if (t.numel() != expected) {
-      throw CommError(str_cat(op, ": ", which, " has ", t.numel(),
-                              " elements, expected this rank's shard of ", expected));
-    }
+    detail::check_tensor(t, torch::kCPU, "MPI", op, which);
   }
 
   static void check_fits_int(int64_t n, const char* op) {

@@ -27,10 +27,15 @@
 #include <thread>
 
 #include "shardtune/comm/communicator.h"
+#include "collective_checks.h"
 #include "shardtune/dist/dist.h"
 
 namespace shardtune {
 namespace {
+
+using detail::check_numel;
+using detail::check_same_dtype;
+using detail::CollectiveDesc;
 
 using Clock = std::chrono::steady_clock;
 
@@ -41,24 +46,6 @@ void check_nccl(ncclResult_t r, const char* what) {
 void check_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw CommError(str_cat(what, ": ", cudaGetErrorString(e)));
 }
-
-struct Desc {
-  CollectiveOp op;
-  ReduceOp reduce;
-  c10::ScalarType dtype;
-  int64_t count;
-  uint64_t seq;
-
-  std::string name() const {
-    std::string s = str_cat(to_string(op), " #", seq);
-    if (op == CollectiveOp::kBarrier) return s;
-    s += " (";
-    if (op == CollectiveOp::kAllReduce || op == CollectiveOp::kReduceScatter) {
-      s += str_cat(to_string(reduce), ", ");
-    }
-    return s + str_cat(dtype_name(dtype), ", ", count, " elements)");
-  }
-};
 
 // A CUDA event owned by both the Work and the watchdog.
 struct Event {
@@ -136,7 +123,7 @@ class NcclCommunicator final : public Communicator {
   WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) override {
     check_tensor(tensor, "all_reduce", "tensor");
     const int64_t n = tensor.numel();
-    return launch({CollectiveOp::kAllReduce, op, tensor.scalar_type(), n, 0}, {tensor}, [&] {
+    return launch(CollectiveDesc{CollectiveOp::kAllReduce, op, tensor.scalar_type(), n, 0}, {tensor}, [&] {
       check_nccl(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(n),
                                nccl_type(tensor), nccl_op(tensor, op), comm_, stream()),
                  "ncclAllReduce");
@@ -151,7 +138,7 @@ class NcclCommunicator final : public Communicator {
     check_same_dtype(input, output, "reduce_scatter");
     const int64_t n = input.numel();
     check_numel(output, shard_range(n, size_, rank_).length, "reduce_scatter", "output");
-    return launch({CollectiveOp::kReduceScatter, op, input.scalar_type(), n, 0}, {input, output},
+    return launch(CollectiveDesc{CollectiveOp::kReduceScatter, op, input.scalar_type(), n, 0}, {input, output},
                   [&] {
                     if (n % size_ == 0) {
                       check_nccl(ncclReduceScatter(input.data_ptr(), output.data_ptr(),
@@ -183,7 +170,7 @@ class NcclCommunicator final : public Communicator {
     check_same_dtype(input, output, "all_gather");
     const int64_t n = output.numel();
     check_numel(input, shard_range(n, size_, rank_).length, "all_gather", "input");
-    return launch({CollectiveOp::kAllGather, ReduceOp::kSum, output.scalar_type(), n, 0},
+    return launch(CollectiveDesc{CollectiveOp::kAllGather, ReduceOp::kSum, output.scalar_type(), n, 0},
                   {input, output}, [&] {
                     const size_t elem = output.element_size();
                     if (n % size_ == 0) {
@@ -213,7 +200,7 @@ class NcclCommunicator final : public Communicator {
       throw CommError(str_cat("broadcast: root ", root, " is not a rank (world size ", size_, ")"));
     }
     const int64_t n = tensor.numel();
-    return launch({CollectiveOp::kBroadcast, ReduceOp::kSum, tensor.scalar_type(), n, 0}, {tensor},
+    return launch(CollectiveDesc{CollectiveOp::kBroadcast, ReduceOp::kSum, tensor.scalar_type(), n, 0}, {tensor},
                   [&] {
                     check_nccl(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(),
                                              static_cast<size_t>(n), nccl_type(tensor), root,
@@ -224,7 +211,7 @@ class NcclCommunicator final : public Communicator {
 
   WorkPtr barrier() override {
     torch::Tensor one = torch::ones({1}, torch::TensorOptions().device(device_));
-    auto work = launch({CollectiveOp::kBarrier, ReduceOp::kSum, one.scalar_type(), 1, 0}, {one},
+    auto work = launch(CollectiveDesc{CollectiveOp::kBarrier, ReduceOp::kSum, one.scalar_type(), 1, 0}, {one},
                        [&] {
                          check_nccl(ncclAllReduce(one.data_ptr(), one.data_ptr(), 1, ncclFloat32,
                                                   ncclSum, comm_, stream()),
@@ -238,7 +225,7 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t stream() const { return stream_->stream(); }
 
   template <class Fn>
-  WorkPtr launch(Desc desc, const std::vector<torch::Tensor>& tensors, Fn&& run,
+  WorkPtr launch(CollectiveDesc desc, const std::vector<torch::Tensor>& tensors, Fn&& run,
                  bool host_wait = false) {
     if (broken_.load()) {
       throw CommError(str_cat(to_string(desc.op),
@@ -307,32 +294,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   void check_tensor(const torch::Tensor& t, const char* op, const char* which) const {
-    if (!t.defined()) throw CommError(str_cat(op, ": ", which, " is undefined"));
-    if (t.device() != device_) {
-      throw CommError(str_cat(op, ": the NCCL backend of this rank takes tensors on ",
-                              device_.str(), "; ", which, " is on ", t.device().str()));
-    }
-    if (!t.is_contiguous()) throw CommError(str_cat(op, ": ", which, " is not contiguous"));
-    const auto dt = t.scalar_type();
-    if (dt != torch::kFloat32 && dt != torch::kBFloat16 && dt != torch::kInt64) {
-      throw CommError(str_cat(op, ": dtype ", dtype_name(dt), " of ", which,
-                              " is not supported (float32, bfloat16, int64)"));
-    }
-  }
-
-  static void check_same_dtype(const torch::Tensor& a, const torch::Tensor& b, const char* op) {
-    if (a.scalar_type() != b.scalar_type()) {
-      throw CommError(str_cat(op, ": input is ", dtype_name(a.scalar_type()), " but output is ",
-                              dtype_name(b.scalar_type())));
-    }
-  }
-
-  static void check_numel(const torch::Tensor& t, int64_t expected, const char* op,
-                          const char* which) {
-    if (t.numel() != expected) {
-      throw CommError(str_cat(op, ": ", which, " has ", t.numel(),
-                              " elements, expected this rank's shard of ", expected));
-    }
+    detail::check_tensor(t, device_, "NCCL", op, which);
   }
 
   static ncclDataType_t nccl_type(const torch::Tensor& t) {
@@ -365,7 +327,7 @@ class NcclCommunicator final : public Communicator {
   static constexpr int kCommFailureExit = 1;
 
   struct Pending {
-    Desc desc;
+    CollectiveDesc desc;
     std::shared_ptr<Event> done;
     Clock::time_point deadline;
   };

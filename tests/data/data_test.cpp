@@ -9,6 +9,7 @@
 #include <set>
 
 #include "shardtune/core/error.h"
+#include "support/test_util.h"
 #include "shardtune/data/dataset.h"
 #include "shardtune/data/loader.h"
 #include "shardtune/data/prep.h"
@@ -20,22 +21,8 @@ namespace shardtune {
 namespace {
 namespace fs = std::filesystem;
 
-std::string temp_dir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "/shardtune_data_test/" + name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-template <class F>
-std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string temp_dir(const std::string& name) { return testing::temp_dir("shardtune_data_test", name); }
+using testing::input_error;
 
 // Writes a shard with documents of given lengths; token t of the stream is t % mod.
 void write_shard(const std::string& path, const std::vector<int64_t>& doc_lengths, int64_t vocab = 1000,

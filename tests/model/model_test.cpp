@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "shardtune/core/error.h"
+#include "support/test_util.h"
 #include "shardtune/model/generate.h"
 #include "shardtune/model/hf_checkpoint.h"
 #include "shardtune/model/safetensors.h"
@@ -16,23 +17,8 @@ namespace shardtune {
 namespace {
 namespace fs = std::filesystem;
 
-std::string temp_dir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "/shardtune_model_test/" + name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-// The InputError message of f(), or "" if it did not throw one.
-template <class F>
-std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string temp_dir(const std::string& name) { return testing::temp_dir("shardtune_model_test", name); }
+using testing::input_error;
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
