@@ -14,7 +14,7 @@ bash scripts/mpirun.sh -np 2 build/shardtune info configs/example.yaml
 
 echo; echo "== all_reduce bandwidth, shardtune vs raw MPI, 2 ranks"
 bash scripts/mpirun.sh -np 2 build/benchmarks/shardtune_bench_comm \
-  -b 1K -e 64M -f 4 -o all_reduce -n 40 --baseline --json "$out/comm_all_reduce.json"
+  -b 1K -e 64M -f 4 -o all_reduce --baseline --json "$out/comm_all_reduce.json"
 
 echo; echo "== every collective and dtype, 2 ranks (correctness: #wrong must be 0)"
 bash scripts/mpirun.sh -np 2 build/benchmarks/shardtune_bench_comm \

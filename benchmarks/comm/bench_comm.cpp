@@ -7,7 +7,10 @@
 // collective once on known data and counts wrong elements (#wrong), then
 // times `iters` back-to-back collectives (issued, then waited for, as
 // nccl-tests does; --blocking waits for each). time is the mean per
-// collective of the slowest rank.
+// collective of the slowest rank. Each timed batch pays once for waking the
+// communicator's thread and the waiting caller (tens of microseconds on a
+// loaded machine), so a batch should hold enough collectives to amortize it,
+// as a backward pass's buckets do: the defaults time 2 rounds of 50.
 //   algbw = size / time
 //   busbw = algbw * 2(n-1)/n (all_reduce), * (n-1)/n (reduce_scatter,
 //           all_gather), * 1 (broadcast)
@@ -39,9 +42,9 @@ struct Options {
   std::vector<CollectiveOp> ops{CollectiveOp::kAllReduce};
   ReduceOp reduce = ReduceOp::kSum;
   std::vector<torch::Dtype> dtypes{torch::kFloat32};
-  int iters = 20;
-  int warmup = 5;
-  int rounds = 4;
+  int iters = 100;
+  int warmup = 20;
+  int rounds = 2;
   bool baseline = false;
   bool blocking = false;
   std::string json_path;
@@ -55,9 +58,9 @@ const char* kUsage = R"(usage: shardtune_bench_comm [options] [key=value config 
                         broadcast, or all                              [all_reduce]
   -r, --redop OP        sum, avg, max                                  [sum]
   -d, --datatype T      float32, bfloat16, int64, or all               [float32]
-  -n, --iters N         timed collectives per size                     [20]
-  -w, --warmup_iters N  untimed collectives per size first             [5]
-      --rounds R        alternating shardtune/raw rounds (iters split)  [4]
+  -n, --iters N         timed collectives per size                     [100]
+  -w, --warmup_iters N  untimed collectives per size first             [20]
+      --rounds R        alternating shardtune/raw rounds (iters split)  [2]
       --baseline        also time the raw MPI call; print the ratio
       --blocking        wait for each collective before the next
       --json FILE       write the rows as JSON
