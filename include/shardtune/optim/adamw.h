@@ -1,0 +1,42 @@
+// AdamW over a flat float32 master shard (decoupled weight decay, as
+// torch.optim.AdamW), and global-norm clipping.
+#pragma once
+
+#include <torch/types.h>
+
+namespace shardtune {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+class FlatAdamW {
+ public:
+  // master: 1-D float32, updated in place. decay: same length, 1 where weight
+  // decay applies and 0 where it does not.
+  FlatAdamW(torch::Tensor master, torch::Tensor decay, const AdamWOptions& options);
+
+  // One step with gradient grad (same length as master, any float dtype)
+  // multiplied by grad_scale (the clipping coefficient).
+  void step(const torch::Tensor& grad, double lr, double grad_scale = 1.0);
+
+  int64_t steps() const { return steps_; }
+  const torch::Tensor& master() const { return master_; }
+  const torch::Tensor& exp_avg() const { return m_; }
+  const torch::Tensor& exp_avg_sq() const { return v_; }
+
+ private:
+  torch::Tensor master_, decay_, m_, v_;
+  AdamWOptions o_;
+  int64_t steps_ = 0;
+};
+
+// The factor gradients are scaled by so their global norm is at most
+// max_norm: min(1, max_norm / (norm + 1e-6)), as torch's clip_grad_norm_;
+// 1 when max_norm <= 0 (no clipping).
+double clip_coefficient(double norm, double max_norm);
+
+}  // namespace shardtune

@@ -1,0 +1,110 @@
+// Data parallelism: gradient reduction in buckets overlapped with backward,
+// accumulation, and the optimizer step over flat shards (ZeRO stage 0 or 1).
+//
+// The trainable parameters (requires_grad) are laid out in one flat buffer in
+// reverse registration order (the order backward produces their gradients),
+// padded to a multiple of the world size; each parameter's data becomes a
+// view of it, and its .grad a view of a flat gradient buffer of the same
+// layout. So the flat index does not depend on the world size, and a shard
+// is a contiguous (offset, length) range of it.
+//
+// Buckets are consecutive ranges of the flat gradient buffer
+// (assign_buckets). A hook on each parameter's gradient accumulator counts it
+// ready once autograd has accumulated its gradient; when a bucket's last
+// parameter is ready its all_reduce(avg) is issued at once, in bucket order,
+// while backward goes on. Parameters that got no gradient in a step keep
+// zeros: their buckets are issued when backward ends, still in order, so
+// every rank issues the same collectives.
+//
+//   stage 0  every rank keeps the full fp32 master weights and moments
+//   stage 1  each rank keeps, and updates, only its shard of them; the
+//            updated parameters are all_gather-ed back
+//
+// The flat layout requires every trainable parameter to share one dtype and
+// device. Do not call model.zero_grad(): the engine zeroes the gradient
+// buffer at the first micro-step of each step.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "shardtune/comm/communicator.h"
+#include "shardtune/optim/adamw.h"
+#include "shardtune/parallel/buckets.h"
+
+namespace shardtune {
+
+struct DataParallelOptions {
+  int zero_stage = 0;            // 0 or 1
+  double first_bucket_mb = 1.0;  // the first bucket closes early so communication starts sooner
+  double bucket_mb = 25.0;
+  AdamWOptions adamw;
+  // Weight decay for biases, norm scales and embeddings too (default: off for them).
+  bool decay_all = false;
+};
+
+class DataParallel {
+ public:
+  DataParallel(torch::nn::Module& model, Communicator& comm, const DataParallelOptions& options);
+  ~DataParallel();
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
+
+  // Before each micro-step's forward. `first` starts a new optimizer step
+  // (gradients are zeroed); during a micro-step that is not `last`, gradients
+  // only accumulate locally: no communication.
+  void begin_micro_step(bool first, bool last);
+
+  // After the last micro-step's backward: issues the buckets still waiting,
+  // waits for all of them, and returns the global gradient norm.
+  double finish_backward();
+
+  // Clips to max_grad_norm (<= 0: no clipping) and takes the AdamW step at lr;
+  // afterwards every rank holds the updated parameters.
+  void step(double lr, double max_grad_norm);
+
+  int64_t num_params() const { return numel_; }
+  const std::vector<BucketSpec>& buckets() const { return buckets_; }
+  const std::vector<std::string>& param_names() const { return names_; }  // flat order
+  ShardRange shard() const { return shard_; }
+  // Bytes of parameters, gradients and optimizer state this rank holds.
+  struct Memory {
+    int64_t params = 0, grads = 0, optimizer = 0;
+  };
+  Memory memory() const;
+
+ private:
+  void on_grad_ready(size_t param);
+  void launch_ready_buckets();  // with mu_ held
+
+  Communicator& comm_;
+  DataParallelOptions options_;
+  std::vector<torch::Tensor> params_;  // flat order
+  std::vector<std::string> names_;
+  std::vector<int64_t> offsets_;
+  int64_t numel_ = 0;
+  int64_t padded_ = 0;
+  torch::Tensor flat_param_, flat_grad_;
+  std::vector<BucketSpec> buckets_;
+  std::vector<size_t> bucket_of_;
+  ShardRange shard_;
+  std::unique_ptr<FlatAdamW> adamw_;
+  double grad_norm_ = 0.0;
+
+  // Per step.
+  std::mutex mu_;
+  bool sync_ = false;
+  std::vector<int> pending_;
+  std::vector<bool> ready_;
+  size_t next_bucket_ = 0;
+  std::vector<WorkPtr> works_;
+
+  struct Hooks;
+  std::unique_ptr<Hooks> hooks_;
+};
+
+}  // namespace shardtune

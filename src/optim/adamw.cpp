@@ -1,0 +1,39 @@
+#include "shardtune/optim/adamw.h"
+
+#include <cmath>
+
+#include "shardtune/core/error.h"
+
+namespace shardtune {
+
+FlatAdamW::FlatAdamW(torch::Tensor master, torch::Tensor decay, const AdamWOptions& options)
+    : master_(std::move(master)), decay_(std::move(decay)), o_(options) {
+  ST_CHECK(master_.dim() == 1 && master_.scalar_type() == torch::kFloat32, "FlatAdamW needs a 1-D float32 master");
+  ST_CHECK(decay_.numel() == master_.numel(), "decay mask and master differ in length");
+  decay_ = decay_.to(master_.options());
+  m_ = torch::zeros_like(master_);
+  v_ = torch::zeros_like(master_);
+}
+
+void FlatAdamW::step(const torch::Tensor& grad, double lr, double grad_scale) {
+  torch::NoGradGuard no_grad;
+  ST_CHECK(grad.numel() == master_.numel(), "gradient and master differ in length");
+  ++steps_;
+  torch::Tensor g = grad.to(torch::kFloat32);
+  if (grad_scale != 1.0) g = g * grad_scale;
+  // Decoupled weight decay first, as torch.optim.AdamW: p *= 1 - lr * wd.
+  if (o_.weight_decay != 0.0) master_.mul_(1.0 - lr * o_.weight_decay * decay_);
+  m_.mul_(o_.beta1).add_(g, 1.0 - o_.beta1);
+  v_.mul_(o_.beta2).addcmul_(g, g, 1.0 - o_.beta2);
+  const double bc1 = 1.0 - std::pow(o_.beta1, static_cast<double>(steps_));
+  const double bc2 = 1.0 - std::pow(o_.beta2, static_cast<double>(steps_));
+  torch::Tensor denom = (v_.sqrt() / std::sqrt(bc2)).add_(o_.eps);
+  master_.addcdiv_(m_, denom, -lr / bc1);
+}
+
+double clip_coefficient(double norm, double max_norm) {
+  if (max_norm <= 0.0) return 1.0;
+  return std::min(1.0, max_norm / (norm + 1e-6));
+}
+
+}  // namespace shardtune
