@@ -62,6 +62,12 @@ class CheckingCommunicator final : public Communicator {
     return inner_->reduce_scatter(input, output, op);
   }
 
+  WorkPtr reduce_scatter_counts(const torch::Tensor& input, const torch::Tensor& output,
+                                const std::vector<int64_t>& counts, ReduceOp op) override {
+    verify(CollectiveOp::kReduceScatter, op, input, input.numel(), -1);
+    return inner_->reduce_scatter_counts(input, output, counts, op);
+  }
+
   WorkPtr all_gather(const torch::Tensor& input, const torch::Tensor& output) override {
     verify(CollectiveOp::kAllGather, ReduceOp::kSum, output, output.numel(), -1);
     return inner_->all_gather(input, output);

@@ -27,4 +27,8 @@ void check_same_dtype(const torch::Tensor& input, const torch::Tensor& output, c
 // t holds this rank's shard of `expected` elements.
 void check_numel(const torch::Tensor& t, int64_t expected, const char* op, const char* which);
 
+// counts has one entry per rank, none negative, summing to total; returns
+// this rank's entry.
+int64_t check_counts(const std::vector<int64_t>& counts, int world, int rank, int64_t total, const char* op);
+
 }  // namespace shardtune::detail

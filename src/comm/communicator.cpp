@@ -98,6 +98,19 @@ void check_numel(const torch::Tensor& t, int64_t expected, const char* op, const
   }
 }
 
+int64_t check_counts(const std::vector<int64_t>& counts, int world, int rank, int64_t total, const char* op) {
+  if (static_cast<int>(counts.size()) != world) {
+    throw CommError(str_cat(op, ": ", counts.size(), " counts for ", world, " ranks"));
+  }
+  int64_t sum = 0;
+  for (int64_t c : counts) {
+    if (c < 0) throw CommError(str_cat(op, ": a negative count"));
+    sum += c;
+  }
+  if (sum != total) throw CommError(str_cat(op, ": counts sum to ", sum, ", the input holds ", total));
+  return counts[static_cast<size_t>(rank)];
+}
+
 }  // namespace detail
 
 ShardRange shard_range(int64_t count, int world, int rank) {

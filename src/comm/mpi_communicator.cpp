@@ -198,6 +198,24 @@ class MpiCommunicator final : public Communicator {
                    });
   }
 
+  WorkPtr reduce_scatter_counts(const torch::Tensor& input, const torch::Tensor& output,
+                                const std::vector<int64_t>& counts, ReduceOp op) override {
+    check_tensor(input, "reduce_scatter", "input");
+    check_tensor(output, "reduce_scatter", "output");
+    check_same_dtype(input, output, "reduce_scatter");
+    const int64_t n = input.numel();
+    check_fits_int(n, "reduce_scatter");
+    check_numel(output, detail::check_counts(counts, size_, rank_, n, "reduce_scatter"), "reduce_scatter", "output");
+    std::vector<int> ints(counts.begin(), counts.end());
+    return enqueue(CollectiveOp::kReduceScatter, op, input, n, {input, output},
+                   [this, input, output, op, ints] {
+                     check_mpi(MPI_Reduce_scatter(input.data_ptr(), output.data_ptr(), ints.data(),
+                                                  mpi_type(input), mpi_op(input, op), comm_),
+                               "MPI_Reduce_scatter");
+                     finish_avg(output, op);
+                   });
+  }
+
   WorkPtr all_gather(const torch::Tensor& input, const torch::Tensor& output) override {
     check_tensor(input, "all_gather", "input");
     check_tensor(output, "all_gather", "output");

@@ -164,6 +164,32 @@ class NcclCommunicator final : public Communicator {
                   });
   }
 
+  WorkPtr reduce_scatter_counts(const torch::Tensor& input, const torch::Tensor& output,
+                                const std::vector<int64_t>& counts, ReduceOp op) override {
+    check_tensor(input, "reduce_scatter", "input");
+    check_tensor(output, "reduce_scatter", "output");
+    check_same_dtype(input, output, "reduce_scatter");
+    const int64_t n = input.numel();
+    check_numel(output, detail::check_counts(counts, size_, rank_, n, "reduce_scatter"), "reduce_scatter", "output");
+    return launch(CollectiveDesc{CollectiveOp::kReduceScatter, op, input.scalar_type(), n, 0}, {input, output}, [&] {
+      // One grouped reduce per owner of a non-empty piece.
+      const size_t elem = input.element_size();
+      int64_t offset = 0;
+      check_nccl(ncclGroupStart(), "ncclGroupStart");
+      for (int r = 0; r < size_; ++r) {
+        const int64_t c = counts[static_cast<size_t>(r)];
+        if (c > 0) {
+          check_nccl(ncclReduce(static_cast<char*>(input.data_ptr()) + offset * elem, output.data_ptr(),
+                                static_cast<size_t>(c), nccl_type(input), nccl_op(input, op), r, comm_, stream()),
+                     "ncclReduce");
+        }
+        offset += c;
+      }
+      check_nccl(ncclGroupEnd(), "ncclGroupEnd");
+      finish_avg(output, op);
+    });
+  }
+
   WorkPtr all_gather(const torch::Tensor& input, const torch::Tensor& output) override {
     check_tensor(input, "all_gather", "input");
     check_tensor(output, "all_gather", "output");

@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "shardtune/core/error.h"
@@ -28,8 +29,8 @@ struct DataParallel::Hooks {
 
 DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const DataParallelOptions& options)
     : comm_(comm), options_(options), hooks_(std::make_unique<Hooks>()) {
-  if (options.zero_stage != 0 && options.zero_stage != 1) {
-    throw InputError(str_cat("parallel.zero_stage ", options.zero_stage, " is not available (0, 1)"));
+  if (options.zero_stage < 0 || options.zero_stage > 2) {
+    throw InputError(str_cat("parallel.zero_stage ", options.zero_stage, " is not available (0, 1, 2)"));
   }
   auto named = model.named_parameters();
   for (auto it = named.end(); it != named.begin();) {  // reverse registration order
@@ -57,19 +58,25 @@ DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const D
   torch::NoGradGuard no_grad;
   const auto opts = params_[0].options();
   flat_param_ = torch::zeros({padded_}, opts);
-  flat_grad_ = torch::zeros({padded_}, opts);
+  // Stages 0 and 1 keep whole gradients, as views of one flat buffer; stage 2
+  // keeps only its shard.
+  if (options.zero_stage < 2) flat_grad_ = torch::zeros({padded_}, opts);
   for (size_t i = 0; i < params_.size(); ++i) {
     torch::Tensor view = flat_param_.narrow(0, offsets_[i], params_[i].numel()).view(params_[i].sizes());
     view.copy_(params_[i]);
     params_[i].set_data(view);
-    params_[i].mutable_grad() = flat_grad_.narrow(0, offsets_[i], params_[i].numel()).view(params_[i].sizes());
+    if (flat_grad_.defined()) {
+      params_[i].mutable_grad() = flat_grad_.narrow(0, offsets_[i], params_[i].numel()).view(params_[i].sizes());
+    } else {
+      params_[i].mutable_grad() = torch::Tensor();
+    }
   }
   // Every rank starts from rank 0's parameters.
   comm_.broadcast(flat_param_, 0)->wait();
 
   std::vector<int64_t> numels;
   for (const auto& p : params_) numels.push_back(p.numel());
-  const int64_t elem = static_cast<int64_t>(flat_grad_.element_size());
+  const int64_t elem = static_cast<int64_t>(flat_param_.element_size());
   buckets_ = assign_buckets(numels, elem, static_cast<int64_t>(options.first_bucket_mb * (1 << 20)),
                             static_cast<int64_t>(options.bucket_mb * (1 << 20)));
   bucket_of_.resize(params_.size());
@@ -93,18 +100,30 @@ DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const D
     const bool d = options.decay_all || !no_decay_by_default(names_[i], params_[i]);
     if (d) decay.narrow(0, offsets_[i], params_[i].numel()).fill_(1.0);
   }
-  adamw_ = std::make_unique<FlatAdamW>(flat_param_.narrow(0, shard_.offset, shard_.length).to(torch::kFloat32).clone(),
-                                       decay.narrow(0, shard_.offset, shard_.length).clone(), options.adamw);
+  if (options.zero_stage == 2) grad_shard_ = torch::zeros({shard_.length}, opts);
+  // The optimizer state on the parameters' device, or offloaded to host memory.
+  auto state_options = torch::TensorOptions().dtype(torch::kFloat32);
+  if (options.offload_optimizer) {
+    state_options = state_options.device(torch::kCPU).pinned_memory(device.is_cuda());
+  } else {
+    state_options = state_options.device(device);
+  }
+  torch::Tensor master = torch::empty({shard_.length}, state_options);
+  master.copy_(flat_param_.narrow(0, shard_.offset, shard_.length));
+  adamw_ = std::make_unique<FlatAdamW>(master, decay.narrow(0, shard_.offset, shard_.length).to(state_options),
+                                       options.adamw);
   pending_.assign(buckets_.size(), 0);
   ready_.assign(buckets_.size(), false);
+  staging_.resize(buckets_.size());
 }
 
 DataParallel::~DataParallel() = default;
 
 void DataParallel::begin_micro_step(bool first, bool last) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (first) {
-    torch::NoGradGuard no_grad;
+  torch::NoGradGuard no_grad;
+  if (first && grad_shard_.defined()) grad_shard_.zero_();
+  if (first && flat_grad_.defined()) {
     flat_grad_.zero_();
     // Someone may have reset .grad (model.zero_grad()): point it back at the buffer.
     for (size_t i = 0; i < params_.size(); ++i) {
@@ -115,12 +134,16 @@ void DataParallel::begin_micro_step(bool first, bool last) {
       }
     }
   }
-  sync_ = last;
-  if (last) {
+  last_ = last;
+  // Stage 2 reduces every micro-step (it keeps no whole gradient to
+  // accumulate into); stages 0 and 1 only the last.
+  sync_ = last || options_.zero_stage == 2;
+  if (sync_) {
     for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = static_cast<int>(buckets_[b].params.size());
     std::fill(ready_.begin(), ready_.end(), false);
     next_bucket_ = 0;
     works_.clear();
+    pieces_.clear();
   }
 }
 
@@ -128,6 +151,15 @@ void DataParallel::on_grad_ready(size_t param) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!sync_) return;
   const size_t b = bucket_of_[param];
+  if (grad_shard_.defined()) {
+    // Stage 2: into the bucket's staging buffer, and the gradient is freed.
+    torch::NoGradGuard no_grad;
+    const BucketSpec& spec = buckets_[b];
+    if (!staging_[b].defined()) staging_[b] = torch::zeros({spec.length}, flat_param_.options());
+    torch::Tensor& g = params_[param].mutable_grad();
+    staging_[b].narrow(0, offsets_[param] - spec.offset, params_[param].numel()).copy_(g.reshape({-1}));
+    g = torch::Tensor();
+  }
   if (--pending_[b] == 0) {
     ready_[b] = true;
     launch_ready_buckets();
@@ -136,34 +168,67 @@ void DataParallel::on_grad_ready(size_t param) {
 
 void DataParallel::launch_ready_buckets() {
   // Buckets go out in order on every rank, whatever order they became ready in.
-  while (next_bucket_ < buckets_.size() && ready_[next_bucket_]) {
-    const BucketSpec& b = buckets_[next_bucket_];
-    works_.push_back(comm_.all_reduce(flat_grad_.narrow(0, b.offset, b.length), ReduceOp::kAvg));
-    ++next_bucket_;
-  }
+  while (next_bucket_ < buckets_.size() && ready_[next_bucket_]) launch_bucket(next_bucket_++);
 }
 
-double DataParallel::finish_backward() {
+void DataParallel::launch_bucket(size_t b) {
+  const BucketSpec& spec = buckets_[b];
+  if (!grad_shard_.defined()) {
+    works_.push_back(comm_.all_reduce(flat_grad_.narrow(0, spec.offset, spec.length), ReduceOp::kAvg));
+    return;
+  }
+  // Stage 2: rank r gets the part of the bucket inside its shard.
+  if (!staging_[b].defined()) staging_[b] = torch::zeros({spec.length}, flat_param_.options());
+  std::vector<int64_t> counts(static_cast<size_t>(comm_.size()));
+  int64_t mine_offset = 0;
+  for (int r = 0; r < comm_.size(); ++r) {
+    const ShardRange s = shard_range(padded_, comm_.size(), r);
+    const int64_t lo = std::max(spec.offset, s.offset);
+    const int64_t hi = std::min(spec.offset + spec.length, s.offset + s.length);
+    counts[static_cast<size_t>(r)] = std::max<int64_t>(0, hi - lo);
+    if (r == comm_.rank()) mine_offset = lo - s.offset;
+  }
+  const int64_t mine = counts[static_cast<size_t>(comm_.rank())];
+  torch::Tensor reduced = torch::empty({mine}, flat_param_.options());
+  works_.push_back(comm_.reduce_scatter_counts(staging_[b], reduced, counts, ReduceOp::kAvg));
+  if (mine > 0) pieces_.push_back({reduced, mine_offset});  // buckets outside the shard give nothing here
+}
+
+double DataParallel::end_micro_step() {
   std::vector<WorkPtr> works;
+  std::vector<Piece> pieces;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    ST_CHECK(sync_, "finish_backward outside a last micro-step");
+    if (!sync_) return 0.0;
     // Parameters that got no gradient this step leave their buckets waiting.
     std::fill(ready_.begin(), ready_.end(), true);
     launch_ready_buckets();
     works.swap(works_);
+    pieces.swap(pieces_);
     sync_ = false;
   }
   for (auto& w : works) w->wait();
-  // Every rank holds the full averaged gradient (stages 0 and 1).
-  grad_norm_ = std::sqrt(flat_grad_.to(torch::kFloat32).pow(2).sum().item<double>());
+  torch::NoGradGuard no_grad;
+  for (const auto& p : pieces) grad_shard_.narrow(0, p.shard_offset, p.reduced.numel()).add_(p.reduced);
+  for (auto& s : staging_) s = torch::Tensor();
+  if (!last_) return 0.0;
+  if (grad_shard_.defined()) {
+    // One reduction of the shards' squared norms.
+    torch::Tensor sq = grad_shard_.to(torch::kFloat32).pow(2).sum().reshape({1});
+    comm_.all_reduce(sq, ReduceOp::kSum)->wait();
+    grad_norm_ = std::sqrt(sq.item<double>());
+  } else {
+    // Every rank holds the full averaged gradient (stages 0 and 1).
+    grad_norm_ = std::sqrt(flat_grad_.to(torch::kFloat32).pow(2).sum().item<double>());
+  }
   return grad_norm_;
 }
 
 void DataParallel::step(double lr, double max_grad_norm) {
   torch::NoGradGuard no_grad;
   const double coef = clip_coefficient(grad_norm_, max_grad_norm);
-  adamw_->step(flat_grad_.narrow(0, shard_.offset, shard_.length), lr, coef);
+  torch::Tensor grad = grad_shard_.defined() ? grad_shard_ : flat_grad_.narrow(0, shard_.offset, shard_.length);
+  adamw_->step(grad.to(adamw_->master().device()), lr, coef);
   torch::Tensor own = flat_param_.narrow(0, shard_.offset, shard_.length);
   own.copy_(adamw_->master());
   if (options_.zero_stage >= 1 && comm_.size() > 1) comm_.all_gather(own, flat_param_)->wait();
@@ -172,7 +237,8 @@ void DataParallel::step(double lr, double max_grad_norm) {
 DataParallel::Memory DataParallel::memory() const {
   Memory m;
   m.params = padded_ * static_cast<int64_t>(flat_param_.element_size());
-  m.grads = padded_ * static_cast<int64_t>(flat_grad_.element_size());
+  m.grads = grad_shard_.defined() ? shard_.length * static_cast<int64_t>(grad_shard_.element_size())
+                                   : padded_ * static_cast<int64_t>(flat_grad_.element_size());
   m.optimizer = shard_.length * 4 * 3;  // fp32 master, m, v
   return m;
 }

@@ -104,6 +104,29 @@ TEST_P(Collectives, ReduceScatter) {
   }
 }
 
+TEST_P(Collectives, ReduceScatterWithGivenCounts) {
+  const int world = c().size();
+  // Uneven pieces, the first rank's empty: as a bucket crossing shard edges.
+  std::vector<int64_t> counts(static_cast<size_t>(world), 0);
+  int64_t left = count();
+  for (int r = world - 1; r > 0 && left > 0; --r) {
+    counts[static_cast<size_t>(r)] = std::min<int64_t>(left, (count() + r) / (r + 1));
+    left -= counts[static_cast<size_t>(r)];
+  }
+  counts[0] += left;
+  if (world > 1 && counts[0] > 0) {  // move rank 0's piece to the last rank
+    counts[static_cast<size_t>(world - 1)] += counts[0];
+    counts[0] = 0;
+  }
+  int64_t offset = 0;
+  for (int r = 0; r < c().rank(); ++r) offset += counts[static_cast<size_t>(r)];
+  const int64_t mine = counts[static_cast<size_t>(c().rank())];
+  torch::Tensor in = on(input_of(c().rank(), 0, count(), dtype()));
+  torch::Tensor out = full(mine, 99);
+  c().reduce_scatter_counts(in, out, counts, ReduceOp::kSum)->wait();
+  expect_equal(out.cpu(), expected_reduction(ReduceOp::kSum, world, offset, mine, dtype()), "reduce_scatter_counts");
+}
+
 TEST_P(Collectives, AllGather) {
   const int world = c().size();
   const int rank = c().rank();

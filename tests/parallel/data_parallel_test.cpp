@@ -139,9 +139,10 @@ void train_reference(const Models& m, Kind kind, int accum, int world) {
   }
 }
 
-void train_data_parallel(const Models& m, Kind kind, int accum, int stage, Communicator& comm) {
+void train_data_parallel(const Models& m, Kind kind, int accum, int stage, bool offload, Communicator& comm) {
   DataParallelOptions o;
   o.zero_stage = stage;
+  o.offload_optimizer = offload;
   o.first_bucket_mb = 128.0 / (1 << 20);  // 128 B, then 512 B buckets: many buckets for tiny models
   o.bucket_mb = 512.0 / (1 << 20);
   o.adamw.beta2 = 0.95;
@@ -153,8 +154,8 @@ void train_data_parallel(const Models& m, Kind kind, int accum, int stage, Commu
     for (int a = 0; a < accum; ++a) {
       dp.begin_micro_step(a == 0, a == accum - 1);
       loss_of(m, kind, step, a, comm.rank() * kRowsPerRank, kRowsPerRank, global_rows, accum).backward();
+      dp.end_micro_step();
     }
-    dp.finish_backward();
     dp.step(lr_at(schedule(), step), kMaxNorm);
   }
 }
@@ -169,12 +170,12 @@ double max_relative_difference(torch::nn::Module& a, torch::nn::Module& b) {
   return diff / scale;
 }
 
-using Case = std::tuple<Kind, int, int>;  // model, stage, accumulation
+using Case = std::tuple<Kind, int, int, bool>;  // model, stage, accumulation, offload
 
 class DataParallelMatchesOneProcess : public ::testing::TestWithParam<Case> {};
 
 TEST_P(DataParallelMatchesOneProcess, AfterFiveSteps) {
-  const auto [kind, stage, accum] = GetParam();
+  const auto [kind, stage, accum, offload] = GetParam();
   CommOptions co;
   co.timeout = std::chrono::seconds(60);
   auto comm = make_checking_communicator(make_mpi_communicator(co));
@@ -182,7 +183,7 @@ TEST_P(DataParallelMatchesOneProcess, AfterFiveSteps) {
   const Models reference = make(kind);
   train_reference(reference, kind, accum, comm->size());
   const Models parallel = make(kind);
-  train_data_parallel(parallel, kind, accum, stage, *comm);
+  train_data_parallel(parallel, kind, accum, stage, offload, *comm);
 
   const double rel = max_relative_difference(*parallel.module, *reference.module);
   EXPECT_LE(rel, 1e-5) << "world " << comm->size() << ", stage " << stage << ", accumulation " << accum;
@@ -202,12 +203,18 @@ TEST_P(DataParallelMatchesOneProcess, AfterFiveSteps) {
 std::string name(const ::testing::TestParamInfo<Case>& info) {
   const char* kinds[] = {"llama", "gpt2_lora", "unused_param"};
   return str_cat(kinds[static_cast<int>(std::get<0>(info.param))], "_stage", std::get<1>(info.param), "_accum",
-                 std::get<2>(info.param));
+                 std::get<2>(info.param), std::get<3>(info.param) ? "_offload" : "");
 }
 
 INSTANTIATE_TEST_SUITE_P(ModelsStagesAccumulation, DataParallelMatchesOneProcess,
                          ::testing::Combine(::testing::Values(Kind::kLlama, Kind::kGpt2Lora, Kind::kToy),
-                                            ::testing::Values(0, 1), ::testing::Values(1, 3)),
+                                            ::testing::Values(0, 1, 2), ::testing::Values(1, 3),
+                                            ::testing::Values(false)),
+                         name);
+
+INSTANTIATE_TEST_SUITE_P(Offload, DataParallelMatchesOneProcess,
+                         ::testing::Combine(::testing::Values(Kind::kLlama), ::testing::Values(0, 2),
+                                            ::testing::Values(3), ::testing::Values(true)),
                          name);
 
 TEST(DataParallel, ShardsCoverTheFlatBufferAndStateShrinksWithStage) {
@@ -223,12 +230,18 @@ TEST(DataParallel, ShardsCoverTheFlatBufferAndStateShrinksWithStage) {
   EXPECT_EQ(stage0.memory().optimizer, padded * 12);
   EXPECT_EQ(stage1.memory().optimizer, padded / comm->size() * 12);
   EXPECT_EQ(stage1.shard().length, padded / comm->size());
+  EXPECT_EQ(stage1.memory().grads, padded * 4);
+  const Models m2 = make(Kind::kToy);
+  o.zero_stage = 2;
+  DataParallel stage2(*m2.module, *comm, o);
+  EXPECT_EQ(stage2.memory().grads, padded / comm->size() * 4);
+  EXPECT_EQ(stage2.memory().params, padded * 4);
   // Flat order is reverse registration order (a module's own parameters come first).
   EXPECT_EQ(stage0.param_names().front(), "b.bias");
   EXPECT_EQ(stage0.param_names().back(), "c");
   EXPECT_THROW(([&] {
                  DataParallelOptions bad;
-                 bad.zero_stage = 3;
+                 bad.zero_stage = 4;
                  DataParallel x(*make(Kind::kToy).module, *comm, bad);
                }()),
                InputError);

@@ -93,6 +93,12 @@ class Communicator {
   virtual WorkPtr reduce_scatter(const torch::Tensor& input, const torch::Tensor& output,
                                  ReduceOp op) = 0;
 
+  // As reduce_scatter, with the split given: rank r gets counts[r] elements
+  // (counts has size() entries summing to input's length; zeros allowed), in
+  // rank order. For buckets that cross shard boundaries (ZeRO-2).
+  virtual WorkPtr reduce_scatter_counts(const torch::Tensor& input, const torch::Tensor& output,
+                                        const std::vector<int64_t>& counts, ReduceOp op) = 0;
+
   // `output` holds n elements; `input` holds this rank's range of them
   // (shard_range(n).length elements). Every rank's output becomes the
   // concatenation of all ranks' inputs. `input` may be the view of `output`

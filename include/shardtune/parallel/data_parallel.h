@@ -19,10 +19,18 @@
 //   stage 0  every rank keeps the full fp32 master weights and moments
 //   stage 1  each rank keeps, and updates, only its shard of them; the
 //            updated parameters are all_gather-ed back
+//   stage 2  as 1, and gradients are not kept whole: each parameter's
+//            gradient is copied into its bucket and freed as soon as autograd
+//            has produced it, and each bucket is reduce-scattered (every
+//            micro-step) into this rank's gradient shard, where micro-steps
+//            accumulate. The global norm is one all_reduce of the shards'
+//            squared norms.
 //
 // The flat layout requires every trainable parameter to share one dtype and
 // device. Do not call model.zero_grad(): the engine zeroes the gradient
-// buffer at the first micro-step of each step.
+// buffer at the first micro-step of each step. With offload_optimizer the
+// fp32 master weights and moments live in host memory (pinned when the
+// parameters are on a GPU) and the step runs there on the CPU's threads.
 #pragma once
 
 #include <torch/torch.h>
@@ -39,7 +47,8 @@
 namespace shardtune {
 
 struct DataParallelOptions {
-  int zero_stage = 0;            // 0 or 1
+  int zero_stage = 0;            // 0, 1 or 2
+  bool offload_optimizer = false;
   double first_bucket_mb = 1.0;  // the first bucket closes early so communication starts sooner
   double bucket_mb = 25.0;
   AdamWOptions adamw;
@@ -59,9 +68,10 @@ class DataParallel {
   // only accumulate locally: no communication.
   void begin_micro_step(bool first, bool last);
 
-  // After the last micro-step's backward: issues the buckets still waiting,
-  // waits for all of them, and returns the global gradient norm.
-  double finish_backward();
+  // After each micro-step's backward. After the last one it issues the
+  // buckets still waiting (their parameters got no gradient: zeros), waits
+  // for every reduction and returns the global gradient norm; otherwise 0.
+  double end_micro_step();
 
   // Clips to max_grad_norm (<= 0: no clipping) and takes the AdamW step at lr;
   // afterwards every rank holds the updated parameters.
@@ -80,6 +90,7 @@ class DataParallel {
  private:
   void on_grad_ready(size_t param);
   void launch_ready_buckets();  // with mu_ held
+  void launch_bucket(size_t b);  // with mu_ held
 
   Communicator& comm_;
   DataParallelOptions options_;
@@ -101,7 +112,16 @@ class DataParallel {
   std::vector<int> pending_;
   std::vector<bool> ready_;
   size_t next_bucket_ = 0;
+  bool last_ = false;
   std::vector<WorkPtr> works_;
+  // Stage 2: a bucket's staging buffer, and where its reduced piece goes.
+  std::vector<torch::Tensor> staging_;
+  struct Piece {
+    torch::Tensor reduced;
+    int64_t shard_offset;
+  };
+  std::vector<Piece> pieces_;
+  torch::Tensor grad_shard_;
 
   struct Hooks;
   std::unique_ptr<Hooks> hooks_;
