@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/variable.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "shardtune/core/error.h"
@@ -122,6 +123,7 @@ DataParallel::~DataParallel() = default;
 void DataParallel::begin_micro_step(bool first, bool last) {
   std::lock_guard<std::mutex> lock(mu_);
   torch::NoGradGuard no_grad;
+  if (first) exposed_comm_ = 0.0;
   if (first && grad_shard_.defined()) grad_shard_.zero_();
   if (first && flat_grad_.defined()) {
     flat_grad_.zero_();
@@ -207,7 +209,9 @@ double DataParallel::end_micro_step() {
     pieces.swap(pieces_);
     sync_ = false;
   }
+  const auto wait_start = std::chrono::steady_clock::now();
   for (auto& w : works) w->wait();
+  exposed_comm_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
   torch::NoGradGuard no_grad;
   for (const auto& p : pieces) grad_shard_.narrow(0, p.shard_offset, p.reduced.numel()).add_(p.reduced);
   for (auto& s : staging_) s = torch::Tensor();
@@ -235,11 +239,11 @@ void DataParallel::step(double lr, double max_grad_norm) {
 }
 
 DataParallel::Memory DataParallel::memory() const {
+  auto bytes = [](const torch::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.nbytes()) : int64_t{0}; };
   Memory m;
-  m.params = padded_ * static_cast<int64_t>(flat_param_.element_size());
-  m.grads = grad_shard_.defined() ? shard_.length * static_cast<int64_t>(grad_shard_.element_size())
-                                   : padded_ * static_cast<int64_t>(flat_grad_.element_size());
-  m.optimizer = shard_.length * 4 * 3;  // fp32 master, m, v
+  m.params = bytes(flat_param_);
+  m.grads = bytes(flat_grad_) + bytes(grad_shard_);
+  m.optimizer = bytes(adamw_->master()) + bytes(adamw_->exp_avg()) + bytes(adamw_->exp_avg_sq());
   return m;
 }
 

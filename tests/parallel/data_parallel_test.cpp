@@ -249,3 +249,26 @@ TEST(DataParallel, ShardsCoverTheFlatBufferAndStateShrinksWithStage) {
 
 }  // namespace
 }  // namespace shardtune
+
+namespace shardtune {
+namespace {
+
+TEST(DataParallel, ModelStateBytesMatchTheAnalyticExpectation) {
+  CommOptions co;
+  auto comm = make_mpi_communicator(co);
+  const double w = comm->size();
+  for (int stage : {0, 1, 2}) {
+    const Models m = make(Kind::kLlama);
+    m.lm->to(torch::kBFloat16);
+    DataParallelOptions o;
+    o.zero_stage = stage;
+    DataParallel dp(*m.module, *comm, o);
+    const double per_param = static_cast<double>(dp.memory().total()) / static_cast<double>(dp.num_params());
+    // bf16 parameters and gradients, fp32 master weights and two moments.
+    const double expect = stage == 0 ? 16.0 : stage == 1 ? 4.0 + 12.0 / w : 2.0 + 14.0 / w;
+    EXPECT_NEAR(per_param / expect, 1.0, 0.05) << "stage " << stage << ": " << per_param << " bytes/param";
+  }
+}
+
+}  // namespace
+}  // namespace shardtune

@@ -1,6 +1,7 @@
 // Small string utilities shared by the modules.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,5 +27,9 @@ std::string closest_match(std::string_view word, const std::vector<std::string>&
 
 // Formats a byte count with a binary unit: "512 B", "1.5 KiB", "24.0 GiB".
 std::string format_bytes(double bytes);
+
+// Peak resident memory of this process so far (VmHWM), in bytes; 0 where
+// the system does not say.
+int64_t peak_host_memory_bytes();
 
 }  // namespace shardtune

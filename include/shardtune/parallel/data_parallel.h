@@ -81,11 +81,18 @@ class DataParallel {
   const std::vector<BucketSpec>& buckets() const { return buckets_; }
   const std::vector<std::string>& param_names() const { return names_; }  // flat order
   ShardRange shard() const { return shard_; }
-  // Bytes of parameters, gradients and optimizer state this rank holds.
+  // Bytes of parameters, gradients and optimizer state this rank holds: the
+  // sizes of the engine's buffers as allocated (the optimizer's on the host
+  // when offloaded).
   struct Memory {
     int64_t params = 0, grads = 0, optimizer = 0;
+    int64_t total() const { return params + grads + optimizer; }
   };
   Memory memory() const;
+
+  // Seconds the last step spent waiting for gradient reductions after
+  // backward: the communication that did not overlap with compute.
+  double exposed_comm_seconds() const { return exposed_comm_; }
 
  private:
   void on_grad_ready(size_t param);
@@ -105,6 +112,7 @@ class DataParallel {
   ShardRange shard_;
   std::unique_ptr<FlatAdamW> adamw_;
   double grad_norm_ = 0.0;
+  double exposed_comm_ = 0.0;
 
   // Per step.
   std::mutex mu_;
