@@ -73,6 +73,12 @@ class CheckingCommunicator final : public Communicator {
     return inner_->all_gather(input, output);
   }
 
+  WorkPtr all_gather_counts(const torch::Tensor& input, const torch::Tensor& output,
+                            const std::vector<int64_t>& counts) override {
+    verify(CollectiveOp::kAllGather, ReduceOp::kSum, output, output.numel(), -1);
+    return inner_->all_gather_counts(input, output, counts);
+  }
+
   WorkPtr broadcast(const torch::Tensor& tensor, int root) override {
     verify(CollectiveOp::kBroadcast, ReduceOp::kSum, tensor, tensor.numel(), root);
     return inner_->broadcast(tensor, root);

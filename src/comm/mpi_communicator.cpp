@@ -249,6 +249,25 @@ class MpiCommunicator final : public Communicator {
                    });
   }
 
+  WorkPtr all_gather_counts(const torch::Tensor& input, const torch::Tensor& output,
+                            const std::vector<int64_t>& counts) override {
+    check_tensor(input, "all_gather", "input");
+    check_tensor(output, "all_gather", "output");
+    check_same_dtype(input, output, "all_gather");
+    const int64_t n = output.numel();
+    check_fits_int(n, "all_gather");
+    check_numel(input, detail::check_counts(counts, size_, rank_, n, "all_gather"), "all_gather", "input");
+    std::vector<int> ints(counts.begin(), counts.end());
+    std::vector<int> displs(ints.size(), 0);
+    for (size_t r = 1; r < ints.size(); ++r) displs[r] = displs[r - 1] + ints[r - 1];
+    return enqueue(CollectiveOp::kAllGather, ReduceOp::kSum, output, n, {input, output},
+                   [this, input, output, ints, displs] {
+                     check_mpi(MPI_Allgatherv(input.data_ptr(), ints[static_cast<size_t>(rank_)], mpi_type(input),
+                                              output.data_ptr(), ints.data(), displs.data(), mpi_type(output), comm_),
+                               "MPI_Allgatherv");
+                   });
+  }
+
   WorkPtr broadcast(const torch::Tensor& tensor, int root) override {
     check_tensor(tensor, "broadcast", "tensor");
     if (root < 0 || root >= size_) {

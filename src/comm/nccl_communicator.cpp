@@ -220,6 +220,32 @@ class NcclCommunicator final : public Communicator {
                   });
   }
 
+  WorkPtr all_gather_counts(const torch::Tensor& input, const torch::Tensor& output,
+                            const std::vector<int64_t>& counts) override {
+    check_tensor(input, "all_gather", "input");
+    check_tensor(output, "all_gather", "output");
+    check_same_dtype(input, output, "all_gather");
+    const int64_t n = output.numel();
+    check_numel(input, detail::check_counts(counts, size_, rank_, n, "all_gather"), "all_gather", "input");
+    return launch(CollectiveDesc{CollectiveOp::kAllGather, ReduceOp::kSum, output.scalar_type(), n, 0},
+                  {input, output}, [&] {
+                    // One grouped broadcast per rank with a non-empty piece.
+                    const size_t elem = output.element_size();
+                    int64_t offset = 0;
+                    check_nccl(ncclGroupStart(), "ncclGroupStart");
+                    for (int r = 0; r < size_; ++r) {
+                      const int64_t c = counts[static_cast<size_t>(r)];
+                      if (c > 0) {
+                        check_nccl(ncclBroadcast(input.data_ptr(), static_cast<char*>(output.data_ptr()) + offset * elem,
+                                                 static_cast<size_t>(c), nccl_type(output), r, comm_, stream()),
+                                   "ncclBroadcast");
+                      }
+                      offset += c;
+                    }
+                    check_nccl(ncclGroupEnd(), "ncclGroupEnd");
+                  });
+  }
+
   WorkPtr broadcast(const torch::Tensor& tensor, int root) override {
     check_tensor(tensor, "broadcast", "tensor");
     if (root < 0 || root >= size_) {

@@ -187,7 +187,10 @@ class Gpt2LM final : public CausalLM {
     torch::Tensor x = transformer->wte(ids) + transformer->wpe(pos);
     size_t layer = 0;
     for (auto& m : *transformer->h) {
-      x = m->as<Gpt2BlockImpl>()->forward(x, cache, layer++, attention_);
+      auto* block = m->as<Gpt2BlockImpl>();
+      const size_t l = layer++;
+      const AttentionImpl impl = attention_;
+      x = run_block(l, x, [block, cache, l, impl](const torch::Tensor& h) { return block->forward(h, cache, l, impl); });
     }
     x = transformer->ln_f(x);
     return F::linear(x, transformer->wte->weight);  // tied output projection
@@ -332,7 +335,13 @@ class LlamaLM final : public CausalLM {
     sin = sin.to(x.scalar_type());
     size_t layer = 0;
     for (auto& m : *model->layers) {
-      x = m->as<LlamaBlockImpl>()->forward(x, cos, sin, cache, layer++, attention_);
+      auto* block = m->as<LlamaBlockImpl>();
+      const size_t l = layer++;
+      const AttentionImpl impl = attention_;
+      // cos and sin by value: a runner may call this again during backward.
+      x = run_block(l, x, [block, cos = cos, sin = sin, cache, l, impl](const torch::Tensor& h) {
+        return block->forward(h, cos, sin, cache, l, impl);
+      });
     }
     x = model->norm(x);
     return lm_head ? lm_head(x) : F::linear(x, model->embed_tokens->weight);

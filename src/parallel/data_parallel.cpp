@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "shardtune/core/error.h"
+#include "shardtune/model/transformer.h"
 
 namespace shardtune {
 namespace {
@@ -30,8 +31,12 @@ struct DataParallel::Hooks {
 
 DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const DataParallelOptions& options)
     : comm_(comm), options_(options), hooks_(std::make_unique<Hooks>()) {
-  if (options.zero_stage < 0 || options.zero_stage > 2) {
-    throw InputError(str_cat("parallel.zero_stage ", options.zero_stage, " is not available (0, 1, 2)"));
+  if (options.zero_stage < 0 || options.zero_stage > 3) {
+    throw InputError(str_cat("parallel.zero_stage ", options.zero_stage, " is not available (0, 1, 2, 3)"));
+  }
+  auto* lm = dynamic_cast<CausalLM*>(&model);
+  if (options.zero_stage == 3 && lm == nullptr) {
+    throw InputError("ZeRO stage 3 needs a CausalLM: it gathers and frees parameters block by block");
   }
   auto named = model.named_parameters();
   for (auto it = named.end(); it != named.begin();) {  // reverse registration order
@@ -51,6 +56,7 @@ DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const D
     }
     offsets_.push_back(numel_);
     numel_ += params_[i].numel();
+    sizes_.push_back({params_[i].sizes().vec(), params_[i].numel()});
   }
   const int world = comm.size();
   padded_ = (numel_ + world - 1) / world * world;
@@ -59,8 +65,9 @@ DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const D
   torch::NoGradGuard no_grad;
   const auto opts = params_[0].options();
   flat_param_ = torch::zeros({padded_}, opts);
-  // Stages 0 and 1 keep whole gradients, as views of one flat buffer; stage 2
-  // keeps only its shard.
+  param_options_ = opts;
+  // Stages 0 and 1 keep whole gradients, as views of one flat buffer; stages
+  // 2 and 3 keep only their shard.
   if (options.zero_stage < 2) flat_grad_ = torch::zeros({padded_}, opts);
   for (size_t i = 0; i < params_.size(); ++i) {
     torch::Tensor view = flat_param_.narrow(0, offsets_[i], params_[i].numel()).view(params_[i].sizes());
@@ -101,7 +108,7 @@ DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const D
     const bool d = options.decay_all || !no_decay_by_default(names_[i], params_[i]);
     if (d) decay.narrow(0, offsets_[i], params_[i].numel()).fill_(1.0);
   }
-  if (options.zero_stage == 2) grad_shard_ = torch::zeros({shard_.length}, opts);
+  if (options.zero_stage >= 2) grad_shard_ = torch::zeros({shard_.length}, opts);
   // The optimizer state on the parameters' device, or offloaded to host memory.
   auto state_options = torch::TensorOptions().dtype(torch::kFloat32);
   if (options.offload_optimizer) {
@@ -116,6 +123,40 @@ DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const D
   pending_.assign(buckets_.size(), 0);
   ready_.assign(buckets_.size(), false);
   staging_.resize(buckets_.size());
+
+  if (options.zero_stage == 3) {
+    // Units: each block's trainable parameters (consecutive in the flat
+    // order), then the rest, in runs of consecutive parameters.
+    const auto blocks = lm->blocks();
+    num_blocks_ = blocks.size();
+    std::vector<int> unit_of(params_.size(), static_cast<int>(num_blocks_));
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      for (const auto& p : blocks[b]->parameters()) {
+        for (size_t i = 0; i < params_.size(); ++i) {
+          if (params_[i].unsafeGetTensorImpl() == p.unsafeGetTensorImpl()) unit_of[i] = static_cast<int>(b);
+        }
+      }
+    }
+    units_.resize(num_blocks_ + 1);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      Unit& u = units_[static_cast<size_t>(unit_of[i])];
+      const int64_t lo = offsets_[i], hi = offsets_[i] + params_[i].numel();
+      if (!u.ranges.empty() && u.ranges.back().second == lo) {
+        u.ranges.back().second = hi;
+      } else {
+        u.ranges.emplace_back(lo, hi);
+      }
+      u.params.push_back(i);
+    }
+    // Each rank keeps its shard of the parameters; the flat buffer goes.
+    param_shard_ = flat_param_.narrow(0, shard_.offset, shard_.length).clone();
+    flat_param_ = torch::Tensor();
+    for (size_t u = 0; u < units_.size(); ++u) free_unit(u);
+    lm->set_block_runner([this](size_t block, const torch::Tensor& x, CausalLM::BlockFn fn) {
+      return run_block_sharded(block, x, std::move(fn));
+    });
+    block_fns_.resize(num_blocks_);
+  }
 }
 
 DataParallel::~DataParallel() = default;
@@ -137,9 +178,10 @@ void DataParallel::begin_micro_step(bool first, bool last) {
     }
   }
   last_ = last;
-  // Stage 2 reduces every micro-step (it keeps no whole gradient to
+  if (!units_.empty()) ensure_gathered(num_blocks_);  // the root unit, for the whole micro-step
+  // Stages 2 and 3 reduce every micro-step (it keeps no whole gradient to
   // accumulate into); stages 0 and 1 only the last.
-  sync_ = last || options_.zero_stage == 2;
+  sync_ = last || options_.zero_stage >= 2;
   if (sync_) {
     for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = static_cast<int>(buckets_[b].params.size());
     std::fill(ready_.begin(), ready_.end(), false);
@@ -157,7 +199,7 @@ void DataParallel::on_grad_ready(size_t param) {
     // Stage 2: into the bucket's staging buffer, and the gradient is freed.
     torch::NoGradGuard no_grad;
     const BucketSpec& spec = buckets_[b];
-    if (!staging_[b].defined()) staging_[b] = torch::zeros({spec.length}, flat_param_.options());
+    if (!staging_[b].defined()) staging_[b] = torch::zeros({spec.length}, param_options_);
     torch::Tensor& g = params_[param].mutable_grad();
     staging_[b].narrow(0, offsets_[param] - spec.offset, params_[param].numel()).copy_(g.reshape({-1}));
     g = torch::Tensor();
@@ -180,7 +222,7 @@ void DataParallel::launch_bucket(size_t b) {
     return;
   }
   // Stage 2: rank r gets the part of the bucket inside its shard.
-  if (!staging_[b].defined()) staging_[b] = torch::zeros({spec.length}, flat_param_.options());
+  if (!staging_[b].defined()) staging_[b] = torch::zeros({spec.length}, param_options_);
   std::vector<int64_t> counts(static_cast<size_t>(comm_.size()));
   int64_t mine_offset = 0;
   for (int r = 0; r < comm_.size(); ++r) {
@@ -191,7 +233,7 @@ void DataParallel::launch_bucket(size_t b) {
     if (r == comm_.rank()) mine_offset = lo - s.offset;
   }
   const int64_t mine = counts[static_cast<size_t>(comm_.rank())];
-  torch::Tensor reduced = torch::empty({mine}, flat_param_.options());
+  torch::Tensor reduced = torch::empty({mine}, param_options_);
   works_.push_back(comm_.reduce_scatter_counts(staging_[b], reduced, counts, ReduceOp::kAvg));
   if (mine > 0) pieces_.push_back({reduced, mine_offset});  // buckets outside the shard give nothing here
 }
@@ -215,6 +257,7 @@ double DataParallel::end_micro_step() {
   torch::NoGradGuard no_grad;
   for (const auto& p : pieces) grad_shard_.narrow(0, p.shard_offset, p.reduced.numel()).add_(p.reduced);
   for (auto& s : staging_) s = torch::Tensor();
+  if (!units_.empty()) free_unit(num_blocks_);
   if (!last_) return 0.0;
   if (grad_shard_.defined()) {
     // One reduction of the shards' squared norms.
@@ -233,15 +276,142 @@ void DataParallel::step(double lr, double max_grad_norm) {
   const double coef = clip_coefficient(grad_norm_, max_grad_norm);
   torch::Tensor grad = grad_shard_.defined() ? grad_shard_ : flat_grad_.narrow(0, shard_.offset, shard_.length);
   adamw_->step(grad.to(adamw_->master().device()), lr, coef);
+  if (param_shard_.defined()) {  // stage 3: the shard is all there is
+    param_shard_.copy_(adamw_->master());
+    return;
+  }
   torch::Tensor own = flat_param_.narrow(0, shard_.offset, shard_.length);
   own.copy_(adamw_->master());
   if (options_.zero_stage >= 1 && comm_.size() > 1) comm_.all_gather(own, flat_param_)->wait();
 }
 
+// ---------------------------------------------------------------- stage 3
+
+namespace {
+
+// A block as one autograd node: forward without keeping activations; backward
+// gathers the block again, recomputes it with grad and differentiates it (the
+// parameters' gradients reach their accumulators, and so the buckets), then
+// frees it.
+struct ShardedBlock : torch::autograd::Function<ShardedBlock> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, int64_t block,
+                               int64_t engine) {
+    ctx->saved_data["block"] = block;
+    ctx->saved_data["engine"] = engine;
+    ctx->save_for_backward({x});
+    auto* dp = reinterpret_cast<DataParallel*>(engine);
+    return dp->block_fns()[static_cast<size_t>(block)](x);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto block = static_cast<size_t>(ctx->saved_data["block"].toInt());
+    auto* dp = reinterpret_cast<DataParallel*>(ctx->saved_data["engine"].toInt());
+    const torch::Tensor x = ctx->get_saved_variables()[0];
+    dp->ensure_gathered(block);
+    if (block > 0) dp->gather_unit(block - 1);  // prefetch the block backward reaches next
+    torch::Tensor input = x.detach().requires_grad_(true);
+    torch::Tensor y;
+    {
+      torch::AutoGradMode with_grad(true);
+      y = dp->block_fns()[block](input);
+    }
+    torch::autograd::backward({y}, {grad_out[0]});
+    dp->free_unit(block);
+    return {input.grad(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor DataParallel::run_block_sharded(size_t block, const torch::Tensor& x,
+                                              std::function<torch::Tensor(const torch::Tensor&)> fn) {
+  ensure_gathered(block);
+  if (block + 1 < num_blocks_) gather_unit(block + 1);  // prefetch the next block
+  block_fns_[block] = std::move(fn);
+  // The block's trainable parameters are not inputs of the autograd node, so
+  // its input must need a gradient for backward to reach it (with frozen
+  // embeddings, the first block's input does not).
+  const torch::Tensor input = x.requires_grad() ? x : x.detach().requires_grad_(true);
+  torch::Tensor y = ShardedBlock::apply(input, static_cast<int64_t>(block), reinterpret_cast<int64_t>(this));
+  free_unit(block);
+  return y;
+}
+
+void DataParallel::gather_unit(size_t u) {
+  Unit& unit = units_[u];
+  if (unit.gathered || !unit.pending.empty()) return;
+  const int world = comm_.size();
+  for (const auto& [lo, hi] : unit.ranges) {
+    std::vector<int64_t> counts(static_cast<size_t>(world));
+    torch::Tensor mine;
+    for (int r = 0; r < world; ++r) {
+      const ShardRange s = shard_range(padded_, world, r);
+      const int64_t a = std::max(lo, s.offset), b = std::min(hi, s.offset + s.length);
+      counts[static_cast<size_t>(r)] = std::max<int64_t>(0, b - a);
+      if (r == comm_.rank()) {
+        mine = b > a ? param_shard_.narrow(0, a - s.offset, b - a) : torch::empty({0}, param_options_);
+      }
+    }
+    torch::Tensor buffer = torch::empty({hi - lo}, param_options_);
+    unit.pending.push_back(comm_.all_gather_counts(mine, buffer, counts));
+    unit.buffers.push_back(buffer);
+  }
+}
+
+void DataParallel::ensure_gathered(size_t u) {
+  Unit& unit = units_[u];
+  if (unit.gathered) return;
+  gather_unit(u);
+  for (auto& w : unit.pending) w->wait();
+  unit.pending.clear();
+  torch::NoGradGuard no_grad;
+  for (size_t i : unit.params) {
+    // The range holding parameter i.
+    for (size_t r = 0; r < unit.ranges.size(); ++r) {
+      const auto [lo, hi] = unit.ranges[r];
+      if (offsets_[i] >= lo && offsets_[i] < hi) {
+        params_[i].set_data(unit.buffers[r].narrow(0, offsets_[i] - lo, sizes_[i].numel).view(sizes_[i].shape));
+        break;
+      }
+    }
+  }
+  unit.gathered = true;
+}
+
+void DataParallel::free_unit(size_t u) {
+  Unit& unit = units_[u];
+  for (auto& w : unit.pending) w->wait();  // a prefetch still in flight
+  unit.pending.clear();
+  torch::NoGradGuard no_grad;
+  for (size_t i : unit.params) params_[i].set_data(torch::empty({0}, param_options_));
+  unit.buffers.clear();
+  unit.gathered = false;
+}
+
+void DataParallel::gather_parameters() {
+  if (units_.empty()) return;
+  torch::NoGradGuard no_grad;
+  // The whole flat buffer, as the stages that keep it: parameters become its views.
+  torch::Tensor full = torch::empty({padded_}, param_options_);
+  std::vector<int64_t> counts(static_cast<size_t>(comm_.size()));
+  for (int r = 0; r < comm_.size(); ++r) counts[static_cast<size_t>(r)] = shard_range(padded_, comm_.size(), r).length;
+  comm_.all_gather_counts(param_shard_, full, counts)->wait();
+  for (auto& unit : units_) {
+    for (auto& w : unit.pending) w->wait();
+    unit.pending.clear();
+    unit.buffers.clear();
+    unit.gathered = false;
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    params_[i].set_data(full.narrow(0, offsets_[i], sizes_[i].numel).view(sizes_[i].shape));
+  }
+}
+
 DataParallel::Memory DataParallel::memory() const {
   auto bytes = [](const torch::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.nbytes()) : int64_t{0}; };
   Memory m;
-  m.params = bytes(flat_param_);
+  m.params = bytes(flat_param_) + bytes(param_shard_);
   m.grads = bytes(flat_grad_) + bytes(grad_shard_);
   m.optimizer = bytes(adamw_->master()) + bytes(adamw_->exp_avg()) + bytes(adamw_->exp_avg_sq());
   return m;

@@ -127,6 +127,31 @@ TEST_P(Collectives, ReduceScatterWithGivenCounts) {
   expect_equal(out.cpu(), expected_reduction(ReduceOp::kSum, world, offset, mine, dtype()), "reduce_scatter_counts");
 }
 
+TEST_P(Collectives, AllGatherWithGivenCounts) {
+  const int world = c().size();
+  // Rank 0 contributes nothing, the last rank the rest: a unit crossing shard edges.
+  std::vector<int64_t> counts(static_cast<size_t>(world), 0);
+  int64_t left = count();
+  for (int r = 1; r < world && left > 0; ++r) {
+    counts[static_cast<size_t>(r)] = r == world - 1 ? left : std::min<int64_t>(left, count() / world);
+    left -= counts[static_cast<size_t>(r)];
+  }
+  if (world == 1) counts[0] = count();
+  int64_t offset = 0;
+  for (int r = 0; r < c().rank(); ++r) offset += counts[static_cast<size_t>(r)];
+  torch::Tensor want = torch::empty({count()}, dtype());
+  int64_t o = 0;
+  for (int r = 0; r < world; ++r) {
+    const int64_t n = counts[static_cast<size_t>(r)];
+    want.narrow(0, o, n).copy_(input_of(r, o, n, dtype()));
+    o += n;
+  }
+  torch::Tensor out = full(count(), 99);
+  const int64_t mine = counts[static_cast<size_t>(c().rank())];
+  c().all_gather_counts(on(input_of(c().rank(), offset, mine, dtype())), out, counts)->wait();
+  expect_equal(out.cpu(), want, "all_gather_counts");
+}
+
 TEST_P(Collectives, AllGather) {
   const int world = c().size();
   const int rank = c().rank();

@@ -105,6 +105,12 @@ class Communicator {
   // at this rank's range (in place).
   virtual WorkPtr all_gather(const torch::Tensor& input, const torch::Tensor& output) = 0;
 
+  // As all_gather, with the split given: rank r contributes counts[r]
+  // elements (zeros allowed), placed in rank order. For units of parameters
+  // that cross shard boundaries (ZeRO-3).
+  virtual WorkPtr all_gather_counts(const torch::Tensor& input, const torch::Tensor& output,
+                                    const std::vector<int64_t>& counts) = 0;
+
   // In place: every rank's `tensor` becomes root's.
   virtual WorkPtr broadcast(const torch::Tensor& tensor, int root) = 0;
 

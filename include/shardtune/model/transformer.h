@@ -11,6 +11,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,6 +65,14 @@ class CausalLM : public torch::nn::Module {
 
   const ModelConfig& config() const { return config_; }
   void set_attention(AttentionImpl impl) { attention_ = impl; }
+
+  // Block i's forward, as a function of its input (the other arguments bound).
+  using BlockFn = std::function<torch::Tensor(const torch::Tensor&)>;
+  // Called for every block in forward instead of running it directly: a
+  // parallel engine uses it to gather the block's parameters, run it (and
+  // recompute it in backward) and free them. Empty: blocks run as they are.
+  using BlockRunner = std::function<torch::Tensor(size_t block, const torch::Tensor& x, BlockFn fn)>;
+  void set_block_runner(BlockRunner runner) { runner_ = std::move(runner); }
   AttentionImpl attention() const { return attention_; }
 
   // Random init for training from scratch: normal(0, 0.02) weights, zero
@@ -81,8 +90,13 @@ class CausalLM : public torch::nn::Module {
   bool has_lora();
 
  protected:
+  torch::Tensor run_block(size_t block, const torch::Tensor& x, BlockFn fn) {
+    return runner_ ? runner_(block, x, std::move(fn)) : fn(x);
+  }
+
   ModelConfig config_;
   AttentionImpl attention_ = AttentionImpl::kSdpa;
+  BlockRunner runner_;
 };
 
 // A model of config's architecture, parameters uninitialised (call

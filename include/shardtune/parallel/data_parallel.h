@@ -25,6 +25,16 @@
 //            micro-step) into this rank's gradient shard, where micro-steps
 //            accumulate. The global norm is one all_reduce of the shards'
 //            squared norms.
+//   stage 3  as 2, and parameters are sharded too: each rank stores only its
+//            shard. Each transformer block is a unit whose parameters are
+//            gathered before its forward (the next block's gather is issued
+//            first, so it overlaps) and freed after; in backward the block is
+//            gathered again, recomputed and differentiated, its gradients
+//            reduce-scattered, and freed. The remaining parameters
+//            (embeddings, final norm, output) form one unit gathered for the
+//            whole micro-step. Needs a CausalLM (its blocks); frozen
+//            parameters stay whole on every rank. gather_parameters() puts
+//            the full parameters back into the model (for export or checks).
 //
 // The flat layout requires every trainable parameter to share one dtype and
 // device. Do not call model.zero_grad(): the engine zeroes the gradient
@@ -46,8 +56,11 @@
 
 namespace shardtune {
 
+// The forward function of each block of the current micro-step (stage 3).
+using CausalLMBlockFns = std::vector<std::function<torch::Tensor(const torch::Tensor&)>>;
+
 struct DataParallelOptions {
-  int zero_stage = 0;            // 0, 1 or 2
+  int zero_stage = 0;            // 0, 1, 2 or 3
   bool offload_optimizer = false;
   double first_bucket_mb = 1.0;  // the first bucket closes early so communication starts sooner
   double bucket_mb = 25.0;
@@ -77,6 +90,10 @@ class DataParallel {
   // afterwards every rank holds the updated parameters.
   void step(double lr, double max_grad_norm);
 
+  // Stage 3: every rank's model gets its full parameters (a collective);
+  // training may go on afterwards. Other stages: nothing to do.
+  void gather_parameters();
+
   int64_t num_params() const { return numel_; }
   const std::vector<BucketSpec>& buckets() const { return buckets_; }
   const std::vector<std::string>& param_names() const { return names_; }  // flat order
@@ -104,6 +121,11 @@ class DataParallel {
   std::vector<torch::Tensor> params_;  // flat order
   std::vector<std::string> names_;
   std::vector<int64_t> offsets_;
+  struct Shape {
+    std::vector<int64_t> shape;
+    int64_t numel;
+  };
+  std::vector<Shape> sizes_;  // each parameter's shape (stage 3 frees the data)
   int64_t numel_ = 0;
   int64_t padded_ = 0;
   torch::Tensor flat_param_, flat_grad_;
@@ -133,6 +155,29 @@ class DataParallel {
 
   struct Hooks;
   std::unique_ptr<Hooks> hooks_;
+
+  // Stage 3.
+ public:
+  struct Unit {
+    std::vector<std::pair<int64_t, int64_t>> ranges;  // [begin, end) of the flat index
+    std::vector<size_t> params;
+    std::vector<torch::Tensor> buffers;  // gathered ranges
+    std::vector<WorkPtr> pending;
+    bool gathered = false;
+  };
+  // Used by the block function (data_parallel.cpp).
+  void gather_unit(size_t u);  // issues the gathers (no wait)
+  void ensure_gathered(size_t u);
+  void free_unit(size_t u);
+  CausalLMBlockFns& block_fns() { return block_fns_; }
+
+ private:
+  torch::Tensor run_block_sharded(size_t block, const torch::Tensor& x, std::function<torch::Tensor(const torch::Tensor&)> fn);
+  std::vector<Unit> units_;  // one per block, then the root unit
+  size_t num_blocks_ = 0;
+  torch::Tensor param_shard_;
+  torch::TensorOptions param_options_;
+  CausalLMBlockFns block_fns_;
 };
 
 }  // namespace shardtune
