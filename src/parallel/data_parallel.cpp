@@ -10,6 +10,11 @@
 
 #include "shardtune/core/error.h"
 #include "shardtune/model/transformer.h"
+#include "shardtune/version.h"
+
+#if SHARDTUNE_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace shardtune {
 namespace {
@@ -406,6 +411,17 @@ void DataParallel::gather_parameters() {
   for (size_t i = 0; i < params_.size(); ++i) {
     params_[i].set_data(full.narrow(0, offsets_[i], sizes_[i].numel).view(sizes_[i].shape));
   }
+}
+
+int64_t peak_device_memory_bytes(const torch::Device& device) {
+#if SHARDTUNE_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  }
+#endif
+  (void)device;
+  return 0;
 }
 
 DataParallel::Memory DataParallel::memory() const {

@@ -93,3 +93,21 @@ TEST(FlatAdamW, FirstStepsMatchTheFormula) {
 
 }  // namespace
 }  // namespace shardtune
+
+#include "shardtune/core/strings.h"
+#include "shardtune/parallel/data_parallel.h"
+
+namespace shardtune {
+namespace {
+
+TEST(MemoryAccounting, PeakHostMemoryIsMeasuredAndGrows) {
+  const int64_t before = peak_host_memory_bytes();
+  EXPECT_GT(before, 0);
+  torch::Tensor big = torch::ones({64 << 20}, torch::kUInt8);  // 64 MiB touched
+  EXPECT_GE(peak_host_memory_bytes(), (64 << 20));
+  EXPECT_GT(big.sum().item<int64_t>(), 0);
+  EXPECT_EQ(peak_device_memory_bytes(torch::kCPU), 0);
+}
+
+}  // namespace
+}  // namespace shardtune

@@ -56,6 +56,11 @@
 
 namespace shardtune {
 
+// Peak bytes the CUDA caching allocator has handed out on device since start
+// (0 for a CPU device or a build without CUDA). With peak_host_memory_bytes
+// (core/strings.h), the measured side of the memory accounting.
+int64_t peak_device_memory_bytes(const torch::Device& device);
+
 // The forward function of each block of the current micro-step (stage 3).
 using CausalLMBlockFns = std::vector<std::function<torch::Tensor(const torch::Tensor&)>>;
 
