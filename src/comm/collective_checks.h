@@ -24,6 +24,9 @@ struct CollectiveDesc {
 void check_tensor(const torch::Tensor& t, const torch::Device& device, const char* backend,
                   const char* op, const char* which);
 void check_same_dtype(const torch::Tensor& input, const torch::Tensor& output, const char* op);
+// check_tensor on both, and check_same_dtype.
+void check_input_output(const torch::Tensor& input, const torch::Tensor& output, const torch::Device& device,
+                        const char* backend, const char* op);
 // t holds this rank's shard of `expected` elements.
 void check_numel(const torch::Tensor& t, int64_t expected, const char* op, const char* which);
 

@@ -91,6 +91,13 @@ void check_same_dtype(const torch::Tensor& input, const torch::Tensor& output, c
   }
 }
 
+void check_input_output(const torch::Tensor& input, const torch::Tensor& output, const torch::Device& device,
+                        const char* backend, const char* op) {
+  check_tensor(input, device, backend, op, "input");
+  check_tensor(output, device, backend, op, "output");
+  check_same_dtype(input, output, op);
+}
+
 void check_numel(const torch::Tensor& t, int64_t expected, const char* op, const char* which) {
   if (t.numel() != expected) {
     throw CommError(str_cat(op, ": ", which, " has ", t.numel(),

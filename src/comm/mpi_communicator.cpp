@@ -28,7 +28,6 @@ namespace shardtune {
 namespace {
 
 using detail::check_numel;
-using detail::check_same_dtype;
 using detail::CollectiveDesc;
 
 using Clock = std::chrono::steady_clock;
@@ -171,9 +170,7 @@ class MpiCommunicator final : public Communicator {
 
   WorkPtr reduce_scatter(const torch::Tensor& input, const torch::Tensor& output,
                          ReduceOp op) override {
-    check_tensor(input, "reduce_scatter", "input");
-    check_tensor(output, "reduce_scatter", "output");
-    check_same_dtype(input, output, "reduce_scatter");
+    detail::check_input_output(input, output, torch::kCPU, "MPI", "reduce_scatter");
     const int64_t n = input.numel();
     check_fits_int(n, "reduce_scatter");
     check_numel(output, shard_range(n, size_, rank_).length, "reduce_scatter", "output");
@@ -200,9 +197,7 @@ class MpiCommunicator final : public Communicator {
 
   WorkPtr reduce_scatter_counts(const torch::Tensor& input, const torch::Tensor& output,
                                 const std::vector<int64_t>& counts, ReduceOp op) override {
-    check_tensor(input, "reduce_scatter", "input");
-    check_tensor(output, "reduce_scatter", "output");
-    check_same_dtype(input, output, "reduce_scatter");
+    detail::check_input_output(input, output, torch::kCPU, "MPI", "reduce_scatter");
     const int64_t n = input.numel();
     check_fits_int(n, "reduce_scatter");
     check_numel(output, detail::check_counts(counts, size_, rank_, n, "reduce_scatter"), "reduce_scatter", "output");
@@ -217,9 +212,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   WorkPtr all_gather(const torch::Tensor& input, const torch::Tensor& output) override {
-    check_tensor(input, "all_gather", "input");
-    check_tensor(output, "all_gather", "output");
-    check_same_dtype(input, output, "all_gather");
+    detail::check_input_output(input, output, torch::kCPU, "MPI", "all_gather");
     const int64_t n = output.numel();
     check_fits_int(n, "all_gather");
     const ShardRange own = shard_range(n, size_, rank_);
@@ -251,9 +244,7 @@ class MpiCommunicator final : public Communicator {
 
   WorkPtr all_gather_counts(const torch::Tensor& input, const torch::Tensor& output,
                             const std::vector<int64_t>& counts) override {
-    check_tensor(input, "all_gather", "input");
-    check_tensor(output, "all_gather", "output");
-    check_same_dtype(input, output, "all_gather");
+    detail::check_input_output(input, output, torch::kCPU, "MPI", "all_gather");
     const int64_t n = output.numel();
     check_fits_int(n, "all_gather");
     check_numel(input, detail::check_counts(counts, size_, rank_, n, "all_gather"), "all_gather", "input");
