@@ -76,22 +76,6 @@ std::string closest_match(std::string_view word, const std::vector<std::string>&
   return best_distance <= limit ? best : std::string();
 }
 
-std::string format_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024.0 && u < 4) {
-    bytes /= 1024.0;
-    ++u;
-  }
-  char buf[32];
-  if (u == 0) {
-    std::snprintf(buf, sizeof(buf), "%.0f %s", bytes, units[u]);
-  } else {
-    std::snprintf(buf, sizeof(buf), "%.1f %s", bytes, units[u]);
-  }
-  return buf;
-}
-
 int64_t peak_host_memory_bytes() {
   FILE* f = std::fopen("/proc/self/status", "r");
   if (f == nullptr) return 0;

@@ -35,12 +35,6 @@ TEST(Strings, ClosestMatchSuggestsOnlyPlausibleTypos) {
   EXPECT_EQ(closest_match("x", {}), "");
 }
 
-TEST(Strings, FormatBytes) {
-  EXPECT_EQ(format_bytes(512), "512 B");
-  EXPECT_EQ(format_bytes(1536), "1.5 KiB");
-  EXPECT_EQ(format_bytes(24.0 * 1024 * 1024 * 1024), "24.0 GiB");
-}
-
 TEST(Check, ThrowsWithExpressionAndLocation) {
   try {
     int x = 3;

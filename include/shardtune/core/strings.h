@@ -25,9 +25,6 @@ size_t edit_distance(std::string_view a, std::string_view b);
 // contains the other).
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);
 
-// Formats a byte count with a binary unit: "512 B", "1.5 KiB", "24.0 GiB".
-std::string format_bytes(double bytes);
-
 // Peak resident memory of this process so far (VmHWM), in bytes; 0 where
 // the system does not say.
 int64_t peak_host_memory_bytes();
