@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -19,6 +20,7 @@
 #include "shardtune/tokenize/chat.h"
 #include "shardtune/tokenize/tokenizer.h"
 #include "shardtune/model/hf_checkpoint.h"
+#include "shardtune/train/trainer.h"
 #include "shardtune/version.h"
 
 namespace shardtune {
@@ -50,6 +52,17 @@ commands:
   inspect FILE.h5 [--tokenizer SPEC] [--show N]
       validate a token shard and print its attributes, counts, dtype and mask
       fraction; with --tokenizer, the first N [64] tokens decoded
+  train CONFIG [key=value ...] [--print-config]
+      train as CONFIG says (model, data, optim, parallel, train, eval,
+      checkpoint sections; `shardtune config CONFIG` prints them all),
+      resuming from the newest complete checkpoint unless
+      checkpoint.resume=never. SIGTERM or SIGUSR1 saves and exits 0
+  eval CONFIG --checkpoint DIR [key=value ...]
+      validation loss and perplexity of a checkpoint on CONFIG's data.val
+  export --checkpoint DIR --output DIR [--adapter] [--dtype float32|bfloat16]
+         [--overwrite]
+      write a checkpoint as a Hugging Face folder (LoRA merged), or with
+      --adapter its LoRA adapter alone in PEFT's layout
   version
       print the version and the build's features
 
@@ -323,6 +336,68 @@ int cmd_inspect(const DistContext& dist, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int cmd_train(DistContext& dist, const std::vector<std::string>& args) {
+  const ConfigArgs parsed = parse_config_args(args, /*require_path=*/true);
+  const Config config = resolve_config(parsed);
+  if (parsed.print_config && dist.rank() == 0) std::cout << to_yaml(config) << std::flush;
+  setup_rank(dist, config);
+  const TrainSummary s = train(config, dist);
+  if (dist.rank() == 0) {
+    std::printf("train: steps %lld -> %lld in %.1f s%s\n", static_cast<long long>(s.first_step),
+                static_cast<long long>(s.last_step), s.seconds, s.preempted ? " (stopped by a signal, saved)" : "");
+    if (!std::isnan(s.val_loss_first)) {
+      std::printf("validation loss: %.4f at step %lld -> %.4f at step %lld\n", s.val_loss_first,
+                  static_cast<long long>(s.first_step), s.val_loss_last, static_cast<long long>(s.last_step));
+    } else if (!std::isnan(s.val_loss_last)) {
+      std::printf("validation loss: %.4f at step %lld\n", s.val_loss_last, static_cast<long long>(s.last_step));
+    }
+    if (!s.checkpoint.empty()) std::printf("checkpoint: %s\n", s.checkpoint.c_str());
+    std::printf("metrics: %s\n", s.metrics_file.c_str());
+    std::fflush(stdout);
+  }
+  return kExitOk;
+}
+
+int cmd_eval(DistContext& dist, const std::vector<std::string>& args) {
+  std::vector<std::string> rest;
+  std::string checkpoint;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--checkpoint") {
+      if (i + 1 == args.size()) throw InputError("eval: --checkpoint needs a value");
+      checkpoint = args[++i];
+    } else {
+      rest.push_back(args[i]);
+    }
+  }
+  if (checkpoint.empty()) throw InputError(str_cat("eval needs --checkpoint DIR\n", kUsage));
+  const Config config = resolve_config(parse_config_args(rest, /*require_path=*/true));
+  setup_rank(dist, config);
+  const EvalResult r = evaluate_checkpoint(config, dist, checkpoint);
+  if (dist.rank() == 0) {
+    std::printf("%s: val_loss %.4f val_ppl %.3f (%lld target tokens, %lld samples)\n", checkpoint.c_str(), r.loss,
+                r.perplexity, static_cast<long long>(r.tokens), static_cast<long long>(r.samples));
+  }
+  return kExitOk;
+}
+
+int cmd_export(const DistContext& dist, const std::vector<std::string>& args) {
+  if (dist.rank() != 0) return kExitOk;
+  Flags f(args, {"--adapter", "--overwrite"}, "export");
+  const std::string checkpoint = f.get("--checkpoint", "");
+  const std::string output = f.get("--output", "");
+  const std::string dtype = f.get("--dtype", "");
+  const bool adapter = f.has("--adapter");
+  const bool overwrite = f.has("--overwrite");
+  f.done(/*positional_ok=*/false);
+  if (checkpoint.empty() || output.empty()) throw InputError(str_cat("export needs --checkpoint and --output\n", kUsage));
+  if (!dtype.empty() && dtype != "float32" && dtype != "bfloat16") {
+    throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", dtype, "\""));
+  }
+  export_checkpoint(checkpoint, output, adapter, dtype, overwrite);
+  std::printf("exported %s%s to %s\n", checkpoint.c_str(), adapter ? " (LoRA adapter)" : "", output.c_str());
+  return kExitOk;
+}
+
 int cmd_version(const DistContext& dist) {
   if (dist.rank() != 0) return kExitOk;
   std::printf("shardtune %s (libtorch %s, CUDA support in build: %s, CUDA devices: %d)\n",
@@ -343,6 +418,9 @@ int dispatch(DistContext& dist, const std::vector<std::string>& argv) {
   if (command == "generate") return cmd_generate(dist, args);
   if (command == "prep") return cmd_prep(dist, args);
   if (command == "inspect") return cmd_inspect(dist, args);
+  if (command == "train") return cmd_train(dist, args);
+  if (command == "eval") return cmd_eval(dist, args);
+  if (command == "export") return cmd_export(dist, args);
   if (command == "version" || command == "--version") return cmd_version(dist);
   throw InputError(str_cat("unknown command '", command, "'\n", kUsage));
 }

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <type_traits>
 
 #include "shardtune/core/error.h"
 #include "shardtune/core/strings.h"
@@ -80,6 +81,9 @@ std::string expected(const NonNegative&, const std::string& kind) {
 std::string expected(const OneOf& rule, const std::string&) {
   return str_cat("one of ", join(rule.choices, ", "));
 }
+std::string expected(const InRange& rule, const std::string& kind) {
+  return str_cat(with_article(kind), " from ", rule.lo, " to ", rule.hi);
+}
 
 template <class T>
 bool satisfies(const AnyValue&, const T&) {
@@ -92,6 +96,10 @@ bool satisfies(const Positive&, const T& v) {
 template <class T>
 bool satisfies(const NonNegative&, const T& v) {
   return v >= 0;
+}
+template <class T>
+bool satisfies(const InRange& rule, const T& v) {
+  return static_cast<double>(v) >= rule.lo && static_cast<double>(v) <= rule.hi;
 }
 bool satisfies(const OneOf& rule, const std::string& v) {
   return std::find(rule.choices.begin(), rule.choices.end(), v) != rule.choices.end();
@@ -136,7 +144,24 @@ bool convert(const YAML::Node& node, std::string& out) {
   return true;
 }
 
+// A list of strings: a YAML sequence of scalars, or one scalar (a list of one).
+bool convert(const YAML::Node& node, std::vector<std::string>& out) {
+  out.clear();
+  if (node.IsNull()) return true;
+  if (node.IsScalar()) {
+    out.push_back(node.Scalar());
+    return true;
+  }
+  if (!node.IsSequence()) return false;
+  for (const auto& item : node) {
+    if (!item.IsScalar()) return false;
+    out.push_back(item.Scalar());
+  }
+  return true;
+}
+
 const char* kind_of(const int64_t&) { return "integer"; }
+const char* kind_of(const std::vector<std::string>&) { return "list of strings"; }
 const char* kind_of(const double&) { return "number"; }
 const char* kind_of(const bool&) { return "boolean (true or false)"; }
 const char* kind_of(const std::string&) { return "string"; }
@@ -203,7 +228,15 @@ class Writer {
 
   template <class T, class Rule>
   void field(const char* key, const T& value, const Rule&, const char* help) {
-    out_ << YAML::Key << key << YAML::Value << value << YAML::Comment(help);
+    out_ << YAML::Key << key << YAML::Value;
+    if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      out_ << YAML::Flow << YAML::BeginSeq;
+      for (const auto& item : value) out_ << item;
+      out_ << YAML::EndSeq;
+    } else {
+      out_ << value;
+    }
+    out_ << YAML::Comment(help);
   }
 
   template <class S>

@@ -182,22 +182,18 @@ std::shared_ptr<CausalLM> load_hf_model(const std::string& dir, torch::Dtype dty
   return model;
 }
 
-void save_hf_model(CausalLM& model, const std::string& dir, const HfExportOptions& options) {
-  if (model.has_lora()) {
-    throw Error("save_hf_model: the model has LoRA adapters; merge them (or save the adapter)");
-  }
+void write_hf_files(CausalLM& model, const std::string& folder, int64_t max_shard_bytes) {
   auto tensors = hf_state_dict(model);
-  ST_CHECK(!tensors.empty(), "save_hf_model: the model has no parameters");
+  ST_CHECK(!tensors.empty(), "write_hf_files: the model has no parameters");
   const torch::Dtype dtype = tensors[0].second.scalar_type();
-  const std::string tmp = begin_folder(dir, options.overwrite);
-  write_json(tmp + "/config.json", model_config_to_json(model.config(), torch_dtype_name(dtype)));
+  write_json(folder + "/config.json", model_config_to_json(model.config(), torch_dtype_name(dtype)));
 
   // Shards of at most max_shard_bytes (a tensor larger than that goes alone).
   std::vector<std::vector<std::pair<std::string, torch::Tensor>>> shards(1);
   int64_t bytes = 0, total = 0;
   for (auto& t : tensors) {
     const int64_t n = t.second.numel() * t.second.element_size();
-    if (bytes > 0 && bytes + n > options.max_shard_bytes) {
+    if (bytes > 0 && bytes + n > max_shard_bytes) {
       shards.emplace_back();
       bytes = 0;
     }
@@ -206,23 +202,31 @@ void save_hf_model(CausalLM& model, const std::string& dir, const HfExportOption
     total += n;
   }
   if (shards.size() == 1) {
-    save_safetensors(tmp + "/model.safetensors", shards[0]);
+    save_safetensors(folder + "/model.safetensors", shards[0]);
   } else {
     nlohmann::json map = nlohmann::json::object();
     for (size_t i = 0; i < shards.size(); ++i) {
       char name[64];
       std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
-      save_safetensors(tmp + "/" + name, shards[i]);
+      save_safetensors(folder + "/" + name, shards[i]);
       for (const auto& t : shards[i]) map[t.first] = name;
     }
-    write_json(tmp + "/model.safetensors.index.json",
+    write_json(folder + "/model.safetensors.index.json",
                {{"metadata", {{"total_size", total}}}, {"weight_map", map}});
   }
+}
+
+void save_hf_model(CausalLM& model, const std::string& dir, const HfExportOptions& options) {
+  if (model.has_lora()) {
+    throw Error("save_hf_model: the model has LoRA adapters; merge them (or save the adapter)");
+  }
+  const std::string tmp = begin_folder(dir, options.overwrite);
+  write_hf_files(model, tmp, options.max_shard_bytes);
   finish_folder(tmp, dir);
 }
 
-void save_peft_adapter(CausalLM& model, const std::string& dir, const LoraSpec& spec,
-                       const std::string& base_model) {
+void write_peft_files(CausalLM& model, const std::string& folder, const LoraSpec& spec,
+                      const std::string& base_model) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& item : model.named_parameters()) {
     if (!is_lora(item.key())) continue;
@@ -230,7 +234,6 @@ void save_peft_adapter(CausalLM& model, const std::string& dir, const LoraSpec& 
     tensors.emplace_back(str_cat("base_model.model.", item.key(), ".weight"), item.value().detach());
   }
   if (tensors.empty()) throw Error("save_peft_adapter: the model has no LoRA adapters");
-  const std::string tmp = begin_folder(dir, /*overwrite=*/true);
   nlohmann::json config = {
       {"peft_type", "LORA"},
       {"task_type", "CAUSAL_LM"},
@@ -243,9 +246,55 @@ void save_peft_adapter(CausalLM& model, const std::string& dir, const LoraSpec& 
       {"base_model_name_or_path", base_model},
       {"inference_mode", true},
   };
-  write_json(tmp + "/adapter_config.json", config);
-  save_safetensors(tmp + "/adapter_model.safetensors", tensors);
+  write_json(folder + "/adapter_config.json", config);
+  save_safetensors(folder + "/adapter_model.safetensors", tensors);
+}
+
+void save_peft_adapter(CausalLM& model, const std::string& dir, const LoraSpec& spec,
+                       const std::string& base_model) {
+  const std::string tmp = begin_folder(dir, /*overwrite=*/true);
+  write_peft_files(model, tmp, spec, base_model);
   finish_folder(tmp, dir);
+}
+
+LoraSpec load_peft_adapter(CausalLM& model, const std::string& dir) {
+  const std::string config_path = dir + "/adapter_config.json";
+  std::ifstream in(config_path);
+  if (!in) throw InputError(str_cat(config_path, ": cannot open"));
+  nlohmann::json j;
+  LoraSpec spec;
+  try {
+    in >> j;
+    if (j.value("peft_type", "") != "LORA") throw InputError(str_cat(config_path, ": peft_type is not LORA"));
+    spec.rank = j.at("r").get<int64_t>();
+    spec.alpha = j.at("lora_alpha").get<double>();
+    spec.dropout = j.value("lora_dropout", 0.0);
+    spec.targets = j.at("target_modules").get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(str_cat(config_path, ": ", e.what()));
+  }
+  if (spec.rank <= 0) throw InputError(str_cat(config_path, ": r must be positive"));
+  model.enable_lora(spec.targets, spec.rank, spec.alpha, spec.dropout);
+  const SafetensorsFile file(dir + "/adapter_model.safetensors");
+  torch::NoGradGuard no_grad;
+  size_t used = 0;
+  for (auto& item : model.named_parameters()) {
+    if (!is_lora(item.key())) continue;
+    const std::string name = str_cat("base_model.model.", item.key(), ".weight");
+    if (file.find(name) == nullptr) throw InputError(str_cat(file.path(), ": tensor '", name, "' is missing"));
+    const torch::Tensor src = file.tensor(name);
+    if (src.sizes() != item.value().sizes()) {
+      throw InputError(str_cat(file.path(), ": tensor '", name, "' has shape ", shape_str(src.sizes()),
+                               ", adapter_config.json implies ", shape_str(item.value().sizes())));
+    }
+    item.value().copy_(src);
+    ++used;
+  }
+  if (used != file.entries().size()) {
+    throw InputError(str_cat(file.path(), ": ", file.entries().size() - used,
+                             " tensor(s) match no adapted layer of this model"));
+  }
+  return spec;
 }
 
 }  // namespace shardtune

@@ -195,8 +195,9 @@ nlohmann::json model_config_to_json(const ModelConfig& c, const std::string& tor
     if (c.model_type != "qwen2") j["attention_bias"] = c.attention_bias;
     j["mlp_bias"] = c.mlp_bias;
   }
-  if (c.bos_token_id >= 0 && !j.contains("bos_token_id")) j["bos_token_id"] = c.bos_token_id;
-  if (c.eos_token_id >= 0 && !j.contains("eos_token_id")) j["eos_token_id"] = c.eos_token_id;
+  // null, not absent, for a tokenizer without one (absent means the family's default).
+  if (!j.contains("bos_token_id")) j["bos_token_id"] = c.bos_token_id >= 0 ? nlohmann::json(c.bos_token_id) : nullptr;
+  if (!j.contains("eos_token_id")) j["eos_token_id"] = c.eos_token_id >= 0 ? nlohmann::json(c.eos_token_id) : nullptr;
   j["torch_dtype"] = torch_dtype;
   return j;
 }

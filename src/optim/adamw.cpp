@@ -31,6 +31,18 @@ void FlatAdamW::step(const torch::Tensor& grad, double lr, double grad_scale) {
   master_.addcdiv_(m_, denom, -lr / bc1);
 }
 
+void FlatAdamW::load_state(const torch::Tensor& master, const torch::Tensor& exp_avg,
+                           const torch::Tensor& exp_avg_sq, int64_t steps) {
+  torch::NoGradGuard no_grad;
+  ST_CHECK(master.numel() == master_.numel() && exp_avg.numel() == m_.numel() && exp_avg_sq.numel() == v_.numel(),
+           "optimizer state of ", master.numel(), " elements for a shard of ", master_.numel());
+  ST_CHECK(steps >= 0, "negative step count");
+  master_.copy_(master.reshape({-1}));
+  m_.copy_(exp_avg.reshape({-1}));
+  v_.copy_(exp_avg_sq.reshape({-1}));
+  steps_ = steps;
+}
+
 double clip_coefficient(double norm, double max_norm) {
   if (max_norm <= 0.0) return 1.0;
   return std::min(1.0, max_norm / (norm + 1e-6));

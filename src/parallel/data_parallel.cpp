@@ -413,6 +413,66 @@ void DataParallel::gather_parameters() {
   }
 }
 
+void DataParallel::begin_eval() {
+  if (!units_.empty()) ensure_gathered(num_blocks_);
+}
+
+void DataParallel::end_eval() {
+  if (!units_.empty()) free_unit(num_blocks_);
+}
+
+void DataParallel::release_parameters() {
+  if (units_.empty()) return;
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].set_data(torch::empty({0}, param_options_));
+}
+
+std::vector<int64_t> DataParallel::param_numels() const {
+  std::vector<int64_t> out;
+  for (const auto& s : sizes_) out.push_back(s.numel);
+  return out;
+}
+
+DataParallel::FlatState DataParallel::state_to_save() const {
+  const ShardRange piece = shard_range(padded_, comm_.size(), comm_.rank());
+  const int64_t begin = std::min(piece.offset, numel_);
+  const int64_t end = std::min(piece.offset + piece.length, numel_);
+  // The piece lies inside this rank's shard (stage 0: the whole buffer).
+  const int64_t at = begin - shard_.offset;
+  FlatState s;
+  s.offset = begin;
+  s.master = adamw_->master().narrow(0, at, end - begin);
+  s.exp_avg = adamw_->exp_avg().narrow(0, at, end - begin);
+  s.exp_avg_sq = adamw_->exp_avg_sq().narrow(0, at, end - begin);
+  return s;
+}
+
+void DataParallel::load_state(const std::function<FlatState(int64_t offset, int64_t length)>& read, int64_t steps) {
+  torch::NoGradGuard no_grad;
+  // The padding past numel_ stays zero.
+  const int64_t end = std::min(shard_.offset + shard_.length, numel_);
+  const int64_t n = std::max<int64_t>(0, end - shard_.offset);
+  const auto opts = adamw_->master().options();
+  torch::Tensor master = torch::zeros({shard_.length}, opts), m = torch::zeros_like(master),
+                v = torch::zeros_like(master);
+  if (n > 0) {
+    const FlatState s = read(shard_.offset, n);
+    ST_CHECK(s.master.numel() == n && s.exp_avg.numel() == n && s.exp_avg_sq.numel() == n,
+             "checkpoint read returned the wrong length");
+    master.narrow(0, 0, n).copy_(s.master);
+    m.narrow(0, 0, n).copy_(s.exp_avg);
+    v.narrow(0, 0, n).copy_(s.exp_avg_sq);
+  }
+  adamw_->load_state(master, m, v, steps);
+  if (param_shard_.defined()) {  // stage 3
+    param_shard_.copy_(adamw_->master());
+    return;
+  }
+  torch::Tensor own = flat_param_.narrow(0, shard_.offset, shard_.length);
+  own.copy_(adamw_->master());
+  if (options_.zero_stage >= 1 && comm_.size() > 1) comm_.all_gather(own, flat_param_)->wait();
+}
+
 int64_t peak_device_memory_bytes(const torch::Device& device) {
 #if SHARDTUNE_WITH_CUDA
   if (device.is_cuda()) {

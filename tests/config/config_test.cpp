@@ -204,6 +204,25 @@ TEST(ConfigErrors, OverrideWithInvalidYamlValue) {
             std::string::npos);
 }
 
+TEST(Config, ListsOfStrings) {
+  Config c = parse_config("data:\n  train: [a-*.h5, b.h5]\n  val: v.h5\n", "t.yaml");
+  EXPECT_EQ(c.data.train, (std::vector<std::string>{"a-*.h5", "b.h5"}));
+  EXPECT_EQ(c.data.val, (std::vector<std::string>{"v.h5"}));
+  c = parse_config("", "t.yaml", {"model.lora.targets=[q_proj, v_proj]"});
+  EXPECT_EQ(c.model.lora.targets, (std::vector<std::string>{"q_proj", "v_proj"}));
+  EXPECT_EQ(error_of("data:\n  train: {a: 1}\n"), "configs/x.yaml:2: data.train: expected a list of strings, got a mapping");
+  // The printed config reads back as the same lists.
+  const Config again = parse_config(to_yaml(c), "printed");
+  EXPECT_EQ(again.model.lora.targets, c.model.lora.targets);
+  EXPECT_TRUE(again.data.train.empty());
+  EXPECT_EQ(again.model.init, "");
+}
+
+TEST(ConfigErrors, ValueOutOfRange) {
+  EXPECT_EQ(error_of("parallel:\n  zero_stage: 4\n"),
+            "configs/x.yaml:2: parallel.zero_stage: expected an integer from 0 to 3, got \"4\"");
+}
+
 TEST(Config, IsOverride) {
   EXPECT_TRUE(is_override("a.b=1"));
   EXPECT_FALSE(is_override("configs/x.yaml"));

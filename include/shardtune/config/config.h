@@ -26,6 +26,9 @@ struct NonNegative {};  // >= 0
 struct OneOf {          // a string from a fixed set
   std::vector<std::string> choices;
 };
+struct InRange {        // lo <= value <= hi
+  double lo, hi;
+};
 
 // dist: how ranks map onto the node.
 struct DistConfig {
@@ -55,26 +58,233 @@ struct CommConfig {
   }
 };
 
-// log: the rank-aware logger.
+// log: the rank-aware logger, the metrics file and the progress bar.
 struct LogConfig {
   std::string level = "info";
   std::string other_ranks_level = "warn";
+  int64_t every = 10;
+  std::string metrics_file;
+  std::string progress = "auto";
+  double peak_tflops = 0.0;
 
   template <class V>
   void visit(V& v) {
     static const OneOf kLevels{{"trace", "debug", "info", "warn", "error", "off"}};
     v.field("level", level, kLevels, "log level of rank 0");
     v.field("other_ranks_level", other_ranks_level, kLevels, "log level of ranks other than 0");
+    v.field("every", every, Positive{}, "training steps between metrics records and log lines");
+    v.field("metrics_file", metrics_file, AnyValue{},
+            "JSONL file rank 0 appends metrics to; empty = <train.output_dir>/metrics.jsonl");
+    v.field("progress", progress, OneOf{{"auto", "on", "off"}},
+            "progress bar on stderr: auto = only when stderr is a terminal");
+    v.field("peak_tflops", peak_tflops, NonNegative{},
+            "peak dense TFLOP/s of one device for MFU; 0 = from the table of known GPUs (none on CPUs)");
+  }
+};
+
+// model.lora: low-rank adapters; rank 0 = full fine-tuning.
+struct LoraConfig {
+  int64_t rank = 0;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  std::vector<std::string> targets;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("rank", rank, NonNegative{}, "adapter rank; 0 = no LoRA: every weight trains");
+    v.field("alpha", alpha, Positive{}, "the adapter's output is scaled by alpha / rank");
+    v.field("dropout", dropout, InRange{0, 0.95}, "dropout on the adapter's input");
+    v.field("targets", targets, AnyValue{},
+            "layer names to adapt; empty = [c_attn] for gpt2, [q_proj, v_proj] for the llama family");
+  }
+};
+
+// model: where the weights come from and how they are held.
+struct ModelSection {
+  std::string init;
+  std::string arch = "gpt2";
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 256;
+  int64_t num_layers = 4;
+  int64_t num_heads = 4;
+  int64_t num_kv_heads = 0;
+  int64_t intermediate_size = 0;
+  int64_t max_positions = 1024;
+  bool tie_word_embeddings = true;
+  std::string dtype = "float32";
+  std::string device = "auto";
+  LoraConfig lora;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("init", init, AnyValue{},
+            "Hugging Face model folder (config.json + safetensors) to start from; empty = random init "
+            "from the fields below");
+    v.field("arch", arch, OneOf{{"gpt2", "llama"}}, "random init: architecture");
+    v.field("vocab_size", vocab_size, NonNegative{}, "random init: 0 = the training data's vocabulary");
+    v.field("hidden_size", hidden_size, Positive{}, "random init: width");
+    v.field("num_layers", num_layers, Positive{}, "random init: transformer blocks");
+    v.field("num_heads", num_heads, Positive{}, "random init: attention heads");
+    v.field("num_kv_heads", num_kv_heads, NonNegative{}, "random init (llama): key/value heads; 0 = num_heads");
+    v.field("intermediate_size", intermediate_size, NonNegative{},
+            "random init: MLP width; 0 = 4 x hidden (gpt2), 8/3 x hidden rounded up to 64 (llama)");
+    v.field("max_positions", max_positions, Positive{}, "random init: longest sequence");
+    v.field("tie_word_embeddings", tie_word_embeddings, AnyValue{}, "random init: output layer shares the embedding");
+    v.field("dtype", dtype, OneOf{{"float32", "bfloat16"}},
+            "parameter and activation dtype; the optimizer keeps float32 master weights either way");
+    v.field("device", device, OneOf{{"auto", "cpu", "cuda"}},
+            "auto = this rank's GPU (cuda:<local rank>, NCCL) when there is one, else the CPU (MPI)");
+    v.section("lora", lora);
+  }
+};
+
+// data: token shards (made by `shardtune prep`) and batching.
+struct DataSection {
+  std::vector<std::string> train;
+  std::vector<std::string> val;
+  int64_t seq_len = 1024;
+  std::string mode = "pack";
+  int64_t micro_batch = 1;
+  int64_t global_batch = 8;
+  bool shuffle = true;
+  int64_t seed = 1234;
+  int64_t prefetch = 4;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("train", train, AnyValue{}, "training shards: paths or glob patterns (data/x-train-*.h5)");
+    v.field("val", val, AnyValue{}, "validation shards: paths or glob patterns; empty = no evaluation");
+    v.field("seq_len", seq_len, Positive{}, "tokens per sample");
+    v.field("mode", mode, OneOf{{"pack", "sft"}},
+            "pack = documents back to back (pretraining); sft = whole examples per window, padded");
+    v.field("micro_batch", micro_batch, Positive{}, "samples per rank per forward/backward");
+    v.field("global_batch", global_batch, Positive{},
+            "samples per optimizer step over all ranks; accumulation = global_batch / (micro_batch x ranks)");
+    v.field("shuffle", shuffle, AnyValue{}, "visit the samples in a fresh random order each epoch");
+    v.field("seed", seed, NonNegative{}, "seed of the sample order");
+    v.field("prefetch", prefetch, Positive{}, "steps of batches read ahead on a background thread");
+  }
+};
+
+// optim: AdamW, its schedule and clipping.
+struct OptimSection {
+  double lr = 3e-4;
+  std::string schedule = "cosine";
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.1;
+  double decay_fraction = 0.2;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  bool decay_all = false;
+  double max_grad_norm = 1.0;
+  std::string offload = "none";
+
+  template <class V>
+  void visit(V& v) {
+    v.field("lr", lr, Positive{}, "peak learning rate");
+    v.field("schedule", schedule, OneOf{{"constant", "linear", "cosine", "wsd"}},
+            "learning-rate schedule after warm-up (wsd = warm-up, stable, decay)");
+    v.field("warmup_steps", warmup_steps, NonNegative{}, "linear warm-up steps");
+    v.field("min_lr_ratio", min_lr_ratio, InRange{0, 1}, "linear, cosine and wsd end at lr x this");
+    v.field("decay_fraction", decay_fraction, InRange{1e-9, 1}, "wsd: the last fraction of the steps that decays");
+    v.field("beta1", beta1, InRange{0, 0.99999}, "AdamW beta1");
+    v.field("beta2", beta2, InRange{0, 0.99999}, "AdamW beta2");
+    v.field("eps", eps, Positive{}, "AdamW epsilon");
+    v.field("weight_decay", weight_decay, NonNegative{}, "decoupled weight decay (matrices only unless decay_all)");
+    v.field("decay_all", decay_all, AnyValue{}, "decay biases, norm scales and embeddings too");
+    v.field("max_grad_norm", max_grad_norm, NonNegative{}, "clip the global gradient norm to this; 0 = no clipping");
+    v.field("offload", offload, OneOf{{"none", "cpu"}},
+            "cpu = master weights and moments in host memory (pinned on GPUs), the step on the CPU");
+  }
+};
+
+// parallel: data parallelism and ZeRO.
+struct ParallelSection {
+  int64_t zero_stage = 0;
+  double bucket_mb = 25.0;
+  double first_bucket_mb = 1.0;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("zero_stage", zero_stage, InRange{0, 3}, "0 = DDP; 1 = sharded optimizer state; 2 = + sharded gradients; "
+            "3 = + sharded parameters");
+    v.field("bucket_mb", bucket_mb, Positive{}, "gradient bucket size (MiB)");
+    v.field("first_bucket_mb", first_bucket_mb, Positive{}, "the first bucket, smaller so communication starts sooner");
+  }
+};
+
+// train: the run.
+struct TrainSection {
+  int64_t steps = 1000;
+  int64_t seed = 1234;
+  std::string output_dir = "runs/shardtune";
+
+  template <class V>
+  void visit(V& v) {
+    v.field("steps", steps, Positive{}, "optimizer steps of the whole run (a resumed run continues to it)");
+    v.field("seed", seed, NonNegative{}, "random init, LoRA init and dropout");
+    v.field("output_dir", output_dir, AnyValue{}, "where metrics and (by default) checkpoints go");
+  }
+};
+
+// eval: validation loss on data.val.
+struct EvalSection {
+  int64_t every = 0;
+  int64_t max_samples = 0;
+  int64_t micro_batch = 0;
+  bool at_start = false;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("every", every, NonNegative{}, "steps between evaluations; 0 = only at the end");
+    v.field("max_samples", max_samples, NonNegative{}, "validation samples per evaluation; 0 = all");
+    v.field("micro_batch", micro_batch, NonNegative{}, "samples per rank per forward; 0 = data.micro_batch");
+    v.field("at_start", at_start, AnyValue{}, "evaluate once before the first step too");
+  }
+};
+
+// checkpoint: sharded, atomic, reshardable.
+struct CheckpointSection {
+  std::string dir;
+  int64_t every = 0;
+  int64_t keep = 2;
+  std::string resume = "auto";
+  bool at_end = true;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("dir", dir, AnyValue{}, "checkpoint folder; empty = <train.output_dir>/checkpoints");
+    v.field("every", every, NonNegative{}, "steps between checkpoints; 0 = none during the run");
+    v.field("keep", keep, Positive{}, "complete checkpoints kept; older ones are deleted");
+    v.field("resume", resume, AnyValue{},
+            "auto = from the newest complete checkpoint in dir, if any; never; or a checkpoint path");
+    v.field("at_end", at_end, AnyValue{}, "save once the last step is done");
   }
 };
 
 struct Config {
+  ModelSection model;
+  DataSection data;
+  OptimSection optim;
+  ParallelSection parallel;
+  TrainSection train;
+  EvalSection eval;
+  CheckpointSection checkpoint;
   DistConfig dist;
   CommConfig comm;
   LogConfig log;
 
   template <class V>
   void visit(V& v) {
+    v.section("model", model);
+    v.section("data", data);
+    v.section("optim", optim);
+    v.section("parallel", parallel);
+    v.section("train", train);
+    v.section("eval", eval);
+    v.section("checkpoint", checkpoint);
     v.section("dist", dist);
     v.section("comm", comm);
     v.section("log", log);

@@ -38,6 +38,11 @@ struct HfExportOptions {
 // renamed when complete). Adapters, if any, must be merged first.
 void save_hf_model(CausalLM& model, const std::string& dir, const HfExportOptions& options = {});
 
+// Writes config.json and the weights (LoRA adapters left out) into the
+// existing folder, not atomically: for callers that make a folder atomic
+// themselves (checkpoints).
+void write_hf_files(CausalLM& model, const std::string& folder, int64_t max_shard_bytes = int64_t{5} << 30);
+
 struct LoraSpec {
   std::vector<std::string> targets;
   int64_t rank = 8;
@@ -48,5 +53,13 @@ struct LoraSpec {
 // Writes the adapters of model as a PEFT LoRA adapter folder.
 void save_peft_adapter(CausalLM& model, const std::string& dir, const LoraSpec& spec,
                        const std::string& base_model = "");
+// As save_peft_adapter, into an existing folder, not atomically.
+void write_peft_files(CausalLM& model, const std::string& folder, const LoraSpec& spec,
+                      const std::string& base_model = "");
+
+// Adds the adapters of a PEFT LoRA folder (adapter_config.json +
+// adapter_model.safetensors, as save_peft_adapter writes) to model, which has
+// none yet, and returns their spec. Throws InputError naming the file.
+LoraSpec load_peft_adapter(CausalLM& model, const std::string& dir);
 
 }  // namespace shardtune

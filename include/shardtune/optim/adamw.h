@@ -23,6 +23,11 @@ class FlatAdamW {
   // multiplied by grad_scale (the clipping coefficient).
   void step(const torch::Tensor& grad, double lr, double grad_scale = 1.0);
 
+  // Replaces the state with a checkpoint's: master, moments (same length
+  // as master, copied in) and the number of steps taken.
+  void load_state(const torch::Tensor& master, const torch::Tensor& exp_avg, const torch::Tensor& exp_avg_sq,
+                  int64_t steps);
+
   int64_t steps() const { return steps_; }
   const torch::Tensor& master() const { return master_; }
   const torch::Tensor& exp_avg() const { return m_; }

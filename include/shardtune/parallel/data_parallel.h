@@ -45,6 +45,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -99,7 +100,37 @@ class DataParallel {
   // training may go on afterwards. Other stages: nothing to do.
   void gather_parameters();
 
+  // Stage 3: the parameters outside the blocks (embeddings, final norm,
+  // output) are gathered for a forward that is not a training micro-step
+  // (evaluation, under NoGradGuard) and freed after it; every rank must run
+  // the same forwards in between. Other stages: nothing to do.
+  void begin_eval();
+  void end_eval();
+
+  // Stage 3: frees what gather_parameters() gathered. Other stages: nothing.
+  void release_parameters();
+
+  // ---- Checkpoints.
+  // The optimizer state of one range of the flat index (1-D float32 each).
+  struct FlatState {
+    int64_t offset = 0;
+    torch::Tensor master, exp_avg, exp_avg_sq;
+  };
+  // This rank's piece to save: the range shard_range(padded, world, rank)
+  // clipped to num_params(), under every stage (stage 0 holds the whole
+  // state and saves its piece), so the pieces of all ranks tile the flat
+  // index once.
+  FlatState state_to_save() const;
+  int64_t optimizer_steps() const { return adamw_->steps(); }
+  // Replaces the optimizer state with a checkpoint's: read(offset, length)
+  // returns that range of the flat index (as saved by any world size), for
+  // this rank's shard. The parameters become the master weights (cast to
+  // their dtype). A collective: every rank calls it.
+  void load_state(const std::function<FlatState(int64_t offset, int64_t length)>& read, int64_t steps);
+
   int64_t num_params() const { return numel_; }
+  // Each trainable parameter's element count, in flat order (param_names()).
+  std::vector<int64_t> param_numels() const;
   const std::vector<BucketSpec>& buckets() const { return buckets_; }
   const std::vector<std::string>& param_names() const { return names_; }  // flat order
   ShardRange shard() const { return shard_; }

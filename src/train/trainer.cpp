@@ -1,0 +1,607 @@
+#include "shardtune/train/trainer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "model_setup.h"
+#include "shardtune/ckpt/checkpoint.h"
+#include "shardtune/comm/communicator.h"
+#include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
+#include "shardtune/data/loader.h"
+#include "shardtune/data/torch_batch.h"
+#include "shardtune/metrics/log.h"
+#include "shardtune/metrics/metrics.h"
+#include "shardtune/model/hf_checkpoint.h"
+#include "shardtune/optim/schedule.h"
+#include "shardtune/parallel/data_parallel.h"
+
+namespace shardtune {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// ---------------------------------------------------------------- signals
+
+// Set by SIGTERM / SIGUSR1; the ranks agree on it at each step boundary.
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+// Installs the handlers for the trainer's lifetime.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &old_term_);
+    sigaction(SIGUSR1, &sa, &old_usr1_);
+  }
+  ~StopSignals() {
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGUSR1, &old_usr1_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction old_term_ {}, old_usr1_ {};
+};
+
+// ---------------------------------------------------------------- faults
+
+// Fault injection for the tests, from SHARDTUNE_FAULT (never set in normal
+// runs):
+//   throw@RANK:STEP    rank RANK throws in the middle of step STEP
+//   kill@RANK:STEP     rank RANK dies by SIGKILL in the middle of step STEP
+//   stall_checkpoint@STEP:SECONDS
+//                      rank 0 pauses before completing the checkpoint of
+//                      step STEP, every file but DONE written (a test kills
+//                      it there)
+struct Faults {
+  enum Kind { kNone, kThrow, kKill, kStallCheckpoint } kind = kNone;
+  int rank = -1;
+  int64_t step = -1;
+  double seconds = 0.0;
+
+  static Faults from_env() {
+    Faults f;
+    const char* env = std::getenv("SHARDTUNE_FAULT");
+    if (env == nullptr || *env == '\0') return f;
+    const std::string spec(env);
+    int rank = 0;
+    long long step = 0;
+    double secs = 0.0;
+    if (std::sscanf(spec.c_str(), "throw@%d:%lld", &rank, &step) == 2) {
+      f = {kThrow, rank, step, 0.0};
+    } else if (std::sscanf(spec.c_str(), "kill@%d:%lld", &rank, &step) == 2) {
+      f = {kKill, rank, step, 0.0};
+    } else if (std::sscanf(spec.c_str(), "stall_checkpoint@%lld:%lf", &step, &secs) == 2) {
+      f = {kStallCheckpoint, 0, step, secs};
+    } else {
+      throw InputError(str_cat("SHARDTUNE_FAULT: '", spec,
+                               "' is not throw@RANK:STEP, kill@RANK:STEP or stall_checkpoint@STEP:SECONDS"));
+    }
+    return f;
+  }
+
+  // Called mid-step (before the last micro-step's forward).
+  void at_step(int my_rank, int64_t my_step) const {
+    if (rank != my_rank || step != my_step) return;
+    if (kind == kThrow) throw Error(str_cat("injected failure (SHARDTUNE_FAULT) on rank ", my_rank, " in step ", my_step));
+    if (kind == kKill) std::raise(SIGKILL);
+  }
+  void before_checkpoint_done(int my_rank, int64_t my_step) const {
+    if (kind == kStallCheckpoint && rank == my_rank && step == my_step) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    }
+  }
+};
+
+// ---------------------------------------------------------------- pieces
+
+std::string checkpoint_dir(const Config& c) {
+  return c.checkpoint.dir.empty() ? c.train.output_dir + "/checkpoints" : c.checkpoint.dir;
+}
+
+std::string metrics_path(const Config& c) {
+  return c.log.metrics_file.empty() ? c.train.output_dir + "/metrics.jsonl" : c.log.metrics_file;
+}
+
+DatasetOptions dataset_options(const DataSection& d) {
+  DatasetOptions o;
+  o.seq_len = d.seq_len;
+  o.mode = parse_pack_mode(d.mode);
+  return o;
+}
+
+// The sum of the token losses of a batch (targets -100 ignored).
+torch::Tensor loss_sum(CausalLM& model, const TorchBatch& b) {
+  torch::Tensor logits = model.forward(b.input_ids);
+  const int64_t vocab = logits.size(-1);
+  return torch::nn::functional::cross_entropy(
+      logits.reshape({-1, vocab}).to(torch::kFloat32), b.labels.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
+}
+
+// The validation loss: the samples are dealt out in rounds of world x
+// micro_batch; every rank runs the same number of forwards (a rank with no
+// sample left runs one whose targets are all ignored), which ZeRO-3's
+// gathers need.
+EvalResult evaluate(CausalLM& model, DataParallel* dp, TokenDataset& data, Communicator& comm, int64_t micro_batch,
+                    int64_t max_samples, torch::Device device) {
+  const int64_t n = max_samples > 0 ? std::min(max_samples, data.num_samples()) : data.num_samples();
+  const int world = comm.size();
+  const int64_t per_round = micro_batch * world;
+  const int64_t rounds = (n + per_round - 1) / per_round;
+  const int64_t seq = data.options().seq_len;
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  if (dp != nullptr) dp->begin_eval();
+  double local_loss = 0.0;
+  int64_t local_tokens = 0;
+  for (int64_t round = 0; round < rounds; ++round) {
+    Batch b;
+    b.seq_len = seq;
+    for (int64_t j = 0; j < micro_batch; ++j) {
+      const int64_t i = round * per_round + comm.rank() * micro_batch + j;
+      if (i >= n) break;
+      data.read_sample(i, b.inputs, b.targets);
+      ++b.rows;
+    }
+    if (b.rows == 0) {  // nothing left for this rank: a forward that counts for nothing
+      data.read_sample(0, b.inputs, b.targets);
+      std::fill(b.targets.begin(), b.targets.end(), kIgnoreIndex);
+      b.rows = 1;
+    }
+    local_tokens += b.target_tokens();
+    local_loss += loss_sum(model, to_torch(b, device)).item<double>();
+  }
+  if (dp != nullptr) dp->end_eval();
+  if (was_training) model.train();
+  torch::Tensor tokens = torch::tensor({local_tokens}, torch::kInt64);
+  torch::Tensor loss = torch::tensor({static_cast<float>(local_loss)}, torch::kFloat32);
+  if (device.is_cuda()) {
+    tokens = tokens.to(device);
+    loss = loss.to(device);
+  }
+  comm.all_reduce(tokens, ReduceOp::kSum)->wait();
+  comm.all_reduce(loss, ReduceOp::kSum)->wait();
+  EvalResult r;
+  r.tokens = tokens.cpu().item<int64_t>();
+  r.samples = n;
+  r.loss = r.tokens > 0 ? static_cast<double>(loss.cpu().item<float>()) / static_cast<double>(r.tokens) : 0.0;
+  r.perplexity = std::exp(r.loss);
+  return r;
+}
+
+std::string eval_record(int64_t step, const EvalResult& r) {
+  nlohmann::json j = {{"type", "eval"},        {"step", step},         {"val_loss", r.loss},
+                      {"val_ppl", r.perplexity}, {"val_tokens", r.tokens}, {"val_samples", r.samples}};
+  return j.dump();
+}
+
+std::unique_ptr<Communicator> make_trainer_communicator(const Config& config, const DistInfo& dist,
+                                                        torch::Device device) {
+  CommConfig c = config.comm;
+  if (c.backend == "auto") c.backend = device.is_cuda() ? "nccl" : "mpi";
+  if (c.backend == "nccl" && !device.is_cuda()) {
+    throw InputError("comm.backend: nccl needs model.device cuda (the model is on the CPU)");
+  }
+  if (c.backend == "mpi" && device.is_cuda()) {
+    throw InputError("comm.backend: mpi carries CPU tensors; the model is on a GPU (use nccl or auto)");
+  }
+  return make_communicator(c, dist);
+}
+
+// ---------------------------------------------------------------- trainer
+
+class Trainer {
+ public:
+  Trainer(const Config& config, DistContext& dist)
+      : config_(config), dist_(dist), faults_(Faults::from_env()), rank_(dist.rank()), world_(dist.world_size()) {}
+
+  TrainSummary run();
+
+ private:
+  void setup();
+  void train_step();
+  void log_step(double step_seconds);
+  void maybe_evaluate(bool final);
+  void save_checkpoint();
+
+  const Config config_;
+  DistContext& dist_;
+  const Faults faults_;
+  const int rank_, world_;
+  torch::Device device_ = torch::kCPU;
+  std::unique_ptr<Communicator> comm_;
+  std::shared_ptr<TokenDataset> train_data_, val_data_;
+  std::shared_ptr<CausalLM> model_;
+  std::unique_ptr<DataParallel> dp_;
+  std::unique_ptr<DataLoader> loader_;
+  std::unique_ptr<MetricsFile> metrics_;
+  std::unique_ptr<ProgressBar> progress_;
+  LrSchedule schedule_;
+  int64_t accumulation_ = 1;
+  double flops_per_token_ = 0.0, peak_flops_ = 0.0;
+
+  // State.
+  int64_t step_ = 0;
+  int64_t tokens_seen_ = 0;
+  bool stop_ = false;
+  TrainSummary summary_;
+  int64_t saved_step_ = -1;
+  Clock::time_point start_;
+
+  // The last step's numbers.
+  double loss_ = 0.0, grad_norm_ = 0.0, lr_ = 0.0;
+  double t_data_ = 0.0, t_fwd_bwd_ = 0.0, t_comm_ = 0.0, t_optim_ = 0.0;
+  int64_t step_tokens_ = 0;
+  // Sums since the last log record (tokens/s over the interval).
+  double interval_seconds_ = 0.0;
+  int64_t interval_tokens_ = 0;
+};
+
+void Trainer::setup() {
+  const DataSection& d = config_.data;
+  device_ = pick_device(config_.model, dist_.info());
+  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());  // binds the rank's device
+  comm_ = make_trainer_communicator(config_, dist_.info(), device_);
+
+  if (d.train.empty()) throw InputError("data.train: no training shards given");
+  train_data_ = std::make_shared<TokenDataset>(expand_data_paths(d.train, "data.train"), dataset_options(d));
+  if (!d.val.empty()) {
+    val_data_ = std::make_shared<TokenDataset>(expand_data_paths(d.val, "data.val"), dataset_options(d));
+    if (val_data_->attrs().tokenizer != train_data_->attrs().tokenizer) {
+      throw InputError(str_cat("data.val was made by tokenizer ", val_data_->attrs().tokenizer, ", data.train by ",
+                               train_data_->attrs().tokenizer));
+    }
+  }
+  if (d.global_batch % (d.micro_batch * world_) != 0) {
+    throw InputError(str_cat("data.global_batch ", d.global_batch, " is not a multiple of data.micro_batch (",
+                             d.micro_batch, ") x ranks (", world_, ")"));
+  }
+  accumulation_ = d.global_batch / (d.micro_batch * world_);
+
+  // Resume?
+  std::string resume_from;
+  const std::string& r = config_.checkpoint.resume;
+  if (r == "auto") {
+    resume_from = latest_checkpoint(checkpoint_dir(config_));
+  } else if (r != "never") {
+    resume_from = r;
+  }
+  TrainerState state;
+  if (!resume_from.empty()) state = validate_checkpoint(resume_from);
+
+  model_ = build_model(config_, train_data_->attrs(), resume_from, device_);
+  if (d.seq_len > model_->config().max_positions && model_->config().family == Family::kGpt2) {
+    throw InputError(str_cat("data.seq_len ", d.seq_len, " exceeds the model's ", model_->config().max_positions,
+                             " positions"));
+  }
+  model_->train();
+
+  DataParallelOptions o;
+  o.zero_stage = static_cast<int>(config_.parallel.zero_stage);
+  o.offload_optimizer = config_.optim.offload == "cpu";
+  o.bucket_mb = config_.parallel.bucket_mb;
+  o.first_bucket_mb = config_.parallel.first_bucket_mb;
+  o.adamw.beta1 = config_.optim.beta1;
+  o.adamw.beta2 = config_.optim.beta2;
+  o.adamw.eps = config_.optim.eps;
+  o.adamw.weight_decay = config_.optim.weight_decay;
+  o.decay_all = config_.optim.decay_all;
+  dp_ = std::make_unique<DataParallel>(*model_, *comm_, o);
+  const std::string layout = layout_signature(dp_->param_names(), dp_->param_numels());
+
+  Sampler sampler(train_data_->num_samples(), d.global_batch, static_cast<uint64_t>(d.seed), d.shuffle);
+  if (!resume_from.empty()) {
+    if (state.layout != layout || state.num_params != dp_->num_params()) {
+      throw InputError(str_cat("checkpoint ", resume_from, " holds optimizer state for other trainable parameters (",
+                               state.num_params, " elements, layout ", state.layout, "; this model: ",
+                               dp_->num_params(), ", ", layout, "): the model or LoRA config changed"));
+    }
+    if (state.global_batch != d.global_batch) {
+      log::warn("checkpoint ", resume_from, " was saved with data.global_batch ", state.global_batch, ", now ",
+                d.global_batch, ": the sample order continues from the same position, in batches of the new size");
+    }
+    OptimStateReader reader(resume_from);
+    dp_->load_state(
+        [&](int64_t offset, int64_t length) {
+          const auto range = reader.read(offset, length);
+          return DataParallel::FlatState{offset, range.master, range.exp_avg, range.exp_avg_sq};
+        },
+        state.step);
+    sampler.restore(state.sampler);
+    step_ = state.step;
+    tokens_seen_ = state.tokens_seen;
+    saved_step_ = state.step;
+    summary_.checkpoint = resume_from;
+    log::info("resumed from ", resume_from, " at step ", step_, " (saved by ", state.world_size, " rank(s), ZeRO ",
+              state.zero_stage, "; now ", world_, " rank(s), ZeRO ", o.zero_stage, ")");
+  }
+  loader_ = std::make_unique<DataLoader>(train_data_, sampler, rank_, world_, static_cast<int>(d.prefetch));
+
+  schedule_.kind = config_.optim.schedule;
+  schedule_.lr = config_.optim.lr;
+  schedule_.warmup_steps = config_.optim.warmup_steps;
+  schedule_.total_steps = config_.train.steps;
+  schedule_.min_lr_ratio = config_.optim.min_lr_ratio;
+  schedule_.decay_fraction = config_.optim.decay_fraction;
+  (void)lr_at(schedule_, 0);  // validates the schedule before any work
+
+  flops_per_token_ = training_flops_per_token(model_->config(), d.seq_len);
+  peak_flops_ = config_.log.peak_tflops * 1e12;
+  if (peak_flops_ == 0.0 && device_.is_cuda()) {
+    peak_flops_ = peak_flops_for_device(device_name(device_), config_.model.dtype == "bfloat16");
+  }
+  if (rank_ == 0) {
+    metrics_ = std::make_unique<MetricsFile>(metrics_path(config_), /*append=*/!resume_from.empty());
+    const bool tty = isatty(fileno(stderr)) != 0;
+    const bool show = config_.log.progress == "on" || (config_.log.progress == "auto" && tty);
+    progress_ = std::make_unique<ProgressBar>(config_.train.steps, show);
+    log::info("training ", model_->config().model_type, " (", parameter_count(model_->config()), " parameters, ",
+              dp_->num_params(), " trainable) on ", world_, " rank(s), ", device_.str(), ", ", config_.model.dtype,
+              ", ZeRO ", o.zero_stage, o.offload_optimizer ? " + offload" : "", "; global batch ", d.global_batch,
+              " x ", d.seq_len, " tokens (micro-batch ", d.micro_batch, ", accumulation ", accumulation_, "); ",
+              train_data_->num_samples(), " training samples");
+  }
+}
+
+void Trainer::train_step() {
+  const DataSection& d = config_.data;
+  const auto t_start = Clock::now();
+  Batch batch = loader_->next();
+  t_data_ = seconds_since(t_start);
+
+  // Every rank learns the batch's target-token count first: the loss is
+  // their mean over the whole global batch.
+  torch::Tensor count = torch::tensor({batch.target_tokens()}, torch::kInt64);
+  if (device_.is_cuda()) count = count.to(device_);
+  comm_->all_reduce(count, ReduceOp::kSum)->wait();
+  step_tokens_ = count.cpu().item<int64_t>();
+  const double scale = static_cast<double>(world_) / static_cast<double>(std::max<int64_t>(1, step_tokens_));
+
+  // Dropout masks depend on (seed, step, rank) alone, so a resumed run draws
+  // the ones it would have drawn.
+  torch::manual_seed(static_cast<uint64_t>(config_.train.seed) * 1000003ull + static_cast<uint64_t>(step_) * 7919ull +
+                     static_cast<uint64_t>(rank_));
+
+  const auto t_compute = Clock::now();
+  torch::Tensor local_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
+  const int64_t rows = d.micro_batch;
+  for (int64_t micro = 0; micro < accumulation_; ++micro) {
+    if (micro == accumulation_ - 1) faults_.at_step(rank_, step_);
+    Batch mb;
+    mb.rows = rows;
+    mb.seq_len = batch.seq_len;
+    const auto span = static_cast<size_t>(rows * batch.seq_len);
+    const auto at = static_cast<size_t>(micro) * span;
+    mb.inputs.assign(batch.inputs.begin() + static_cast<long>(at), batch.inputs.begin() + static_cast<long>(at + span));
+    mb.targets.assign(batch.targets.begin() + static_cast<long>(at),
+                      batch.targets.begin() + static_cast<long>(at + span));
+    dp_->begin_micro_step(micro == 0, micro == accumulation_ - 1);
+    torch::Tensor loss = loss_sum(*model_, to_torch(mb, device_));
+    local_loss += loss.detach();
+    (loss * scale).backward();
+    const double norm = dp_->end_micro_step();
+    if (micro == accumulation_ - 1) grad_norm_ = norm;
+  }
+  t_comm_ = dp_->exposed_comm_seconds();
+  t_fwd_bwd_ = seconds_since(t_compute) - t_comm_;
+
+  const auto t_opt = Clock::now();
+  lr_ = lr_at(schedule_, step_);
+  dp_->step(lr_, config_.optim.max_grad_norm);
+  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
+  t_optim_ = seconds_since(t_opt);
+
+  // The step's loss, and whether any rank was asked to stop.
+  torch::Tensor sums = torch::tensor({static_cast<float>(local_loss.item<double>()), g_stop_signal.load() != 0 ? 1.0f : 0.0f});
+  if (device_.is_cuda()) sums = sums.to(device_);
+  comm_->all_reduce(sums, ReduceOp::kSum)->wait();
+  sums = sums.cpu();
+  loss_ = static_cast<double>(sums[0].item<float>()) / static_cast<double>(std::max<int64_t>(1, step_tokens_));
+  stop_ = sums[1].item<float>() > 0.0f;
+
+  ++step_;
+  tokens_seen_ += step_tokens_;
+  const double step_seconds = seconds_since(t_start);
+  interval_seconds_ += step_seconds;
+  interval_tokens_ += d.global_batch * d.seq_len;
+  log_step(step_seconds);
+}
+
+void Trainer::log_step(double step_seconds) {
+  const bool record = step_ % config_.log.every == 0 || step_ == config_.train.steps || stop_;
+  if (rank_ != 0) return;
+  const double tokens_per_s = interval_seconds_ > 0 ? static_cast<double>(interval_tokens_) / interval_seconds_ : 0.0;
+  const double util = mfu(flops_per_token_, tokens_per_s, world_, peak_flops_);
+  const double eta = step_seconds * static_cast<double>(config_.train.steps - step_);
+  progress_->update(step_, str_cat("loss ", loss_), eta);
+  if (!record) return;
+  const auto mem = dp_->memory();
+  nlohmann::json j = {
+      {"type", "train"},
+      {"step", step_},
+      {"loss", loss_},
+      {"lr", lr_},
+      {"grad_norm", grad_norm_},
+      {"tokens_per_s", tokens_per_s},
+      {"mfu", peak_flops_ > 0 ? nlohmann::json(util) : nlohmann::json(nullptr)},
+      {"target_tokens", step_tokens_},
+      {"tokens_seen", tokens_seen_},
+      {"time", {{"step", step_seconds}, {"data", t_data_}, {"fwd_bwd", t_fwd_bwd_}, {"comm", t_comm_},
+                {"optim", t_optim_}}},
+      {"memory", {{"params", mem.params}, {"grads", mem.grads}, {"optimizer", mem.optimizer},
+                  {"peak_host", peak_host_memory_bytes()}, {"peak_device", peak_device_memory_bytes(device_)}}},
+  };
+  metrics_->write(j.dump());
+  if (!progress_->enabled()) {
+    char line[256];
+    std::snprintf(line, sizeof(line), "step %lld/%lld loss %.4f lr %.3g grad_norm %.3f %.0f tok/s%s",
+                  static_cast<long long>(step_), static_cast<long long>(config_.train.steps), loss_, lr_, grad_norm_,
+                  tokens_per_s, peak_flops_ > 0 ? str_cat(" mfu ", util * 100, "%").c_str() : "");
+    log::info(line);
+  }
+  interval_seconds_ = 0.0;
+  interval_tokens_ = 0;
+}
+
+void Trainer::maybe_evaluate(bool final) {
+  if (!val_data_) return;
+  if (!final && (config_.eval.every == 0 || step_ % config_.eval.every != 0 || step_ == config_.train.steps)) return;
+  const int64_t mb = config_.eval.micro_batch > 0 ? config_.eval.micro_batch : config_.data.micro_batch;
+  const EvalResult r = evaluate(*model_, dp_.get(), *val_data_, *comm_, mb, config_.eval.max_samples, device_);
+  if (rank_ == 0) {
+    metrics_->write(eval_record(step_, r));
+    progress_->finish();
+    char line[160];
+    std::snprintf(line, sizeof(line), "eval at step %lld: val_loss %.4f val_ppl %.3f (%lld tokens)",
+                  static_cast<long long>(step_), r.loss, r.perplexity, static_cast<long long>(r.tokens));
+    log::info(line);
+  }
+  if (step_ == summary_.first_step && std::isnan(summary_.val_loss_first)) summary_.val_loss_first = r.loss;
+  summary_.val_loss_last = r.loss;
+}
+
+void Trainer::save_checkpoint() {
+  if (saved_step_ == step_) return;
+  const std::string dir = checkpoint_dir(config_);
+  std::string tmp = dir + "/" + checkpoint_name(step_) + ".tmp";
+  if (rank_ == 0) tmp = begin_checkpoint(dir, step_);
+  comm_->barrier()->wait();
+
+  const auto piece = dp_->state_to_save();
+  const std::string layout = layout_signature(dp_->param_names(), dp_->param_numels());
+  write_optim_piece(tmp, rank_, world_, piece.offset, piece.master, piece.exp_avg, piece.exp_avg_sq,
+                    dp_->num_params(), layout);
+
+  dp_->gather_parameters();  // ZeRO-3: rank 0 needs every weight
+  if (rank_ == 0) {
+    write_hf_files(*model_, tmp);
+    if (model_->has_lora()) {
+      LoraSpec spec;
+      spec.targets = lora_targets(config_.model.lora, model_->config());
+      spec.rank = config_.model.lora.rank;
+      spec.alpha = config_.model.lora.alpha;
+      spec.dropout = config_.model.lora.dropout;
+      write_peft_files(*model_, tmp, spec, config_.model.init);
+    }
+    TrainerState s;
+    s.step = step_;
+    s.sampler = loader_->state();
+    s.tokens_seen = tokens_seen_;
+    s.world_size = world_;
+    s.zero_stage = config_.parallel.zero_stage;
+    s.global_batch = config_.data.global_batch;
+    s.seed = config_.train.seed;
+    s.num_params = dp_->num_params();
+    s.layout = layout;
+    s.lora = model_->has_lora();
+    s.config_yaml = to_yaml(config_);
+    write_trainer_state(tmp, s);
+  }
+  dp_->release_parameters();
+  comm_->barrier()->wait();  // every rank's files are written
+  if (rank_ == 0) {
+    faults_.before_checkpoint_done(rank_, step_);
+    summary_.checkpoint = finish_checkpoint(tmp, config_.checkpoint.keep);
+    progress_->finish();
+    log::info("checkpoint ", summary_.checkpoint);
+  }
+  saved_step_ = step_;
+}
+
+TrainSummary Trainer::run() {
+  start_ = Clock::now();
+  StopSignals signals;
+  setup();
+  summary_.first_step = step_;
+  summary_.metrics_file = metrics_path(config_);
+  if (config_.eval.at_start) maybe_evaluate(/*final=*/true);
+  while (step_ < config_.train.steps && !stop_) {
+    train_step();
+    maybe_evaluate(/*final=*/false);
+    const bool periodic = config_.checkpoint.every > 0 && step_ % config_.checkpoint.every == 0;
+    if (periodic || stop_) save_checkpoint();
+  }
+  if (stop_) {
+    summary_.preempted = true;
+    log::info("stopped by signal at step ", step_, " after saving");
+  } else {
+    maybe_evaluate(/*final=*/true);
+    if (config_.checkpoint.at_end) save_checkpoint();
+  }
+  if (progress_) progress_->finish();
+  summary_.last_step = step_;
+  summary_.seconds = seconds_since(start_);
+  return summary_;
+}
+
+}  // namespace
+
+TrainSummary train(const Config& config, DistContext& dist) { return Trainer(config, dist).run(); }
+
+EvalResult evaluate_checkpoint(const Config& config, DistContext& dist, const std::string& checkpoint) {
+  const TrainerState state = validate_checkpoint(checkpoint);
+  const torch::Device device = pick_device(config.model, dist.info());
+  auto comm = make_trainer_communicator(config, dist.info(), device);
+  if (config.data.val.empty()) throw InputError("data.val: no validation shards to evaluate on");
+  TokenDataset val(expand_data_paths(config.data.val, "data.val"), dataset_options(config.data));
+  auto model = load_checkpoint_model(checkpoint, parse_dtype(config.model.dtype), device);
+  if (val.attrs().vocab_size > model->config().vocab_size) {
+    throw InputError(str_cat("data.val has ", val.attrs().vocab_size, " token ids, the model of ", checkpoint,
+                             " only ", model->config().vocab_size));
+  }
+  const int64_t mb = config.eval.micro_batch > 0 ? config.eval.micro_batch : config.data.micro_batch;
+  const EvalResult r = evaluate(*model, nullptr, val, *comm, mb, config.eval.max_samples, device);
+  if (dist.rank() == 0) {
+    MetricsFile metrics(metrics_path(config), /*append=*/true);
+    metrics.write(eval_record(state.step, r));
+  }
+  return r;
+}
+
+void export_checkpoint(const std::string& checkpoint, const std::string& output, bool adapter,
+                       const std::string& dtype, bool overwrite) {
+  const TrainerState state = validate_checkpoint(checkpoint);
+  if (adapter) {
+    // The checkpoint holds the adapter in PEFT's layout already.
+    if (!state.lora) throw InputError(str_cat("checkpoint ", checkpoint, " has no LoRA adapter to export"));
+    if (fs::exists(output) && !overwrite) throw InputError(str_cat(output, ": exists already (--overwrite)"));
+    const std::string tmp = output + ".tmp";
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) {
+      fs::copy_file(fs::path(checkpoint) / name, fs::path(tmp) / name);
+    }
+    fs::remove_all(output);
+    fs::rename(tmp, output);
+    return;
+  }
+  auto model = load_checkpoint_model(checkpoint);
+  if (model->has_lora()) model->merge_lora();
+  const std::string want = dtype.empty() ? load_model_config(checkpoint).source.value("torch_dtype", "float32") : dtype;
+  model->to(parse_dtype(want));
+  HfExportOptions o;
+  o.overwrite = overwrite;
+  save_hf_model(*model, output, o);
+}
+
+}  // namespace shardtune

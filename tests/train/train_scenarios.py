@@ -1,0 +1,346 @@
+"""End-to-end trainer scenarios, one per ctest entry.
+
+    train_scenarios.py SCENARIO --shardtune BIN --mpirun MPIRUN --work DIR
+
+Each scenario runs `shardtune train` (under mpirun for several ranks) on a
+tiny GPT-2 over token shards made from Debian's licence texts, and checks
+what the issue asks: golden losses, bitwise resume after SIGKILL,
+resharded resume, kill -9 mid-checkpoint, corrupted checkpoints refused,
+SIGTERM saves and exits 0, a failing rank ends all ranks, export.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from safetensors.numpy import load_file
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GOLDEN = os.path.join(HERE, "..", "assets", "losses", "tiny_gpt2.json")
+MPI_FLAGS = ["--oversubscribe", "--bind-to", "none"]
+
+TINY = """
+model: {arch: gpt2, hidden_size: 64, num_layers: 2, num_heads: 4, max_positions: 64}
+data: {train: DATA/lic-train-*.h5, val: DATA/lic-val-*.h5, seq_len: 32, micro_batch: 2, global_batch: 8}
+optim: {lr: 0.003, warmup_steps: 2, schedule: cosine}
+train: {steps: 20, seed: 7}
+eval: {max_samples: 32}
+checkpoint: {every: 0, keep: 3}
+log: {every: 1, progress: "off"}
+dist: {intra_op_threads: 1}
+"""
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Fail(what)
+    print("ok:", what)
+
+
+class Env:
+    def __init__(self, args):
+        self.bin = args.shardtune
+        self.mpirun = args.mpirun
+        self.work = os.path.abspath(args.work)
+        self.data = os.path.join(self.work, "data")
+
+    def prepare(self):
+        os.makedirs(self.work, exist_ok=True)
+        if os.path.exists(os.path.join(self.data, "lic-train-00000.h5")):
+            return
+        os.makedirs(self.data, exist_ok=True)
+        texts = []
+        for name in ("GPL-3", "Apache-2.0", "Artistic"):
+            dst = os.path.join(self.data, name + ".txt")
+            shutil.copy(os.path.join("/usr/share/common-licenses", name), dst)
+            texts += ["--input", dst]
+        subprocess.run([self.bin, "prep", "--tokenizer", "byte", *texts, "--output",
+                        os.path.join(self.data, "lic"), "--val-fraction", "0.05", "--overwrite"],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def config(self, name, extra=""):
+        path = os.path.join(self.work, name + ".yaml")
+        with open(path, "w") as f:
+            f.write(TINY.replace("DATA", self.data) + extra)
+        return path
+
+    def cmd(self, np_, *args):
+        if np_ == 0:  # no launcher at all
+            return [self.bin, *args]
+        return [self.mpirun, "-np", str(np_), *MPI_FLAGS, self.bin, *args]
+
+    def run(self, np_, *args, env=None, expect_rc=0, timeout=300):
+        full_env = dict(os.environ, **(env or {}))
+        p = subprocess.run(self.cmd(np_, *args), env=full_env, capture_output=True, text=True, timeout=timeout)
+        if expect_rc is not None and p.returncode != expect_rc:
+            print(p.stdout)
+            print(p.stderr)
+            raise Fail(f"{' '.join(args[:2])} on {np_} rank(s): exit {p.returncode}, expected {expect_rc}")
+        return p
+
+    def train(self, np_, name, overrides=(), extra="", **kw):
+        out = os.path.join(self.work, name)
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = self.config(name, extra)
+        return self.run(np_, "train", cfg, f"train.output_dir={out}", *overrides, **kw), out, cfg
+
+
+def losses(out):
+    """step -> loss, the last record of each step (a resumed run appends)."""
+    got = {}
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["type"] == "train":
+                got[r["step"]] = r["loss"]
+    return got
+
+
+def params(ckpt):
+    return load_file(os.path.join(ckpt, "model.safetensors"))
+
+
+def latest(out):
+    return os.path.realpath(os.path.join(out, "checkpoints", "latest"))
+
+
+def rel_diff(a, b):
+    """||a - b|| / ||a|| over all parameters together.
+
+    Not per element: a parameter whose true gradient is zero (GPT-2's key
+    bias: softmax ignores a shift of every score) gets gradients of rounding
+    noise, which Adam normalises to lr-sized steps; another summation order
+    (another world size) draws other noise.
+    """
+    num = sum(float(((a[k].astype(np.float64) - b[k]) ** 2).sum()) for k in a)
+    den = sum(float((a[k].astype(np.float64) ** 2).sum()) for k in a)
+    return (num / den) ** 0.5
+
+
+# ---------------------------------------------------------------- scenarios
+
+def golden(env, update):
+    """The first 20 losses on 1 and on 2 ranks match the committed file."""
+    runs = {}
+    for np_ in (1, 2):
+        _, out, _ = env.train(np_, f"golden_np{np_}")
+        runs[np_] = losses(out)
+        check(sorted(runs[np_]) == list(range(1, 21)), f"{np_} rank(s): 20 loss records")
+    if update:
+        with open(GOLDEN, "w") as f:
+            json.dump({"config": "tests/train/train_scenarios.py TINY, byte tokenizer, GPL-3 + Apache-2.0 + Artistic",
+                       "losses": [runs[1][s] for s in range(1, 21)]}, f, indent=1)
+        print("wrote", GOLDEN)
+    with open(GOLDEN) as f:
+        want = json.load(f)["losses"]
+    for np_ in (1, 2):
+        got = [runs[np_][s] for s in range(1, 21)]
+        worst = max(abs(g - w) / abs(w) for g, w in zip(got, want))
+        check(worst < 1e-5, f"{np_} rank(s) match the golden losses (max rel diff {worst:.2e})")
+    check(runs[1][20] < runs[1][1] - 1.0, "the loss falls")
+
+
+def resume_kill(env, _):
+    """SIGKILL at step 7 and resume on the same world size: bitwise equal."""
+    over = ["parallel.zero_stage=2", "checkpoint.every=4"]
+    _, ref, _ = env.train(2, "resume_ref", over)
+    p, out, cfg = env.train(2, "resume_kill", over, env={"SHARDTUNE_FAULT": "kill@1:6"}, expect_rc=None)
+    check(p.returncode != 0, f"the killed run failed (exit {p.returncode})")
+    check(os.path.basename(latest(out)) == "step_00000004", "its newest complete checkpoint is step 4")
+    p = env.run(2, "train", cfg, f"train.output_dir={out}", *over)
+    check("resumed from" in p.stderr and "step_00000004" in p.stderr, "the rerun resumed from step 4")
+    a, b = losses(ref), losses(out)
+    check(all(a[s] == b[s] for s in range(1, 21)), "losses of every step are bitwise equal")
+    pa, pb = params(latest(ref)), params(latest(out))
+    check(all(np.array_equal(pa[k], pb[k]) for k in pa), "final parameters are bitwise equal")
+    oa = load_file(os.path.join(latest(ref), "optim", "rank_00001.safetensors"))
+    ob = load_file(os.path.join(latest(out), "optim", "rank_00001.safetensors"))
+    check(all(np.array_equal(oa[k], ob[k]) for k in oa), "final optimizer state is bitwise equal")
+
+
+def reshard(env, _):
+    """Saved on 2 ranks (ZeRO 1) at step 10, resumed on 1 (ZeRO 0) and on 4 (ZeRO 3)."""
+    _, ref, _ = env.train(2, "reshard_ref", ["parallel.zero_stage=1"])
+    _, saved, cfg = env.train(2, "reshard_saved", ["parallel.zero_stage=1", "checkpoint.every=10"],
+                              env={"SHARDTUNE_FAULT": "kill@0:12"}, expect_rc=None)
+    check(os.path.basename(latest(saved)) == "step_00000010", "checkpoint at step 10 on 2 ranks")
+    want, want_params = losses(ref), params(latest(ref))
+    for np_, stage in ((1, 0), (4, 3)):
+        out = os.path.join(env.work, f"reshard_np{np_}")
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(os.path.join(saved, "checkpoints", "step_00000010"),
+                        os.path.join(out, "checkpoints", "step_00000010"))
+        p = env.run(np_, "train", cfg, f"train.output_dir={out}", f"parallel.zero_stage={stage}")
+        check("saved by 2 rank(s)" in p.stderr, f"{np_} rank(s), ZeRO {stage}: resumed from the 2-rank checkpoint")
+        got = losses(out)
+        worst = max(abs(got[s] - want[s]) / abs(want[s]) for s in range(11, 21))
+        check(worst < 1e-6, f"{np_} rank(s): losses of steps 11-20 match (same samples; max rel diff {worst:.1e})")
+        d = rel_diff(want_params, params(latest(out)))
+        check(d < 1e-6, f"{np_} rank(s): final parameters within 1e-6 relative ({d:.1e})")
+
+
+def kill_mid_checkpoint(env, _):
+    """kill -9 while the step-8 checkpoint is being written."""
+    cfg = env.config("midckpt")
+    out = os.path.join(env.work, "midckpt")
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["train", cfg, f"train.output_dir={out}", "checkpoint.every=4"]
+    proc = subprocess.Popen(env.cmd(2, *args), env=dict(os.environ, SHARDTUNE_FAULT="stall_checkpoint@8:60"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    tmp = os.path.join(out, "checkpoints", "step_00000008.tmp")
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(tmp, "trainer_state.json")):
+        if time.time() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise Fail("the step-8 checkpoint never reached its last file")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    check(os.path.isdir(tmp) and not os.path.exists(os.path.join(tmp, "DONE")), "step 8 was left half-written")
+    check(os.path.basename(latest(out)) == "step_00000004", "latest still names step 4")
+    p = env.run(1, "eval", cfg, "--checkpoint", latest(out))
+    check("val_loss" in p.stdout, "step 4 is loadable (eval)")
+    p = env.run(2, "train", cfg, f"train.output_dir={out}", "checkpoint.every=4")
+    check("resumed from" in p.stderr and "step_00000004" in p.stderr, "resume took step 4, not the partial one")
+    check(not os.path.exists(tmp), "the partial checkpoint was cleaned up")
+
+
+def corrupt(env, _):
+    """Truncated or damaged checkpoints are refused with the path and the reason."""
+    _, out, cfg = env.train(2, "corrupt_src", ["checkpoint.every=10"])
+    good = os.path.join(out, "checkpoints", "step_00000010")
+
+    def damaged(name, damage, reason):
+        bad = os.path.join(env.work, "corrupt", name)
+        shutil.rmtree(bad, ignore_errors=True)
+        shutil.copytree(good, bad)
+        damage(bad)
+        for argv in (["train", cfg, f"train.output_dir={env.work}/corrupt_run", f"checkpoint.resume={bad}"],
+                     ["export", "--checkpoint", bad, "--output", f"{env.work}/corrupt_export"]):
+            p = env.run(1, *argv, expect_rc=2)
+            check(bad in p.stderr and reason in p.stderr, f"{name}: {argv[0]} refuses it: {reason!r}")
+
+    def truncate(path, keep):
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+
+    damaged("truncated_optim", lambda d: truncate(os.path.join(d, "optim", "rank_00001.safetensors"), 1000),
+            "rank_00001.safetensors")
+    damaged("truncated_model", lambda d: truncate(os.path.join(d, "model.safetensors"), 5000), "model.safetensors")
+    damaged("no_done", lambda d: os.remove(os.path.join(d, "DONE")), "DONE is missing")
+    damaged("missing_rank", lambda d: os.remove(os.path.join(d, "optim", "rank_00001.safetensors")),
+            "rank_00001.safetensors is missing")
+
+    def garble(d):
+        with open(os.path.join(d, "trainer_state.json"), "w") as f:
+            f.write("{not json")
+    damaged("bad_state", garble, "trainer_state.json")
+    # The source checkpoint is untouched and still resumes.
+    p = env.run(2, "train", cfg, f"train.output_dir={out}", "checkpoint.every=10")
+    check("resumed from" in p.stderr, "the good checkpoint still resumes")
+
+
+def sigterm(env, _):
+    """SIGTERM to one rank under mpirun: every rank saves, all exit 0."""
+    cfg = env.config("sigterm")
+    out = os.path.join(env.work, "sigterm")
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.Popen(env.cmd(2, "train", cfg, f"train.output_dir={out}", "train.steps=1000000",
+                                    "log.every=1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = os.path.join(out, "metrics.jsonl")
+    deadline = time.time() + 120
+    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+        if time.time() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise Fail("training never started")
+        time.sleep(0.05)
+    ranks = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    check(len(ranks) == 2, f"found the 2 rank processes {ranks}")
+    os.kill(int(ranks[1]), signal.SIGTERM)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise Fail("the job did not end after SIGTERM")
+    check(proc.returncode == 0, f"mpirun exited 0 (got {proc.returncode})")
+    check("stopped by a signal, saved" in stdout, "the trainer says it stopped and saved")
+    ckpt = latest(out)
+    check(os.path.exists(os.path.join(ckpt, "DONE")), f"a complete checkpoint: {os.path.basename(ckpt)}")
+    check(all(os.path.exists(os.path.join(ckpt, "optim", f"rank_0000{r}.safetensors")) for r in (0, 1)),
+          "both ranks saved their optimizer state")
+
+
+def failing_rank(env, _):
+    """A rank that throws mid-step ends every rank, non-zero, promptly."""
+    start = time.time()
+    p, _, _ = env.train(2, "failing", ["train.steps=1000000"], env={"SHARDTUNE_FAULT": "throw@1:3"},
+                        expect_rc=None, timeout=60)
+    took = time.time() - start
+    check(p.returncode != 0, f"the job failed (exit {p.returncode})")
+    check("injected failure" in p.stderr and "rank 1" in p.stderr, "the error names the failing rank")
+    check(took < 30, f"all ranks ended within {took:.1f} s")
+
+
+def export_roundtrip(env, _):
+    """Pretrain, export; LoRA fine-tune from the export with ZeRO 2; export merged
+    and as an adapter; transformers/peft load both and agree; eval matches."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from peft import PeftModel
+    _, pre, cfg = env.train(2, "export_pre", ["train.steps=6"])
+    base = os.path.join(env.work, "export_base")
+    env.run(0, "export", "--checkpoint", latest(pre), "--output", base, "--overwrite")
+    lora = ["train.steps=6", f"model.init={base}", "model.lora.rank=4", "model.lora.targets=[c_attn, c_fc]",
+            "parallel.zero_stage=2", "optim.lr=0.01"]
+    _, ft, cfg = env.train(2, "export_lora", lora)
+    merged, adapter = os.path.join(env.work, "export_merged"), os.path.join(env.work, "export_adapter")
+    env.run(0, "export", "--checkpoint", latest(ft), "--output", merged, "--overwrite")
+    env.run(0, "export", "--checkpoint", latest(ft), "--output", adapter, "--adapter", "--overwrite")
+    ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
+    m = AutoModelForCausalLM.from_pretrained(merged).eval()
+    b = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
+    plain = AutoModelForCausalLM.from_pretrained(base).eval()
+    with torch.no_grad():
+        lm, lb, lp = m(ids).logits, b(ids).logits, plain(ids).logits
+    d = float((lm - lb).abs().max())
+    check(d < 1e-4, f"merged export and base + PEFT adapter agree (max |diff| {d:.1e})")
+    check(float((lm - lp).abs().max()) > 1e-3, "the adapter changed the model")
+    p = env.run(2, "eval", cfg, "--checkpoint", latest(ft), *lora)
+    check("val_loss" in p.stdout, "eval of the LoRA checkpoint on 2 ranks")
+
+
+SCENARIOS = {f.__name__: f for f in (golden, resume_kill, reshard, kill_mid_checkpoint, corrupt, sigterm,
+                                      failing_rank, export_roundtrip)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--shardtune", required=True)
+    ap.add_argument("--mpirun", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--update-golden", action="store_true")
+    args = ap.parse_args()
+    env = Env(args)
+    env.prepare()
+    try:
+        SCENARIOS[args.scenario](env, args.update_golden)
+    except Fail as e:
+        print("FAILED:", e)
+        return 1
+    print("passed:", args.scenario)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
