@@ -1,23 +1,69 @@
 #!/usr/bin/env bash
-# The main job: sets up, builds, and runs shardtune on 2 MPI ranks of this
-# machine: the rank table, then the communication benchmark with the raw MPI
-# baseline side by side, then a correctness sweep over every collective and
-# dtype. (The training demo replaces this once the trainer exists.)
+# The main job, end to end on this machine's CPU with 2 MPI ranks:
+#   set up and build; make datasets from English text in Debian packages
+#   (the Debian FAQ, fortunes, bsdgames' quiz facts); pretrain a small GPT
+#   from scratch; fine-tune it on a chat set of questions and answers with
+#   ZeRO stage 2; print the validation loss before and after; export an HF
+#   folder; answer held-out questions; plot the loss curves.
+# Everything it writes goes under build/demo/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+start=$(date +%s)
 bash scripts/build.sh
+built=$(date +%s)
+
+st=build/shardtune
+run() { bash scripts/mpirun.sh -np 2 "$st" "$@"; }
 out=build/demo
-mkdir -p "$out"
+rm -rf "$out"
+mkdir -p "$out/data"
 
-echo; echo "== shardtune info on 2 ranks"
-bash scripts/mpirun.sh -np 2 build/shardtune info configs/example.yaml
+echo; echo "== datasets from Debian's text"
+python3 scripts/make_demo_data.py "$out/data"
+"$st" prep --tokenizer byte --input "$out/data/pretrain.jsonl" --output "$out/data/pretrain" \
+  --val-fraction 0.03 | tail -n 3
+"$st" prep --tokenizer byte --chat-template chatml --input "$out/data/chat.jsonl" --output "$out/data/chat" \
+  --val-fraction 0.08 | tail -n 3
 
-echo; echo "== all_reduce bandwidth, shardtune vs raw MPI, 2 ranks"
-bash scripts/mpirun.sh -np 2 build/benchmarks/shardtune_bench_comm \
-  -b 1K -e 64M -f 4 -o all_reduce --baseline --json "$out/comm_all_reduce.json"
+echo; echo "== pretraining a small GPT on 2 ranks (configs/demo-pretrain.yaml)"
+run train configs/demo-pretrain.yaml log.progress=off | tee "$out/pretrain.txt"
+run export --checkpoint "$out/pretrain/checkpoints/latest" --output "$out/pretrained"
 
-echo; echo "== every collective and dtype, 2 ranks (correctness: #wrong must be 0)"
-bash scripts/mpirun.sh -np 2 build/benchmarks/shardtune_bench_comm \
-  -b 8 -e 4M -f 32 -o all -d all -n 5 --json "$out/comm_all.json"
+echo; echo "== fine-tuning on the chat set with ZeRO stage 2 on 2 ranks (configs/demo-sft.yaml)"
+run train configs/demo-sft.yaml log.progress=off | tee "$out/sft.txt"
+run export --checkpoint "$out/sft/checkpoints/latest" --output "$out/model"
 
-echo; echo "demo: done; results in $out/comm_all_reduce.json and $out/comm_all.json"
+echo; echo "== held-out questions (never asked during fine-tuning; their facts were in the pretraining text)"
+python3 - "$out/data/heldout.jsonl" >"$out/heldout.tsv" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)["messages"]
+    print(m[0]["content"] + "\t" + m[1]["content"])
+EOF
+right=0; total=0
+while IFS=$'\t' read -r question expected; do
+  answer=$("$st" generate --model "$out/model" --tokenizer byte --chat --prompt "$question" --max-new-tokens 60)
+  total=$((total + 1))
+  [[ "$answer" == "$expected" ]] && right=$((right + 1))
+  printf '  Q: %s\n  A: %s\n     (expected: %s)\n' "$question" "$answer" "$expected"
+done <"$out/heldout.tsv"
+
+echo; echo "== loss curves"
+python3 scripts/plot_metrics.py "$out/pretrain/metrics.jsonl" "$out/pretrain_loss.png" --title "demo: pretraining"
+python3 scripts/plot_metrics.py "$out/sft/metrics.jsonl" "$out/sft_loss.png" --title "demo: fine-tuning (ZeRO 2)"
+
+end=$(date +%s)
+before=$(sed -n 's/^validation loss: \([0-9.]*\) at step 0 -> \([0-9.]*\).*/\1/p' "$out/sft.txt")
+after=$(sed -n 's/^validation loss: \([0-9.]*\) at step 0 -> \([0-9.]*\).*/\2/p' "$out/sft.txt")
+cat <<EOF
+
+== demo: done in $((end - built)) s after a $((built - start)) s set-up and build
+  chat validation loss:  $before before fine-tuning -> $after after
+  held-out answers exactly right: $right of $total
+  datasets:          $out/data/{pretrain,chat}.jsonl, token shards $out/data/*.h5
+  pretraining:       $out/pretrain/ (metrics.jsonl, checkpoints/), exported to $out/pretrained/
+  fine-tuning:       $out/sft/ (metrics.jsonl, checkpoints/)
+  fine-tuned model:  $out/model/ (config.json + model.safetensors, loads in transformers)
+  loss curves:       $out/pretrain_loss.png, $out/sft_loss.png
+  try it:            $st generate --model $out/model --tokenizer byte --chat --prompt "What is the capital of Peru?"
+EOF

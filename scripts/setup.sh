@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what shardtune needs on Debian 12: the Debian packages, and a
 # Python virtual environment holding PyPI's torch, whose libtorch shardtune
-# builds against. Idempotent: a second run installs nothing new.
+# builds against; and the demo's text (bsdgames' quiz files, fortunes, the
+# Debian FAQ) and gnuplot for loss plots. Idempotent: a second run installs nothing new.
 #
 #   SHARDTUNE_VENV   where the virtual environment lives [/opt/shardtune/venv]
 set -euo pipefail
@@ -18,6 +19,7 @@ packages=(
   libyaml-cpp-dev libspdlog-dev libgtest-dev nlohmann-json3-dev
   libhdf5-dev libsentencepiece-dev libpcre2-dev libicu-dev
   base-files
+  bsdgames fortunes-min debian-faq gnuplot-nox
 )
 missing=()
 for p in "${packages[@]}"; do
