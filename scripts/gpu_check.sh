@@ -5,7 +5,10 @@
 # downloads them on a Debian 12 machine) and are unpacked here.
 #
 # Builds shardtune against the CUDA libtorch found there, runs the GPU tests
-# at world size 1, and prints a table last. The full log goes to $OUT/log
+# at world size 1 (collectives, model parity, a training step against the
+# CPU's, every ZeRO stage and offload), times GPT-2 124M against the same
+# model in plain PyTorch, fine-tunes a 5.5B model with ZeRO 3 + offload
+# (scripts/gpu_check_train.sh), and prints tables last. The full log goes to $OUT/log
 # (or build-gpu/gpu_check.log).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -57,7 +60,12 @@ step hf_parity_cuda_bf16 python3 tests/model/hf_parity.py --tool $build/tests/mo
   --work /tmp/parity16 --device cuda --dtype bfloat16
 grep -A30 "^HF parity" "$log" | grep -v "Loading\|Writing" > "$out/parity_tables.txt" || true
 
+# The trainer on the GPU: a step against the CPU, ZeRO stages, benchmarks.
+source scripts/gpu_check_train.sh
+
 echo
 echo "== GPU check ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)), $(( $(date +%s) - start )) s"
 printf '%-24s %-6s %s\n' step result time
 for s in "${status[@]}"; do IFS='|' read -r a b c <<<"$s"; printf '%-24s %-6s %s\n' "$a" "$b" "$c"; done
+echo
+cat "$out/train_table.txt"

@@ -6,11 +6,12 @@
 
 namespace shardtune {
 
-FlatAdamW::FlatAdamW(torch::Tensor master, torch::Tensor decay, const AdamWOptions& options)
-    : master_(std::move(master)), decay_(std::move(decay)), o_(options) {
+FlatAdamW::FlatAdamW(torch::Tensor master, Ranges decay_ranges, const AdamWOptions& options)
+    : master_(std::move(master)), decay_(std::move(decay_ranges)), o_(options) {
   ST_CHECK(master_.dim() == 1 && master_.scalar_type() == torch::kFloat32, "FlatAdamW needs a 1-D float32 master");
-  ST_CHECK(decay_.numel() == master_.numel(), "decay mask and master differ in length");
-  decay_ = decay_.to(master_.options());
+  for (const auto& [b, e] : decay_) {
+    ST_CHECK(0 <= b && b <= e && e <= master_.numel(), "decay range [", b, ", ", e, ") outside the master");
+  }
   m_ = torch::zeros_like(master_);
   v_ = torch::zeros_like(master_);
 }
@@ -22,7 +23,9 @@ void FlatAdamW::step(const torch::Tensor& grad, double lr, double grad_scale) {
   torch::Tensor g = grad.to(torch::kFloat32);
   if (grad_scale != 1.0) g = g * grad_scale;
   // Decoupled weight decay first, as torch.optim.AdamW: p *= 1 - lr * wd.
-  if (o_.weight_decay != 0.0) master_.mul_(1.0 - lr * o_.weight_decay * decay_);
+  if (o_.weight_decay != 0.0) {
+    for (const auto& [b, e] : decay_) master_.narrow(0, b, e - b).mul_(1.0 - lr * o_.weight_decay);
+  }
   m_.mul_(o_.beta1).add_(g, 1.0 - o_.beta1);
   v_.mul_(o_.beta2).addcmul_(g, g, 1.0 - o_.beta2);
   const double bc1 = 1.0 - std::pow(o_.beta1, static_cast<double>(steps_));

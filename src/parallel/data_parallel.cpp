@@ -108,10 +108,18 @@ DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const D
 
   // The optimizer state: everything (stage 0) or this rank's shard (stage 1).
   shard_ = options.zero_stage == 0 ? ShardRange{0, padded_} : shard_range(padded_, world, comm.rank());
-  torch::Tensor decay = torch::zeros({padded_}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  // Weight decay: the parts of the decayed parameters inside the shard.
+  FlatAdamW::Ranges decay;
   for (size_t i = 0; i < params_.size(); ++i) {
-    const bool d = options.decay_all || !no_decay_by_default(names_[i], params_[i]);
-    if (d) decay.narrow(0, offsets_[i], params_[i].numel()).fill_(1.0);
+    if (!options.decay_all && no_decay_by_default(names_[i], params_[i])) continue;
+    const int64_t b = std::max(offsets_[i], shard_.offset);
+    const int64_t e = std::min(offsets_[i] + params_[i].numel(), shard_.offset + shard_.length);
+    if (b >= e) continue;
+    if (!decay.empty() && decay.back().second == b - shard_.offset) {
+      decay.back().second = e - shard_.offset;  // adjacent: one range
+    } else {
+      decay.emplace_back(b - shard_.offset, e - shard_.offset);
+    }
   }
   if (options.zero_stage >= 2) grad_shard_ = torch::zeros({shard_.length}, opts);
   // The optimizer state on the parameters' device, or offloaded to host memory.
@@ -123,8 +131,7 @@ DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const D
   }
   torch::Tensor master = torch::empty({shard_.length}, state_options);
   master.copy_(flat_param_.narrow(0, shard_.offset, shard_.length));
-  adamw_ = std::make_unique<FlatAdamW>(master, decay.narrow(0, shard_.offset, shard_.length).to(state_options),
-                                       options.adamw);
+  adamw_ = std::make_unique<FlatAdamW>(master, std::move(decay), options.adamw);
   pending_.assign(buckets_.size(), 0);
   ready_.assign(buckets_.size(), false);
   staging_.resize(buckets_.size());

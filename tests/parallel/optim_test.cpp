@@ -73,10 +73,9 @@ TEST(Clip, CoefficientAsTorchComputesIt) {
 
 TEST(FlatAdamW, FirstStepsMatchTheFormula) {
   torch::Tensor master = torch::tensor({1.0f, -2.0f});
-  torch::Tensor decay = torch::tensor({1.0f, 0.0f});
   AdamWOptions o;
   o.weight_decay = 0.1;
-  FlatAdamW opt(master, decay, o);
+  FlatAdamW opt(master, {{0, 1}}, o);  // decay on the first element only
   opt.step(torch::tensor({0.5f, -0.25f}), 0.01);
   // Step 1: m_hat = g, v_hat = g^2, so the update is lr * sign(g) (eps aside),
   // after decay p *= 1 - lr * wd on the first element only.

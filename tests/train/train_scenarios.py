@@ -168,18 +168,19 @@ def resume_kill(env, _):
 
 
 def reshard(env, _):
-    """Saved on 2 ranks (ZeRO 1) at step 10, resumed on 1 (ZeRO 0) and on 4 (ZeRO 3)."""
+    """Saved on 2 ranks (ZeRO 1) at step 10, resumed on 1 (ZeRO 0) and on 4 (ZeRO 3 + offload)."""
     _, ref, _ = env.train(2, "reshard_ref", ["parallel.zero_stage=1"])
     _, saved, cfg = env.train(2, "reshard_saved", ["parallel.zero_stage=1", "checkpoint.every=10"],
                               env={"SHARDTUNE_FAULT": "kill@0:12"}, expect_rc=None)
     check(os.path.basename(latest(saved)) == "step_00000010", "checkpoint at step 10 on 2 ranks")
     want, want_params = losses(ref), params(latest(ref))
-    for np_, stage in ((1, 0), (4, 3)):
+    for np_, stage, offload in ((1, 0, "none"), (4, 3, "cpu")):
         out = os.path.join(env.work, f"reshard_np{np_}")
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(os.path.join(saved, "checkpoints", "step_00000010"),
                         os.path.join(out, "checkpoints", "step_00000010"))
-        p = env.run(np_, "train", cfg, f"train.output_dir={out}", f"parallel.zero_stage={stage}")
+        p = env.run(np_, "train", cfg, f"train.output_dir={out}", f"parallel.zero_stage={stage}",
+                    f"optim.offload={offload}")
         check("saved by 2 rank(s)" in p.stderr, f"{np_} rank(s), ZeRO {stage}: resumed from the 2-rank checkpoint")
         got = losses(out)
         worst = max(abs(got[s] - want[s]) / abs(want[s]) for s in range(11, 21))

@@ -4,6 +4,9 @@
 
 #include <torch/types.h>
 
+#include <utility>
+#include <vector>
+
 namespace shardtune {
 
 struct AdamWOptions {
@@ -15,9 +18,13 @@ struct AdamWOptions {
 
 class FlatAdamW {
  public:
-  // master: 1-D float32, updated in place. decay: same length, 1 where weight
-  // decay applies and 0 where it does not.
-  FlatAdamW(torch::Tensor master, torch::Tensor decay, const AdamWOptions& options);
+  // [begin, end) ranges of master where weight decay applies.
+  using Ranges = std::vector<std::pair<int64_t, int64_t>>;
+
+  // master: 1-D float32, updated in place. Weight decay applies inside
+  // decay_ranges only (ranges, not a mask: a mask would cost bytes per
+  // parameter, on the host with offload).
+  FlatAdamW(torch::Tensor master, Ranges decay_ranges, const AdamWOptions& options);
 
   // One step with gradient grad (same length as master, any float dtype)
   // multiplied by grad_scale (the clipping coefficient).
@@ -34,7 +41,8 @@ class FlatAdamW {
   const torch::Tensor& exp_avg_sq() const { return v_; }
 
  private:
-  torch::Tensor master_, decay_, m_, v_;
+  torch::Tensor master_, m_, v_;
+  Ranges decay_;
   AdamWOptions o_;
   int64_t steps_ = 0;
 };
