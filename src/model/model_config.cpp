@@ -151,7 +151,8 @@ void validate(const ModelConfig& c, const std::string& where) {
 }
 
 ModelConfig load_model_config(const std::string& dir) {
-  const std::string path = dir + "/config.json";
+  const bool is_file = dir.size() >= 5 && dir.compare(dir.size() - 5, 5, ".json") == 0;
+  const std::string path = is_file ? dir : dir + "/config.json";
   std::ifstream in(path);
   if (!in) throw InputError(str_cat(path, ": cannot open (is ", dir, " a Hugging Face model folder?)"));
   nlohmann::json j;

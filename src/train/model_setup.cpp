@@ -120,11 +120,15 @@ std::shared_ptr<CausalLM> build_model(const Config& config, const ShardAttrs& da
                                "; resume with the config it was saved with"));
     }
   } else {
+    if (!m.init.empty() && !m.config.empty()) {
+      throw InputError("model.init and model.config are both set: init loads weights, config a random init; give one");
+    }
     if (!m.init.empty()) {
       model = make_causal_lm(load_model_config(m.init));
       load_hf_weights(*model, m.init);
     } else {
-      model = make_causal_lm(random_model_config(m, data.vocab_size, data.bos_id, data.eos_id));
+      model = make_causal_lm(m.config.empty() ? random_model_config(m, data.vocab_size, data.bos_id, data.eos_id)
+                                              : load_model_config(m.config));
       model->init_weights(static_cast<uint64_t>(config.train.seed));
     }
     if (m.lora.rank > 0) {

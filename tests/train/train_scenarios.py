@@ -301,6 +301,10 @@ def export_roundtrip(env, _):
     _, pre, cfg = env.train(2, "export_pre", ["train.steps=6"])
     base = os.path.join(env.work, "export_base")
     env.run(0, "export", "--checkpoint", latest(pre), "--output", base, "--overwrite")
+    _, fresh, _ = env.train(1, "export_config", ["train.steps=2", f"model.config={base}/config.json",
+                                                  "model.hidden_size=32"])
+    got = load_file(os.path.join(latest(fresh), "model.safetensors"))
+    check(got["transformer.wte.weight"].shape == (260, 64), "model.config: random init of the exported architecture")
     lora = ["train.steps=6", f"model.init={base}", "model.lora.rank=4", "model.lora.targets=[c_attn, c_fc]",
             "parallel.zero_stage=2", "optim.lr=0.01"]
     _, ft, cfg = env.train(2, "export_lora", lora)

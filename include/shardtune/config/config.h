@@ -102,6 +102,7 @@ struct LoraConfig {
 // model: where the weights come from and how they are held.
 struct ModelSection {
   std::string init;
+  std::string config;
   std::string arch = "gpt2";
   int64_t vocab_size = 0;
   int64_t hidden_size = 256;
@@ -120,6 +121,9 @@ struct ModelSection {
     v.field("init", init, AnyValue{},
             "Hugging Face model folder (config.json + safetensors) to start from; empty = random init "
             "from the fields below");
+    v.field("config", config, AnyValue{},
+            "random init with the architecture of this HF config.json (or a folder holding one); empty = the "
+            "fields below");
     v.field("arch", arch, OneOf{{"gpt2", "llama"}}, "random init: architecture");
     v.field("vocab_size", vocab_size, NonNegative{}, "random init: 0 = the training data's vocabulary");
     v.field("hidden_size", hidden_size, Positive{}, "random init: width");

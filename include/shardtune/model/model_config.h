@@ -48,7 +48,7 @@ struct ModelConfig {
 // Parses an HF config.json object; `where` names it in errors (InputError).
 ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& where);
 
-// Reads dir/config.json.
+// Reads dir/config.json (or dir itself when it names a .json file).
 ModelConfig load_model_config(const std::string& dir);
 
 // The config.json that describes config (the source's other keys kept).
