@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "model_setup.h"
+#include "train_common.h"
 #include "shardtune/ckpt/checkpoint.h"
 #include "shardtune/comm/communicator.h"
 #include "shardtune/core/error.h"
@@ -111,103 +112,6 @@ struct Faults {
   }
 };
 
-// ---------------------------------------------------------------- pieces
-
-std::string checkpoint_dir(const Config& c) {
-  return c.checkpoint.dir.empty() ? c.train.output_dir + "/checkpoints" : c.checkpoint.dir;
-}
-
-std::string metrics_path(const Config& c) {
-  return c.log.metrics_file.empty() ? c.train.output_dir + "/metrics.jsonl" : c.log.metrics_file;
-}
-
-DatasetOptions dataset_options(const DataSection& d) {
-  DatasetOptions o;
-  o.seq_len = d.seq_len;
-  o.mode = parse_pack_mode(d.mode);
-  return o;
-}
-
-// The sum of the token losses of a batch (targets -100 ignored).
-torch::Tensor loss_sum(CausalLM& model, const TorchBatch& b) {
-  torch::Tensor logits = model.forward(b.input_ids);
-  const int64_t vocab = logits.size(-1);
-  return torch::nn::functional::cross_entropy(
-      logits.reshape({-1, vocab}).to(torch::kFloat32), b.labels.reshape({-1}),
-      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
-}
-
-// The validation loss: the samples are dealt out in rounds of world x
-// micro_batch; every rank runs the same number of forwards (a rank with no
-// sample left runs one whose targets are all ignored), which ZeRO-3's
-// gathers need.
-EvalResult evaluate(CausalLM& model, DataParallel* dp, TokenDataset& data, Communicator& comm, int64_t micro_batch,
-                    int64_t max_samples, torch::Device device) {
-  const int64_t n = max_samples > 0 ? std::min(max_samples, data.num_samples()) : data.num_samples();
-  const int world = comm.size();
-  const int64_t per_round = micro_batch * world;
-  const int64_t rounds = (n + per_round - 1) / per_round;
-  const int64_t seq = data.options().seq_len;
-  torch::NoGradGuard no_grad;
-  const bool was_training = model.is_training();
-  model.eval();
-  if (dp != nullptr) dp->begin_eval();
-  double local_loss = 0.0;
-  int64_t local_tokens = 0;
-  for (int64_t round = 0; round < rounds; ++round) {
-    Batch b;
-    b.seq_len = seq;
-    for (int64_t j = 0; j < micro_batch; ++j) {
-      const int64_t i = round * per_round + comm.rank() * micro_batch + j;
-      if (i >= n) break;
-      data.read_sample(i, b.inputs, b.targets);
-      ++b.rows;
-    }
-    if (b.rows == 0) {  // nothing left for this rank: a forward that counts for nothing
-      data.read_sample(0, b.inputs, b.targets);
-      std::fill(b.targets.begin(), b.targets.end(), kIgnoreIndex);
-      b.rows = 1;
-    }
-    local_tokens += b.target_tokens();
-    local_loss += loss_sum(model, to_torch(b, device)).item<double>();
-  }
-  if (dp != nullptr) dp->end_eval();
-  if (was_training) model.train();
-  torch::Tensor tokens = torch::tensor({local_tokens}, torch::kInt64);
-  torch::Tensor loss = torch::tensor({static_cast<float>(local_loss)}, torch::kFloat32);
-  if (device.is_cuda()) {
-    tokens = tokens.to(device);
-    loss = loss.to(device);
-  }
-  comm.all_reduce(tokens, ReduceOp::kSum)->wait();
-  comm.all_reduce(loss, ReduceOp::kSum)->wait();
-  EvalResult r;
-  r.tokens = tokens.cpu().item<int64_t>();
-  r.samples = n;
-  r.loss = r.tokens > 0 ? static_cast<double>(loss.cpu().item<float>()) / static_cast<double>(r.tokens) : 0.0;
-  r.perplexity = std::exp(r.loss);
-  return r;
-}
-
-std::string eval_record(int64_t step, const EvalResult& r) {
-  nlohmann::json j = {{"type", "eval"},        {"step", step},         {"val_loss", r.loss},
-                      {"val_ppl", r.perplexity}, {"val_tokens", r.tokens}, {"val_samples", r.samples}};
-  return j.dump();
-}
-
-std::unique_ptr<Communicator> make_trainer_communicator(const Config& config, const DistInfo& dist,
-                                                        torch::Device device) {
-  CommConfig c = config.comm;
-  if (c.backend == "auto") c.backend = device.is_cuda() ? "nccl" : "mpi";
-  if (c.backend == "nccl" && !device.is_cuda()) {
-    throw InputError("comm.backend: nccl needs model.device cuda (the model is on the CPU)");
-  }
-  if (c.backend == "mpi" && device.is_cuda()) {
-    throw InputError("comm.backend: mpi carries CPU tensors; the model is on a GPU (use nccl or auto)");
-  }
-  return make_communicator(c, dist);
-}
-
 // ---------------------------------------------------------------- trainer
 
 class Trainer {
@@ -259,6 +163,14 @@ class Trainer {
 
 void Trainer::setup() {
   const DataSection& d = config_.data;
+  schedule_.kind = config_.optim.schedule;
+  schedule_.lr = config_.optim.lr;
+  schedule_.warmup_steps = config_.optim.warmup_steps;
+  schedule_.total_steps = config_.train.steps;
+  schedule_.min_lr_ratio = config_.optim.min_lr_ratio;
+  schedule_.decay_fraction = config_.optim.decay_fraction;
+  (void)lr_at(schedule_, 0);  // validates the schedule before any work
+
   device_ = pick_device(config_.model, dist_.info());
   if (device_.is_cuda()) torch::cuda::synchronize(device_.index());  // binds the rank's device
   comm_ = make_trainer_communicator(config_, dist_.info(), device_);
@@ -337,14 +249,6 @@ void Trainer::setup() {
   }
   loader_ = std::make_unique<DataLoader>(train_data_, sampler, rank_, world_, static_cast<int>(d.prefetch));
 
-  schedule_.kind = config_.optim.schedule;
-  schedule_.lr = config_.optim.lr;
-  schedule_.warmup_steps = config_.optim.warmup_steps;
-  schedule_.total_steps = config_.train.steps;
-  schedule_.min_lr_ratio = config_.optim.min_lr_ratio;
-  schedule_.decay_fraction = config_.optim.decay_fraction;
-  (void)lr_at(schedule_, 0);  // validates the schedule before any work
-
   flops_per_token_ = training_flops_per_token(model_->config(), d.seq_len);
   peak_flops_ = config_.log.peak_tflops * 1e12;
   if (peak_flops_ == 0.0 && device_.is_cuda()) {
@@ -412,7 +316,8 @@ void Trainer::train_step() {
   t_optim_ = seconds_since(t_opt);
 
   // The step's loss, and whether any rank was asked to stop.
-  torch::Tensor sums = torch::tensor({static_cast<float>(local_loss.item<double>()), g_stop_signal.load() != 0 ? 1.0f : 0.0f});
+  const float stop_requested = g_stop_signal.load() != 0 ? 1.0f : 0.0f;
+  torch::Tensor sums = torch::tensor({static_cast<float>(local_loss.item<double>()), stop_requested});
   if (device_.is_cuda()) sums = sums.to(device_);
   comm_->all_reduce(sums, ReduceOp::kSum)->wait();
   sums = sums.cpu();
@@ -557,51 +462,5 @@ TrainSummary Trainer::run() {
 }  // namespace
 
 TrainSummary train(const Config& config, DistContext& dist) { return Trainer(config, dist).run(); }
-
-EvalResult evaluate_checkpoint(const Config& config, DistContext& dist, const std::string& checkpoint) {
-  const TrainerState state = validate_checkpoint(checkpoint);
-  const torch::Device device = pick_device(config.model, dist.info());
-  auto comm = make_trainer_communicator(config, dist.info(), device);
-  if (config.data.val.empty()) throw InputError("data.val: no validation shards to evaluate on");
-  TokenDataset val(expand_data_paths(config.data.val, "data.val"), dataset_options(config.data));
-  auto model = load_checkpoint_model(checkpoint, parse_dtype(config.model.dtype), device);
-  if (val.attrs().vocab_size > model->config().vocab_size) {
-    throw InputError(str_cat("data.val has ", val.attrs().vocab_size, " token ids, the model of ", checkpoint,
-                             " only ", model->config().vocab_size));
-  }
-  const int64_t mb = config.eval.micro_batch > 0 ? config.eval.micro_batch : config.data.micro_batch;
-  const EvalResult r = evaluate(*model, nullptr, val, *comm, mb, config.eval.max_samples, device);
-  if (dist.rank() == 0) {
-    MetricsFile metrics(metrics_path(config), /*append=*/true);
-    metrics.write(eval_record(state.step, r));
-  }
-  return r;
-}
-
-void export_checkpoint(const std::string& checkpoint, const std::string& output, bool adapter,
-                       const std::string& dtype, bool overwrite) {
-  const TrainerState state = validate_checkpoint(checkpoint);
-  if (adapter) {
-    // The checkpoint holds the adapter in PEFT's layout already.
-    if (!state.lora) throw InputError(str_cat("checkpoint ", checkpoint, " has no LoRA adapter to export"));
-    if (fs::exists(output) && !overwrite) throw InputError(str_cat(output, ": exists already (--overwrite)"));
-    const std::string tmp = output + ".tmp";
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
-    for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) {
-      fs::copy_file(fs::path(checkpoint) / name, fs::path(tmp) / name);
-    }
-    fs::remove_all(output);
-    fs::rename(tmp, output);
-    return;
-  }
-  auto model = load_checkpoint_model(checkpoint);
-  if (model->has_lora()) model->merge_lora();
-  const std::string want = dtype.empty() ? load_model_config(checkpoint).source.value("torch_dtype", "float32") : dtype;
-  model->to(parse_dtype(want));
-  HfExportOptions o;
-  o.overwrite = overwrite;
-  save_hf_model(*model, output, o);
-}
 
 }  // namespace shardtune

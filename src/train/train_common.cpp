@@ -1,0 +1,101 @@
+// Pieces the trainer, the evaluation and the export share.
+#include "train_common.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "shardtune/core/error.h"
+#include "shardtune/data/torch_batch.h"
+
+namespace shardtune {
+std::string checkpoint_dir(const Config& c) {
+  return c.checkpoint.dir.empty() ? c.train.output_dir + "/checkpoints" : c.checkpoint.dir;
+}
+
+std::string metrics_path(const Config& c) {
+  return c.log.metrics_file.empty() ? c.train.output_dir + "/metrics.jsonl" : c.log.metrics_file;
+}
+
+DatasetOptions dataset_options(const DataSection& d) {
+  DatasetOptions o;
+  o.seq_len = d.seq_len;
+  o.mode = parse_pack_mode(d.mode);
+  return o;
+}
+
+torch::Tensor loss_sum(CausalLM& model, const TorchBatch& b) {
+  torch::Tensor logits = model.forward(b.input_ids);
+  const int64_t vocab = logits.size(-1);
+  return torch::nn::functional::cross_entropy(
+      logits.reshape({-1, vocab}).to(torch::kFloat32), b.labels.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
+}
+
+EvalResult evaluate(CausalLM& model, DataParallel* dp, TokenDataset& data, Communicator& comm, int64_t micro_batch,
+                    int64_t max_samples, torch::Device device) {
+  const int64_t n = max_samples > 0 ? std::min(max_samples, data.num_samples()) : data.num_samples();
+  const int world = comm.size();
+  const int64_t per_round = micro_batch * world;
+  const int64_t rounds = (n + per_round - 1) / per_round;
+  const int64_t seq = data.options().seq_len;
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  if (dp != nullptr) dp->begin_eval();
+  double local_loss = 0.0;
+  int64_t local_tokens = 0;
+  for (int64_t round = 0; round < rounds; ++round) {
+    Batch b;
+    b.seq_len = seq;
+    for (int64_t j = 0; j < micro_batch; ++j) {
+      const int64_t i = round * per_round + comm.rank() * micro_batch + j;
+      if (i >= n) break;
+      data.read_sample(i, b.inputs, b.targets);
+      ++b.rows;
+    }
+    if (b.rows == 0) {  // nothing left for this rank: a forward that counts for nothing
+      data.read_sample(0, b.inputs, b.targets);
+      std::fill(b.targets.begin(), b.targets.end(), kIgnoreIndex);
+      b.rows = 1;
+    }
+    local_tokens += b.target_tokens();
+    local_loss += loss_sum(model, to_torch(b, device)).item<double>();
+  }
+  if (dp != nullptr) dp->end_eval();
+  if (was_training) model.train();
+  torch::Tensor tokens = torch::tensor({local_tokens}, torch::kInt64);
+  torch::Tensor loss = torch::tensor({static_cast<float>(local_loss)}, torch::kFloat32);
+  if (device.is_cuda()) {
+    tokens = tokens.to(device);
+    loss = loss.to(device);
+  }
+  comm.all_reduce(tokens, ReduceOp::kSum)->wait();
+  comm.all_reduce(loss, ReduceOp::kSum)->wait();
+  EvalResult r;
+  r.tokens = tokens.cpu().item<int64_t>();
+  r.samples = n;
+  r.loss = r.tokens > 0 ? static_cast<double>(loss.cpu().item<float>()) / static_cast<double>(r.tokens) : 0.0;
+  r.perplexity = std::exp(r.loss);
+  return r;
+}
+
+std::string eval_record(int64_t step, const EvalResult& r) {
+  nlohmann::json j = {{"type", "eval"},        {"step", step},         {"val_loss", r.loss},
+                      {"val_ppl", r.perplexity}, {"val_tokens", r.tokens}, {"val_samples", r.samples}};
+  return j.dump();
+}
+
+std::unique_ptr<Communicator> make_trainer_communicator(const Config& config, const DistInfo& dist,
+                                                        torch::Device device) {
+  CommConfig c = config.comm;
+  if (c.backend == "auto") c.backend = device.is_cuda() ? "nccl" : "mpi";
+  if (c.backend == "nccl" && !device.is_cuda()) {
+    throw InputError("comm.backend: nccl needs model.device cuda (the model is on the CPU)");
+  }
+  if (c.backend == "mpi" && device.is_cuda()) {
+    throw InputError("comm.backend: mpi carries CPU tensors; the model is on a GPU (use nccl or auto)");
+  }
+  return make_communicator(c, dist);
+}
+
+}  // namespace shardtune
