@@ -345,11 +345,11 @@ int cmd_train(DistContext& dist, const std::vector<std::string>& args) {
   if (dist.rank() == 0) {
     std::printf("train: steps %lld -> %lld in %.1f s%s\n", static_cast<long long>(s.first_step),
                 static_cast<long long>(s.last_step), s.seconds, s.preempted ? " (stopped by a signal, saved)" : "");
-    if (!std::isnan(s.val_loss_first)) {
+    if (!std::isnan(s.val_loss_first) && s.val_step_last > s.first_step) {
       std::printf("validation loss: %.4f at step %lld -> %.4f at step %lld\n", s.val_loss_first,
-                  static_cast<long long>(s.first_step), s.val_loss_last, static_cast<long long>(s.last_step));
+                  static_cast<long long>(s.first_step), s.val_loss_last, static_cast<long long>(s.val_step_last));
     } else if (!std::isnan(s.val_loss_last)) {
-      std::printf("validation loss: %.4f at step %lld\n", s.val_loss_last, static_cast<long long>(s.last_step));
+      std::printf("validation loss: %.4f at step %lld\n", s.val_loss_last, static_cast<long long>(s.val_step_last));
     }
     if (!s.checkpoint.empty()) std::printf("checkpoint: %s\n", s.checkpoint.c_str());
     std::printf("metrics: %s\n", s.metrics_file.c_str());

@@ -383,6 +383,7 @@ void Trainer::maybe_evaluate(bool final) {
   }
   if (step_ == summary_.first_step && std::isnan(summary_.val_loss_first)) summary_.val_loss_first = r.loss;
   summary_.val_loss_last = r.loss;
+  summary_.val_step_last = step_;
 }
 
 void Trainer::save_checkpoint() {

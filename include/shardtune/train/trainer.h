@@ -32,7 +32,8 @@ struct TrainSummary {
   int64_t last_step = 0;   // optimizer steps done when it ended
   bool preempted = false;  // ended by a signal, after saving
   double val_loss_first = std::numeric_limits<double>::quiet_NaN();  // eval.at_start's, if any
-  double val_loss_last = std::numeric_limits<double>::quiet_NaN();   // the final evaluation's
+  double val_loss_last = std::numeric_limits<double>::quiet_NaN();   // the last evaluation's
+  int64_t val_step_last = -1;                                         // and its step
   std::string checkpoint;  // the last checkpoint written ("" if none)
   std::string metrics_file;
   double seconds = 0.0;
