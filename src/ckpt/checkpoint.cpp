@@ -288,8 +288,12 @@ TrainerState validate_checkpoint(const std::string& path) {
 
 // ---------------------------------------------------------------- writing
 
+std::string checkpoint_tmp_path(const std::string& dir, int64_t step) {
+  return dir + "/" + checkpoint_name(step) + ".tmp";
+}
+
 std::string begin_checkpoint(const std::string& dir, int64_t step) {
-  const std::string tmp = dir + "/" + checkpoint_name(step) + ".tmp";
+  const std::string tmp = checkpoint_tmp_path(dir, step);
   fs::remove_all(tmp);  // a crash's leftovers
   fs::create_directories(tmp + "/optim");
   return tmp;

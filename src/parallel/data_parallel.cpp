@@ -288,6 +288,11 @@ void DataParallel::step(double lr, double max_grad_norm) {
   const double coef = clip_coefficient(grad_norm_, max_grad_norm);
   torch::Tensor grad = grad_shard_.defined() ? grad_shard_ : flat_grad_.narrow(0, shard_.offset, shard_.length);
   adamw_->step(grad.to(adamw_->master().device()), lr, coef);
+  publish_master();
+}
+
+void DataParallel::publish_master() {
+  torch::NoGradGuard no_grad;
   if (param_shard_.defined()) {  // stage 3: the shard is all there is
     param_shard_.copy_(adamw_->master());
     return;
@@ -471,13 +476,7 @@ void DataParallel::load_state(const std::function<FlatState(int64_t offset, int6
     v.narrow(0, 0, n).copy_(s.exp_avg_sq);
   }
   adamw_->load_state(master, m, v, steps);
-  if (param_shard_.defined()) {  // stage 3
-    param_shard_.copy_(adamw_->master());
-    return;
-  }
-  torch::Tensor own = flat_param_.narrow(0, shard_.offset, shard_.length);
-  own.copy_(adamw_->master());
-  if (options_.zero_stage >= 1 && comm_.size() > 1) comm_.all_gather(own, flat_param_)->wait();
+  publish_master();
 }
 
 int64_t peak_device_memory_bytes(const torch::Device& device) {

@@ -98,8 +98,7 @@ std::vector<std::string> lora_targets(const LoraConfig& lora, const ModelConfig&
 
 std::shared_ptr<CausalLM> load_checkpoint_model(const std::string& checkpoint, torch::Dtype dtype,
                                                 torch::Device device) {
-  auto model = make_causal_lm(load_model_config(checkpoint));
-  load_hf_weights(*model, checkpoint);
+  auto model = load_hf_model(checkpoint);  // float32 on the CPU, where the adapter is added
   if (std::filesystem::exists(checkpoint + "/adapter_config.json")) load_peft_adapter(*model, checkpoint);
   model->to(device, dtype);
   return model;

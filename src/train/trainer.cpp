@@ -125,7 +125,7 @@ class Trainer {
   void setup();
   void train_step();
   void log_step(double step_seconds);
-  void maybe_evaluate(bool final);
+  void maybe_evaluate(bool force);
   void save_checkpoint();
 
   const Config config_;
@@ -137,6 +137,7 @@ class Trainer {
   std::shared_ptr<TokenDataset> train_data_, val_data_;
   std::shared_ptr<CausalLM> model_;
   std::unique_ptr<DataParallel> dp_;
+  std::string layout_;  // layout_signature of the trainable parameters
   std::unique_ptr<DataLoader> loader_;
   std::unique_ptr<MetricsFile> metrics_;
   std::unique_ptr<ProgressBar> progress_;
@@ -171,8 +172,7 @@ void Trainer::setup() {
   schedule_.decay_fraction = config_.optim.decay_fraction;
   (void)lr_at(schedule_, 0);  // validates the schedule before any work
 
-  device_ = pick_device(config_.model, dist_.info());
-  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());  // binds the rank's device
+  device_ = pick_device(config_.model, dist_.info());  // the NCCL communicator binds it
   comm_ = make_trainer_communicator(config_, dist_.info(), device_);
 
   if (d.train.empty()) throw InputError("data.train: no training shards given");
@@ -219,14 +219,14 @@ void Trainer::setup() {
   o.adamw.weight_decay = config_.optim.weight_decay;
   o.decay_all = config_.optim.decay_all;
   dp_ = std::make_unique<DataParallel>(*model_, *comm_, o);
-  const std::string layout = layout_signature(dp_->param_names(), dp_->param_numels());
+  layout_ = layout_signature(dp_->param_names(), dp_->param_numels());
 
   Sampler sampler(train_data_->num_samples(), d.global_batch, static_cast<uint64_t>(d.seed), d.shuffle);
   if (!resume_from.empty()) {
-    if (state.layout != layout || state.num_params != dp_->num_params()) {
+    if (state.layout != layout_ || state.num_params != dp_->num_params()) {
       throw InputError(str_cat("checkpoint ", resume_from, " holds optimizer state for other trainable parameters (",
                                state.num_params, " elements, layout ", state.layout, "; this model: ",
-                               dp_->num_params(), ", ", layout, "): the model or LoRA config changed"));
+                               dp_->num_params(), ", ", layout_, "): the model or LoRA config changed"));
     }
     if (state.global_batch != d.global_batch) {
       log::warn("checkpoint ", resume_from, " was saved with data.global_batch ", state.global_batch, ", now ",
@@ -368,9 +368,9 @@ void Trainer::log_step(double step_seconds) {
   interval_tokens_ = 0;
 }
 
-void Trainer::maybe_evaluate(bool final) {
+void Trainer::maybe_evaluate(bool force) {
   if (!val_data_) return;
-  if (!final && (config_.eval.every == 0 || step_ % config_.eval.every != 0 || step_ == config_.train.steps)) return;
+  if (!force && (config_.eval.every == 0 || step_ % config_.eval.every != 0 || step_ == config_.train.steps)) return;
   const int64_t mb = config_.eval.micro_batch > 0 ? config_.eval.micro_batch : config_.data.micro_batch;
   const EvalResult r = evaluate(*model_, dp_.get(), *val_data_, *comm_, mb, config_.eval.max_samples, device_);
   if (rank_ == 0) {
@@ -389,14 +389,12 @@ void Trainer::maybe_evaluate(bool final) {
 void Trainer::save_checkpoint() {
   if (saved_step_ == step_) return;
   const std::string dir = checkpoint_dir(config_);
-  std::string tmp = dir + "/" + checkpoint_name(step_) + ".tmp";
-  if (rank_ == 0) tmp = begin_checkpoint(dir, step_);
+  const std::string tmp = rank_ == 0 ? begin_checkpoint(dir, step_) : checkpoint_tmp_path(dir, step_);
   comm_->barrier()->wait();
 
   const auto piece = dp_->state_to_save();
-  const std::string layout = layout_signature(dp_->param_names(), dp_->param_numels());
   write_optim_piece(tmp, rank_, world_, piece.offset, piece.master, piece.exp_avg, piece.exp_avg_sq,
-                    dp_->num_params(), layout);
+                    dp_->num_params(), layout_);
 
   dp_->gather_parameters();  // ZeRO-3: rank 0 needs every weight
   if (rank_ == 0) {
@@ -418,7 +416,7 @@ void Trainer::save_checkpoint() {
     s.global_batch = config_.data.global_batch;
     s.seed = config_.train.seed;
     s.num_params = dp_->num_params();
-    s.layout = layout;
+    s.layout = layout_;
     s.lora = model_->has_lora();
     s.config_yaml = to_yaml(config_);
     write_trainer_state(tmp, s);
@@ -440,10 +438,10 @@ TrainSummary Trainer::run() {
   setup();
   summary_.first_step = step_;
   summary_.metrics_file = metrics_path(config_);
-  if (config_.eval.at_start) maybe_evaluate(/*final=*/true);
+  if (config_.eval.at_start) maybe_evaluate(/*force=*/true);
   while (step_ < config_.train.steps && !stop_) {
     train_step();
-    maybe_evaluate(/*final=*/false);
+    maybe_evaluate(/*force=*/false);
     const bool periodic = config_.checkpoint.every > 0 && step_ % config_.checkpoint.every == 0;
     if (periodic || stop_) save_checkpoint();
   }
@@ -451,7 +449,7 @@ TrainSummary Trainer::run() {
     summary_.preempted = true;
     log::info("stopped by signal at step ", step_, " after saving");
   } else {
-    maybe_evaluate(/*final=*/true);
+    maybe_evaluate(/*force=*/true);
     if (config_.checkpoint.at_end) save_checkpoint();
   }
   if (progress_) progress_->finish();

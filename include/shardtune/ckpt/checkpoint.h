@@ -96,8 +96,11 @@ class OptimStateReader {
 //   rank 0 writes the model files and write_trainer_state, barrier,
 //   rank 0 finish_checkpoint.
 
-// Rank 0: makes <dir>/<checkpoint_name(step)>.tmp/optim (removing a stale
-// one left by a crash) and returns the .tmp path.
+// <dir>/<checkpoint_name(step)>.tmp: where the checkpoint of step is written.
+std::string checkpoint_tmp_path(const std::string& dir, int64_t step);
+
+// Rank 0: makes checkpoint_tmp_path(dir, step)/optim (removing a stale one
+// left by a crash) and returns the .tmp path.
 std::string begin_checkpoint(const std::string& dir, int64_t step);
 
 // Each rank: optim/rank_RRRRR.safetensors with its piece of the flat state.

@@ -151,6 +151,9 @@ class DataParallel {
   void on_grad_ready(size_t param);
   void launch_ready_buckets();  // with mu_ held
   void launch_bucket(size_t b);  // with mu_ held
+  // The parameters become the master weights: this rank's shard is copied
+  // in (cast to the parameters' dtype), then gathered (stages 1 and 2).
+  void publish_master();
 
   Communicator& comm_;
   DataParallelOptions options_;
