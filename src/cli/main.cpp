@@ -17,6 +17,7 @@
 #include "shardtune/data/prep.h"
 #include "shardtune/data/token_shard.h"
 #include "shardtune/model/generate.h"
+#include "shardtune/model/gguf_model.h"
 #include "shardtune/tokenize/chat.h"
 #include "shardtune/tokenize/tokenizer.h"
 #include "shardtune/model/hf_checkpoint.h"
@@ -34,12 +35,12 @@ commands:
       table of the ranks (rank, local rank, threads, host)
   config CONFIG [key=value ...]
       validate CONFIG with the overrides applied and print the resolved config
-  generate --model DIR (--prompt TEXT | --prompt-ids ID,ID,...) [options]
+  generate --model DIR|FILE.gguf (--prompt TEXT | --prompt-ids ID,ID,...) [options]
       continue a prompt with a Hugging Face model folder (gpt2, llama,
-      mistral, qwen2) and print the text (the new token ids with
+      mistral, qwen2) or a GGUF file (llama, mistral, qwen2) and print the text (the new token ids with
       --prompt-ids). Options: --tokenizer SPEC [the folder's tokenizer],
       --chat (the prompt is a user message; --chat-template chatml|llama3|plain
-      [chatml], --system TEXT), --max-new-tokens N [64], --temperature T
+      [the tokenizer's own template, else chatml], --system TEXT), --max-new-tokens N [64], --temperature T
       [0 = greedy], --top-k K [0 = off], --top-p P [1], --seed S, --device
       cpu|cuda[:i] [cpu], --dtype float32|bfloat16 [float32], --no-cache
   prep --tokenizer SPEC --input FILE [--input FILE ...] --output PREFIX [options]
@@ -47,7 +48,7 @@ commands:
       HDF5 shards PREFIX-train-NNNNN.h5 and PREFIX-val-NNNNN.h5. Options:
       --format chat|prompt_completion|text|auto [auto], --val-fraction F [0],
       --shard-tokens N [100000000], --threads N [cores], --chat-template
-      chatml|llama3|plain [chatml], --train-on assistant|all [assistant],
+      chatml|llama3|plain [the tokenizer's own, else chatml], --train-on assistant|all [assistant],
       --skip-bad (skip and count bad lines), --overwrite
   inspect FILE.h5 [--tokenizer SPEC] [--show N]
       validate a token shard and print its attributes, counts, dtype and mask
@@ -59,10 +60,17 @@ commands:
       checkpoint.resume=never. SIGTERM or SIGUSR1 saves and exits 0
   eval CONFIG --checkpoint DIR [key=value ...]
       validation loss and perplexity of a checkpoint on CONFIG's data.val
-  export --checkpoint DIR --output DIR [--adapter] [--dtype float32|bfloat16]
-         [--overwrite]
-      write a checkpoint as a Hugging Face folder (LoRA merged), or with
-      --adapter its LoRA adapter alone in PEFT's layout
+  export --checkpoint DIR --output DIR|FILE.gguf [--adapter] [--dtype float32|bfloat16]
+         [--gguf-type f32|f16|bf16|q8_0] [--overwrite]
+      write a checkpoint as a Hugging Face folder (LoRA merged, with the
+      tokenizer), with --adapter its LoRA adapter alone in PEFT's layout, or,
+      for an output ending in .gguf, a GGUF file (LoRA merged) [f32]
+  convert SRC DST [--gguf-type f32|f16|bf16|q8_0] [--overwrite]
+      GGUF file <-> Hugging Face folder, the direction by the names: a .gguf
+      SRC becomes the folder DST (config.json, float32 model.safetensors,
+      tokenizer.json, tokenizer_config.json, generation_config.json); a folder
+      SRC becomes the .gguf DST (llama, mistral, qwen2; 2-D weights as
+      --gguf-type [f32], with the tokenizer)
   version
       print the version and the build's features
 
@@ -214,7 +222,7 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
   const std::string prompt = f.get("--prompt", "");
   std::string tokenizer_spec = f.get("--tokenizer", "");
   const bool chat = f.has("--chat");
-  const std::string chat_template = f.get("--chat-template", "chatml");
+  const std::string chat_template = f.get("--chat-template", "");
   const std::string system = f.get("--system", "");
   const std::string device = f.get("--device", "cpu");
   const std::string dtype = f.get("--dtype", "float32");
@@ -262,12 +270,12 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
   }
   std::vector<int32_t> prompt_ids;
   if (chat) {
-    const ChatTemplate tmpl = parse_chat_template(chat_template);
+    const ChatFormat format = resolve_chat_format(*tok, chat_template);
     std::vector<ChatMessage> msgs;
     if (!system.empty()) msgs.push_back({"system", system});
     msgs.push_back({"user", prompt});
-    prompt_ids = render_generation_prompt(*tok, tmpl, msgs);
-    o.eos_token_id = end_of_turn_id(*tok, tmpl);
+    prompt_ids = render_generation_prompt(*tok, format.kind, with_default_system(format, msgs));
+    o.eos_token_id = end_of_turn_id(*tok, format.kind);
   } else {
     if (tok->bos_id() >= 0) prompt_ids.push_back(tok->bos_id());
     const auto body = tok->encode(prompt);
@@ -290,7 +298,7 @@ int cmd_prep(const DistContext& dist, const std::vector<std::string>& args) {
   o.val_fraction = f.number("--val-fraction", 0.0);
   o.shard_tokens = static_cast<int64_t>(f.number("--shard-tokens", 1e8));
   o.threads = static_cast<int>(f.number("--threads", 0));
-  o.chat_template = f.get("--chat-template", "chatml");
+  o.chat_template = f.get("--chat-template", "");
   const std::string train_on = f.get("--train-on", "assistant");
   if (train_on != "assistant" && train_on != "all") {
     throw InputError(str_cat("prep: --train-on must be assistant or all, got \"", train_on, "\""));
@@ -386,6 +394,7 @@ int cmd_export(const DistContext& dist, const std::vector<std::string>& args) {
   const std::string checkpoint = f.get("--checkpoint", "");
   const std::string output = f.get("--output", "");
   const std::string dtype = f.get("--dtype", "");
+  const std::string gguf_type = f.get("--gguf-type", "");
   const bool adapter = f.has("--adapter");
   const bool overwrite = f.has("--overwrite");
   f.done(/*positional_ok=*/false);
@@ -393,8 +402,33 @@ int cmd_export(const DistContext& dist, const std::vector<std::string>& args) {
   if (!dtype.empty() && dtype != "float32" && dtype != "bfloat16") {
     throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", dtype, "\""));
   }
-  export_checkpoint(checkpoint, output, adapter, dtype, overwrite);
+  if (!gguf_type.empty()) parse_gguf_type(gguf_type);  // a bad name fails before any work
+  export_checkpoint(checkpoint, output, adapter, dtype, overwrite, gguf_type);
   std::printf("exported %s%s to %s\n", checkpoint.c_str(), adapter ? " (LoRA adapter)" : "", output.c_str());
+  return kExitOk;
+}
+
+int cmd_convert(const DistContext& dist, const std::vector<std::string>& args) {
+  if (dist.rank() != 0) return kExitOk;
+  Flags f(args, {"--overwrite"}, "convert");
+  const std::string type = f.get("--gguf-type", "");
+  const bool overwrite = f.has("--overwrite");
+  f.done();
+  if (f.positional().size() != 2) throw InputError(str_cat("convert needs SRC and DST\n", kUsage));
+  const std::string src = f.positional()[0], dst = f.positional()[1];
+  if (is_gguf_path(src) == is_gguf_path(dst)) {
+    throw InputError(str_cat("convert: exactly one of SRC and DST must end in .gguf (got '", src, "' and '", dst, "')"));
+  }
+  if (is_gguf_path(src)) {
+    if (!type.empty()) throw InputError("convert: --gguf-type is for writing a .gguf file");
+    convert_gguf_to_hf(src, dst, overwrite);
+  } else {
+    GgufExportOptions o;
+    o.type = parse_gguf_type(type.empty() ? "f32" : type);
+    o.overwrite = overwrite;
+    convert_hf_to_gguf(src, dst, o);
+  }
+  std::printf("converted %s to %s\n", src.c_str(), dst.c_str());
   return kExitOk;
 }
 
@@ -421,6 +455,7 @@ int dispatch(DistContext& dist, const std::vector<std::string>& argv) {
   if (command == "train") return cmd_train(dist, args);
   if (command == "eval") return cmd_eval(dist, args);
   if (command == "export") return cmd_export(dist, args);
+  if (command == "convert") return cmd_convert(dist, args);
   if (command == "version" || command == "--version") return cmd_version(dist);
   throw InputError(str_cat("unknown command '", command, "'\n", kUsage));
 }

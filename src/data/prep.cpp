@@ -49,7 +49,7 @@ uint64_t fnv1a(const std::string& s) {
 
 class Converter {
  public:
-  Converter(const Tokenizer& tok, const PrepOptions& o) : tok_(tok), o_(o), tmpl_(parse_chat_template(o.chat_template)) {}
+  Converter(const Tokenizer& tok, const PrepOptions& o) : tok_(tok), o_(o), format_(resolve_chat_format(tok, o.chat_template)) {}
 
   Example convert(const Line& line, bool plain_text) const {
     Example ex;
@@ -136,14 +136,14 @@ class Converter {
       msgs.push_back({role, m["content"].get<std::string>()});
     }
     if (!has_assistant && !o_.train_on_all) throw InputError("no assistant message to train on");
-    Tokenized t = render_chat(tok_, tmpl_, msgs, o_.train_on_all);
+    Tokenized t = render_chat(tok_, format_.kind, with_default_system(format_, std::move(msgs)), o_.train_on_all);
     ex.ids = std::move(t.ids);
     ex.mask = std::move(t.mask);
   }
 
   const Tokenizer& tok_;
   const PrepOptions& o_;
-  ChatTemplate tmpl_;
+  ChatFormat format_;
 };
 
 // Reads examples from the inputs in blocks of lines.

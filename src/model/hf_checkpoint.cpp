@@ -7,6 +7,7 @@
 #include <set>
 
 #include "shardtune/core/error.h"
+#include "shardtune/model/gguf_model.h"
 #include "shardtune/model/safetensors.h"
 
 namespace shardtune {
@@ -175,6 +176,7 @@ void load_hf_weights(CausalLM& model, const std::string& dir) {
 
 std::shared_ptr<CausalLM> load_hf_model(const std::string& dir, torch::Dtype dtype,
                                         torch::Device device) {
+  if (is_gguf_path(dir)) return load_gguf_model(dir, dtype, device);
   auto model = make_causal_lm(load_model_config(dir));
   load_hf_weights(*model, dir);  // on the CPU in float32, then moved
   model->to(device, dtype);

@@ -174,6 +174,7 @@ class BpeTokenizer final : public Tokenizer {
     }
   }
 
+  void set_chat_template(std::string t) { chat_template_ = std::move(t); }
   void set_special_ids(int32_t bos, int32_t eos, int32_t pad) {
     bos_ = bos;
     eos_ = eos;
@@ -457,6 +458,11 @@ void parse_pre(const json& p, const std::string& where, std::vector<PreStep>& ou
     PreStep s{PreStep::kSplit};
     s.regex = split_regex(p["pattern"], where);
     out.push_back(s);
+  } else if (type == "Digits") {
+    // Numbers isolated: each digit alone, or each run of digits.
+    PreStep s{PreStep::kSplit};
+    s.regex = std::make_shared<Regex>(p.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+", where);
+    out.push_back(s);
   } else if (type == "Metaspace") {
     PreStep s{PreStep::kMetaspace};
     if (p.value("replacement", kSpace) != kSpace) throw InputError(str_cat(where, ": Metaspace replacement must be U+2581"));
@@ -466,7 +472,7 @@ void parse_pre(const json& p, const std::string& where, std::vector<PreStep>& ou
     out.push_back(s);
   } else {
     throw InputError(str_cat(where, ": pre_tokenizer type '", type,
-                             "' is not supported (ByteLevel, Split, Metaspace, Sequence)"));
+                             "' is not supported (ByteLevel, Split, Digits, Metaspace, Sequence)"));
   }
 }
 
@@ -525,6 +531,17 @@ std::string token_content(const json& j) {
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
   const std::string text = read_file(path);
   const json j = parse_json(text, path);
+  json cfg;
+  const std::string config_path = path.substr(0, path.rfind('/') + 1) + "tokenizer_config.json";
+  std::ifstream cfg_in(config_path);
+  if (cfg_in && path.find('/') != std::string::npos) {
+    cfg = parse_json(std::string(std::istreambuf_iterator<char>(cfg_in), {}), config_path);
+  }
+  return load_hf_tokenizer_json(j, cfg, path, "hf:" + content_hash(text));
+}
+
+std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const json& j, const json& cfg, const std::string& path,
+                                                  const std::string& fingerprint) {
   const json& model = j.contains("model") ? j["model"] : json();
   if (!model.is_object() || model.value("type", "BPE") != "BPE" || !model.contains("vocab")) {
     throw InputError(str_cat(path, ": the model is not a BPE model with a vocab (",
@@ -570,7 +587,7 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
                                             model.value("ignore_merges", false),
                                             decoder_strips_leading_space(j.value("decoder", json())),
                                             decoder_has(j.value("decoder", json()), "ByteFallback"),
-                                            "hf:" + content_hash(text));
+                                            fingerprint);
 
   // BOS: what the post-processor puts first; EOS and PAD by their usual
   // names. tokenizer_config.json beside the file, if any, has the last word.
@@ -593,15 +610,15 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
   for (const char* name : {"<|pad|>", "<pad>", "<|finetune_right_pad_id|>"}) {
     if (pad < 0) pad = id_of(name);
   }
-  const std::string config_path = path.substr(0, path.rfind('/') + 1) + "tokenizer_config.json";
-  std::ifstream cfg_in(config_path);
-  if (cfg_in && path.find('/') != std::string::npos) {
-    const json cfg = parse_json(std::string(std::istreambuf_iterator<char>(cfg_in), {}), config_path);
+  if (cfg.is_object()) {
     if (cfg.contains("eos_token") && id_of(token_content(cfg["eos_token"])) >= 0) eos = id_of(token_content(cfg["eos_token"]));
     if (cfg.contains("pad_token") && id_of(token_content(cfg["pad_token"])) >= 0) pad = id_of(token_content(cfg["pad_token"]));
     if (cfg.value("add_bos_token", false) && cfg.contains("bos_token")) bos = id_of(token_content(cfg["bos_token"]));
   }
   tok->set_special_ids(bos, eos, pad);
+  if (cfg.is_object() && cfg.contains("chat_template") && cfg["chat_template"].is_string()) {
+    tok->set_chat_template(cfg["chat_template"].get<std::string>());
+  }
   return tok;
 }
 

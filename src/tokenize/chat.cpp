@@ -82,6 +82,50 @@ const char* to_string(ChatTemplate t) {
   return "?";
 }
 
+std::optional<ChatFormat> recognize_chat_template(const std::string& jinja) {
+  ChatFormat f;
+  if (jinja.find("<|im_start|>") != std::string::npos && jinja.find("<|im_end|>") != std::string::npos) {
+    f.kind = ChatTemplate::kChatMl;
+    // A literal system turn written when the first message is not a system
+    // one: '<|im_start|>system\n...<|im_end|>' (the newline as written in Jinja or real).
+    if (jinja.find("messages[0]['role'] != 'system'") != std::string::npos) {
+      for (const std::string head : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
+        const size_t b = jinja.find(head);
+        if (b == std::string::npos) continue;
+        const size_t start = b + head.size();
+        const size_t e = jinja.find("<|im_end|>", start);
+        const std::string text = jinja.substr(start, e - start);
+        if (e != std::string::npos && text.find_first_of("{}'\"") == std::string::npos) f.default_system = text;
+        break;
+      }
+    }
+    return f;
+  }
+  if (jinja.find("<|start_header_id|>") != std::string::npos && jinja.find("<|eot_id|>") != std::string::npos) {
+    f.kind = ChatTemplate::kLlama3;
+    return f;
+  }
+  return std::nullopt;
+}
+
+ChatFormat resolve_chat_format(const Tokenizer& tok, const std::string& name) {
+  if (!name.empty()) return {parse_chat_template(name), ""};
+  if (tok.chat_template().empty()) return {ChatTemplate::kChatMl, ""};
+  const auto f = recognize_chat_template(tok.chat_template());
+  if (!f) {
+    throw InputError(str_cat("the tokenizer's chat template is not one shardtune renders (chatml, llama3); choose one "
+                             "with --chat-template. It begins: ", tok.chat_template().substr(0, 200)));
+  }
+  return *f;
+}
+
+std::vector<ChatMessage> with_default_system(const ChatFormat& format, std::vector<ChatMessage> messages) {
+  if (!format.default_system.empty() && (messages.empty() || messages[0].role != "system")) {
+    messages.insert(messages.begin(), {"system", format.default_system});
+  }
+  return messages;
+}
+
 int32_t end_of_turn_id(const Tokenizer& tok, ChatTemplate tmpl) {
   if (tmpl == ChatTemplate::kChatMl) return special(tok, "<|im_end|>", tmpl);
   if (tmpl == ChatTemplate::kLlama3) return special(tok, "<|eot_id|>", tmpl);

@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,3 +30,11 @@ void split_added(std::string_view text, const std::vector<AddedToken>& added, bo
 size_t utf8_len(unsigned char lead);
 
 }  // namespace shardtune::detail
+
+namespace shardtune {
+class Tokenizer;
+// A tokenizer from a parsed tokenizer.json and tokenizer_config.json (null
+// when there is none); `where` names the source in errors.
+std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const nlohmann::json& tokenizer, const nlohmann::json& config,
+                                                  const std::string& where, const std::string& fingerprint);
+}  // namespace shardtune

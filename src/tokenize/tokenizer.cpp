@@ -7,12 +7,20 @@
 
 #include "internal.h"
 #include "shardtune/core/error.h"
+#include "shardtune/formats/gguf.h"
+#include "shardtune/formats/gguf_llama.h"
 
 namespace shardtune {
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path);
 std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& dir);
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path);
+
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
+  const GgufFile file(path);
+  const nlohmann::json j = gguf_tokenizer_json(file);
+  return load_hf_tokenizer_json(j, gguf_tokenizer_config(file), path, "gguf:" + content_hash(j.dump()));
+}
 
 namespace detail {
 
@@ -170,11 +178,13 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
     if (kind == "hf") return load_hf_tokenizer(path);
     if (kind == "gpt2") return load_gpt2_tokenizer(path);
     if (kind == "sp") return load_sentencepiece_tokenizer(path);
+    if (kind == "gguf") return load_gguf_tokenizer(path);
     throw InputError(str_cat("tokenizer '", spec, "': unknown kind '", kind,
-                             "' (byte, hf:PATH, gpt2:DIR, sp:PATH)"));
+                             "' (byte, hf:PATH, gpt2:DIR, sp:PATH, gguf:PATH)"));
   }
   if (ends_with(spec, ".json")) return load_hf_tokenizer(spec);
   if (ends_with(spec, ".model")) return load_sentencepiece_tokenizer(spec);
+  if (ends_with(spec, ".gguf")) return load_gguf_tokenizer(spec);
   if (is_dir(spec)) {
     struct stat st {};
     if (stat((spec + "/tokenizer.json").c_str(), &st) == 0) return load_hf_tokenizer(spec + "/tokenizer.json");
@@ -184,7 +194,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
     }
   }
   throw InputError(str_cat("tokenizer '", spec,
-                           "': not a tokenizer spec (byte, hf:tokenizer.json, gpt2:DIR, sp:x.model) "
+                           "': not a tokenizer spec (byte, hf:tokenizer.json, gpt2:DIR, sp:x.model, gguf:x.gguf) "
                            "or a folder holding one"));
 }
 

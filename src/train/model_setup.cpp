@@ -9,6 +9,7 @@
 
 #include "shardtune/ckpt/checkpoint.h"
 #include "shardtune/core/error.h"
+#include "shardtune/model/gguf_model.h"
 #include "shardtune/model/hf_checkpoint.h"
 #include "shardtune/train/trainer.h"
 #include "shardtune/version.h"
@@ -122,7 +123,10 @@ std::shared_ptr<CausalLM> build_model(const Config& config, const ShardAttrs& da
     if (!m.init.empty() && !m.config.empty()) {
       throw InputError("model.init and model.config are both set: init loads weights, config a random init; give one");
     }
-    if (!m.init.empty()) {
+    if (is_gguf_path(m.init)) {
+      model = load_gguf_model(m.init);  // float32 on the CPU; moved below
+      model->train();
+    } else if (!m.init.empty()) {
       model = make_causal_lm(load_model_config(m.init));
       load_hf_weights(*model, m.init);
     } else {

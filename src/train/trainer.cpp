@@ -21,6 +21,7 @@
 #include "shardtune/data/torch_batch.h"
 #include "shardtune/metrics/log.h"
 #include "shardtune/metrics/metrics.h"
+#include "shardtune/model/gguf_model.h"
 #include "shardtune/model/hf_checkpoint.h"
 #include "shardtune/optim/schedule.h"
 #include "shardtune/parallel/data_parallel.h"
@@ -399,6 +400,7 @@ void Trainer::save_checkpoint() {
   dp_->gather_parameters();  // ZeRO-3: rank 0 needs every weight
   if (rank_ == 0) {
     write_hf_files(*model_, tmp);
+    write_tokenizer_files(config_.model.init, tmp);  // so exports carry the tokenizer
     if (model_->has_lora()) {
       LoraSpec spec;
       spec.targets = lora_targets(config_.model.lora, model_->config());

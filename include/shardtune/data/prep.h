@@ -31,7 +31,7 @@ struct PrepOptions {
   double val_fraction = 0.0;
   int64_t shard_tokens = 100'000'000;
   int threads = 0;  // 0 = the cores this process may use
-  std::string chat_template = "chatml";
+  std::string chat_template;  // chatml, llama3, plain; empty: the tokenizer's own, else chatml
   bool train_on_all = false;
   bool skip_bad = false;
   bool overwrite = false;

@@ -18,7 +18,8 @@
 
 namespace shardtune {
 
-// A model built from dir/config.json with dir's weights, in dtype on device.
+// A model built from dir/config.json with dir's weights, in dtype on device;
+// dir may also name a .gguf file (see gguf_model.h).
 std::shared_ptr<CausalLM> load_hf_model(const std::string& dir, torch::Dtype dtype = torch::kFloat32,
                                         torch::Device device = torch::kCPU);
 

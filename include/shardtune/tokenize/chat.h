@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,26 @@ enum class ChatTemplate {
 
 ChatTemplate parse_chat_template(const std::string& name);  // chatml, llama3, plain
 const char* to_string(ChatTemplate t);
+
+// A template and the system prompt it adds when a conversation has none
+// (SmolLM2's ChatML template does; most add none).
+struct ChatFormat {
+  ChatTemplate kind = ChatTemplate::kChatMl;
+  std::string default_system;
+};
+
+// The built-in template a tokenizer's Jinja chat template renders, with its
+// default system prompt; nullopt when it is none shardtune renders.
+std::optional<ChatFormat> recognize_chat_template(const std::string& jinja);
+
+// The chat format to use: `name` (chatml, llama3, plain) when given; else
+// the tokenizer's own template when it carries one (InputError naming the
+// template when it is not one shardtune renders); else chatml.
+ChatFormat resolve_chat_format(const Tokenizer& tok, const std::string& name);
+
+// messages with format's default system prompt first, when they have no
+// system message of their own.
+std::vector<ChatMessage> with_default_system(const ChatFormat& format, std::vector<ChatMessage> messages);
 
 struct Tokenized {
   std::vector<int32_t> ids;

@@ -7,6 +7,8 @@
 //                        Mistral style)
 //   gpt2:DIR             GPT-2's vocab.json + merges.txt
 //   sp:PATH              a SentencePiece .model (through libsentencepiece)
+//   gguf:PATH            the tokenizer in a GGUF file's metadata (byte-level BPE
+//                        with llama.cpp's pre-tokenizer, or SentencePiece-style)
 //
 // encode() tokenizes the text alone: it adds no BOS/EOS (callers do, with
 // bos_id()/eos_id()). With parse_special, special tokens written in the text
@@ -47,13 +49,19 @@ class Tokenizer {
   // token shards record, so a shard is never read with another tokenizer.
   const std::string& fingerprint() const { return fingerprint_; }
 
+  // The chat template the tokenizer's files carry (a Jinja text, from
+  // tokenizer_config.json or GGUF metadata); empty when none.
+  const std::string& chat_template() const { return chat_template_; }
+
  protected:
   int32_t bos_ = -1, eos_ = -1, pad_ = -1;
   std::string fingerprint_;
+  std::string chat_template_;
 };
 
 // Loads a tokenizer from a spec (see above). A bare path is taken by its
-// name: *.json -> hf, *.model -> sp, a folder with vocab.json -> gpt2.
+// name: *.json -> hf, *.model -> sp, *.gguf -> gguf, a folder with
+// tokenizer.json, vocab.json or tokenizer.model.
 // Throws InputError naming the file and the problem.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec);
 

@@ -53,9 +53,11 @@ struct EvalResult {
 EvalResult evaluate_checkpoint(const Config& config, DistContext& dist, const std::string& checkpoint);
 
 // Writes a checkpoint's model as an HF folder: LoRA merged into the weights,
-// or (adapter) the PEFT adapter alone. dtype: "" keeps the checkpoint's.
+// or (adapter) the PEFT adapter alone; the checkpoint's tokenizer files go
+// along. dtype: "" keeps the checkpoint's. An output ending in .gguf gets a
+// GGUF file (LoRA merged) with 2-D weights as gguf_type (f32 when empty).
 void export_checkpoint(const std::string& checkpoint, const std::string& output, bool adapter,
-                       const std::string& dtype, bool overwrite);
+                       const std::string& dtype, bool overwrite, const std::string& gguf_type = "");
 
 // The model a checkpoint holds (LoRA adapters attached when it has them),
 // float32 on the CPU unless said otherwise.

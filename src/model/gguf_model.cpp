@@ -1,0 +1,199 @@
+#include "shardtune/model/gguf_model.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "shardtune/core/error.h"
+#include "shardtune/formats/gguf_llama.h"
+#include "shardtune/model/hf_checkpoint.h"
+
+namespace shardtune {
+namespace fs = std::filesystem;
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+void write_json(const std::string& path, const nlohmann::json& j) {
+  std::ofstream out(path);
+  out << j.dump(2) << "\n";
+  if (!out) throw Error(str_cat(path, ": cannot write"));
+}
+
+nlohmann::json generation_config(const nlohmann::json& hf_config) {
+  nlohmann::json g = {{"_from_model_config", true}};
+  for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
+    if (hf_config.contains(k) && !hf_config[k].is_null()) g[k] = hf_config[k];
+  }
+  return g;
+}
+
+}  // namespace
+
+bool is_gguf_path(const std::string& path) {
+  return path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
+}
+
+GgmlType parse_gguf_type(const std::string& name) {
+  if (name == "f32") return GgmlType::kF32;
+  if (name == "f16") return GgmlType::kF16;
+  if (name == "bf16") return GgmlType::kBF16;
+  if (name == "q8_0") return GgmlType::kQ8_0;
+  throw InputError(str_cat("--gguf-type: '", name, "' is not one of f32, f16, bf16, q8_0"));
+}
+
+ModelConfig gguf_model_config(const GgufFile& file) { return model_config_from_json(gguf_hf_config(file), file.path()); }
+
+void load_gguf_weights(CausalLM& model, const GgufFile& file) {
+  const ModelConfig& c = model.config();
+  const std::string arch = file.get_string("general.architecture");
+  std::map<std::string, const GgufTensorInfo*> by_hf;
+  for (const auto& t : file.tensors()) {
+    const std::string hf = gguf_to_hf_name(t.name);
+    if (hf.empty()) {
+      throw InputError(str_cat(file.path(), ": unexpected tensor '", t.name, "' (not part of a ", arch, " model)"));
+    }
+    by_hf[hf] = &t;
+  }
+  torch::NoGradGuard no_grad;
+  std::set<std::string> used;
+  for (auto& item : model.named_parameters()) {
+    const std::string& name = item.key();
+    if (name.find(".lora_") != std::string::npos) continue;
+    const auto it = by_hf.find(name);
+    if (it == by_hf.end()) {
+      throw InputError(str_cat(file.path(), ": tensor '", hf_to_gguf_name(name), "' (", name,
+                               ") is missing; a model with this metadata has it"));
+    }
+    const GgufTensorInfo& t = *it->second;
+    torch::Tensor& dst = item.value();
+    if (t.shape() != dst.sizes().vec()) {
+      throw InputError(str_cat(file.path(), ": tensor '", t.name, "' has shape ", shape_str(t.shape()),
+                               ", the metadata implies ", shape_str(dst.sizes().vec())));
+    }
+    std::vector<float> v = file.dequantized(t);
+    if (gguf_rope_permuted(arch, name)) {
+      const bool q = name.find("q_proj") != std::string::npos;
+      const int64_t rows = t.shape()[0];
+      const int64_t cols = t.shape().size() > 1 ? t.shape()[1] : 1;
+      gguf_unpermute_rows(v.data(), rows, cols, q ? c.num_heads : c.num_kv_heads);
+    }
+    dst.copy_(torch::from_blob(v.data(), dst.sizes(), torch::kFloat32));
+    used.insert(name);
+  }
+  for (const auto& [hf, t] : by_hf) {
+    if (used.count(hf) == 0 && !(c.tie_word_embeddings && hf == "lm_head.weight")) {
+      throw InputError(str_cat(file.path(), ": unexpected tensor '", t->name, "' for this model"));
+    }
+  }
+}
+
+std::shared_ptr<CausalLM> load_gguf_model(const std::string& path, torch::Dtype dtype, torch::Device device) {
+  const GgufFile file(path);
+  auto model = make_causal_lm(gguf_model_config(file));
+  load_gguf_weights(*model, file);
+  model->to(device, dtype);
+  model->eval();
+  return model;
+}
+
+void save_gguf_model(CausalLM& model, const std::string& path, const nlohmann::json& tokenizer_json,
+                     const nlohmann::json& tokenizer_config, const GgufExportOptions& o) {
+  if (model.has_lora()) throw Error("save_gguf_model: the model has LoRA adapters; merge them first");
+  if (fs::exists(path) && !o.overwrite) throw InputError(str_cat(path, ": exists already (--overwrite to replace it)"));
+  const ModelConfig& c = model.config();
+  if (c.family != Family::kLlama) {
+    throw InputError(str_cat(path, ": a ", c.model_type, " model is not written to GGUF (llama, mistral, qwen2)"));
+  }
+  const nlohmann::json hf_config = model_config_to_json(c, "float32");
+  GgufWriter w;
+  add_gguf_model_metadata(w, hf_config, o.name.empty() ? fs::path(path).stem().string() : o.name, path);
+  const uint32_t file_type = o.type == GgmlType::kF32 ? 0 : o.type == GgmlType::kF16 ? 1 : o.type == GgmlType::kQ8_0 ? 7 : 32;
+  w.add_uint32("general.file_type", file_type);
+  if (o.type == GgmlType::kQ8_0) w.add_uint32("general.quantization_version", 2);
+  add_gguf_tokenizer(w, tokenizer_json, tokenizer_config, hf_config, path);
+  const std::string arch = c.model_type == "qwen2" ? "qwen2" : "llama";
+  for (auto& [name, tensor] : hf_state_dict(model)) {
+    if (c.tie_word_embeddings && name == "lm_head.weight") continue;
+    const std::string gname = hf_to_gguf_name(name);
+    ST_CHECK(!gname.empty(), "no GGUF name for ", name);
+    torch::Tensor t = tensor.to(torch::kCPU, torch::kFloat32).contiguous().clone();
+    std::vector<int64_t> dims(t.sizes().rbegin(), t.sizes().rend());
+    if (gguf_rope_permuted(arch, name)) {
+      const bool q = name.find("q_proj") != std::string::npos;
+      gguf_permute_rows(t.data_ptr<float>(), t.size(0), t.dim() > 1 ? t.size(1) : 1, q ? c.num_heads : c.num_kv_heads);
+    }
+    GgmlType type = t.dim() == 1 ? GgmlType::kF32 : o.type;
+    if (type == GgmlType::kQ8_0 && dims[0] % 32 != 0) type = GgmlType::kF16;  // rows not whole blocks
+    std::vector<uint8_t> bytes(static_cast<size_t>(ggml_row_bytes(type, t.numel())));
+    quantize(type, t.data_ptr<float>(), t.numel(), bytes.data());
+    w.add_tensor(gname, std::move(dims), type, std::move(bytes));
+  }
+  if (!fs::path(path).parent_path().empty()) fs::create_directories(fs::path(path).parent_path());
+  w.write(path);
+}
+
+bool write_tokenizer_files(const std::string& source, const std::string& folder) {
+  if (source.empty()) return false;
+  if (is_gguf_path(source)) {
+    const GgufFile file(source);
+    if (file.find("tokenizer.ggml.model") == nullptr) return false;
+    write_json(folder + "/tokenizer.json", gguf_tokenizer_json(file));
+    write_json(folder + "/tokenizer_config.json", gguf_tokenizer_config(file));
+    write_json(folder + "/generation_config.json", generation_config(gguf_hf_config(file)));
+    return true;
+  }
+  bool any = false;
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "generation_config.json", "vocab.json", "merges.txt", "tokenizer.model"}) {
+    const fs::path from = fs::path(source) / name;
+    if (!fs::is_regular_file(from)) continue;
+    fs::copy_file(from, fs::path(folder) / name, fs::copy_options::overwrite_existing);
+    any = true;
+  }
+  return any;
+}
+
+void convert_gguf_to_hf(const std::string& src, const std::string& dst, bool overwrite) {
+  if (fs::exists(dst) && !overwrite) throw InputError(str_cat(dst, ": exists already (--overwrite to replace it)"));
+  auto model = load_gguf_model(src);
+  const std::string tmp = dst + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    write_hf_files(*model, tmp);
+    write_tokenizer_files(src, tmp);
+  } catch (...) {
+    fs::remove_all(tmp);
+    throw;
+  }
+  fs::remove_all(dst);
+  fs::rename(tmp, dst);
+}
+
+void convert_hf_to_gguf(const std::string& src, const std::string& dst, const GgufExportOptions& options) {
+  if (fs::exists(dst) && !options.overwrite) {
+    throw InputError(str_cat(dst, ": exists already (--overwrite to replace it)"));
+  }
+  const fs::path tok = fs::path(src) / "tokenizer.json";
+  if (!fs::is_regular_file(tok)) {
+    throw InputError(str_cat(src, ": has no tokenizer.json, which a GGUF file needs (byte-level BPE)"));
+  }
+  auto read = [](const fs::path& p) {
+    std::ifstream in(p);
+    try {
+      return nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw InputError(str_cat(p.string(), ": not valid JSON: ", e.what()));
+    }
+  };
+  const fs::path cfg = fs::path(src) / "tokenizer_config.json";
+  auto model = load_hf_model(src);
+  save_gguf_model(*model, dst, read(tok), fs::exists(cfg) ? read(cfg) : nlohmann::json(), options);
+}
+
+}  // namespace shardtune

