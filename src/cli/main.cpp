@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -35,14 +37,18 @@ commands:
       table of the ranks (rank, local rank, threads, host)
   config CONFIG [key=value ...]
       validate CONFIG with the overrides applied and print the resolved config
-  generate --model DIR|FILE.gguf (--prompt TEXT | --prompt-ids ID,ID,...) [options]
+  generate --model DIR|FILE.gguf (--prompt TEXT | --prompt-file FILE | --prompt-ids ID,ID,...)
+           [options]
       continue a prompt with a Hugging Face model folder (gpt2, llama,
-      mistral, qwen2) or a GGUF file (llama, mistral, qwen2) and print the text (the new token ids with
-      --prompt-ids). Options: --tokenizer SPEC [the folder's tokenizer],
-      --chat (the prompt is a user message; --chat-template chatml|llama3|plain
-      [the tokenizer's own template, else chatml], --system TEXT), --max-new-tokens N [64], --temperature T
-      [0 = greedy], --top-k K [0 = off], --top-p P [1], --seed S, --device
-      cpu|cuda[:i] [cpu], --dtype float32|bfloat16 [float32], --no-cache
+      mistral, qwen2) or a GGUF file (llama, mistral, qwen2) and print the
+      text (the new token ids with --prompt-ids; with --prompt-file, one
+      prompt per line in, one JSON line {"prompt", "completion"} out).
+      Options: --tokenizer SPEC [the model's tokenizer], --chat (the prompt
+      is a user message; --chat-template chatml|llama3|plain [the
+      tokenizer's own template, else chatml], --system TEXT),
+      --max-new-tokens N [64], --temperature T [0 = greedy], --top-k K
+      [0 = off], --top-p P [1], --seed S, --device cpu|cuda[:i] [cpu],
+      --dtype float32|bfloat16 [float32], --no-cache
   prep --tokenizer SPEC --input FILE [--input FILE ...] --output PREFIX [options]
       tokenize examples (JSONL: chat, prompt_completion, text; or .txt) into
       HDF5 shards PREFIX-train-NNNNN.h5 and PREFIX-val-NNNNN.h5. Options:
@@ -220,6 +226,7 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
   const std::string model_dir = f.get("--model", "");
   const std::string ids_text = f.get("--prompt-ids", "");
   const std::string prompt = f.get("--prompt", "");
+  const std::string prompt_file = f.get("--prompt-file", "");
   std::string tokenizer_spec = f.get("--tokenizer", "");
   const bool chat = f.has("--chat");
   const std::string chat_template = f.get("--chat-template", "");
@@ -234,8 +241,19 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
   o.seed = static_cast<uint64_t>(f.number("--seed", 0));
   o.use_cache = !f.has("--no-cache");
   f.done(/*positional_ok=*/false);
-  if (model_dir.empty() || ids_text.empty() == prompt.empty()) {
-    throw InputError(str_cat("generate needs --model and one of --prompt, --prompt-ids\n", kUsage));
+  if (model_dir.empty() || (!ids_text.empty()) + (!prompt.empty()) + (!prompt_file.empty()) != 1) {
+    throw InputError(str_cat("generate needs --model and one of --prompt, --prompt-file, --prompt-ids\n", kUsage));
+  }
+  std::vector<std::string> prompts{prompt};
+  if (!prompt_file.empty()) {
+    std::ifstream in(prompt_file);
+    if (!in) throw InputError(str_cat(prompt_file, ": cannot open"));
+    prompts.clear();
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty()) prompts.push_back(line);
+    }
+    if (prompts.empty()) throw InputError(str_cat(prompt_file, ": no prompts (one per line)"));
   }
   if (dtype != "float32" && dtype != "bfloat16") {
     throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", dtype, "\""));
@@ -268,22 +286,32 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
     throw InputError(str_cat("tokenizer ", tokenizer_spec, " has ", tok->vocab_size(), " tokens but the model only ",
                              model->config().vocab_size));
   }
-  std::vector<int32_t> prompt_ids;
-  if (chat) {
-    const ChatFormat format = resolve_chat_format(*tok, chat_template);
-    std::vector<ChatMessage> msgs;
-    if (!system.empty()) msgs.push_back({"system", system});
-    msgs.push_back({"user", prompt});
-    prompt_ids = render_generation_prompt(*tok, format.kind, with_default_system(format, msgs));
-    o.eos_token_id = end_of_turn_id(*tok, format.kind);
-  } else {
-    if (tok->bos_id() >= 0) prompt_ids.push_back(tok->bos_id());
-    const auto body = tok->encode(prompt);
-    prompt_ids.insert(prompt_ids.end(), body.begin(), body.end());
+  const ChatFormat format = chat ? resolve_chat_format(*tok, chat_template) : ChatFormat{};
+  if (chat) o.eos_token_id = end_of_turn_id(*tok, format.kind);
+  for (const auto& text : prompts) {
+    std::vector<int32_t> prompt_ids;
+    if (chat) {
+      std::vector<ChatMessage> msgs;
+      if (!system.empty()) msgs.push_back({"system", system});
+      msgs.push_back({"user", text});
+      prompt_ids = render_generation_prompt(*tok, format.kind, with_default_system(format, msgs));
+    } else {
+      if (tok->bos_id() >= 0) prompt_ids.push_back(tok->bos_id());
+      const auto body = tok->encode(text);
+      prompt_ids.insert(prompt_ids.end(), body.begin(), body.end());
+    }
+    const auto ids = generate(*model, std::vector<int64_t>(prompt_ids.begin(), prompt_ids.end()), o);
+    std::vector<int32_t> generated(ids.begin() + static_cast<long>(prompt_ids.size()), ids.end());
+    const std::string answer = tok->decode(generated, /*skip_special=*/true);
+    if (prompt_file.empty()) {
+      std::printf("%s\n", answer.c_str());
+    } else {  // one JSON line per prompt
+      std::printf("%s\n", nlohmann::json({{"prompt", text}, {"completion", answer}})
+                               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                               .c_str());
+    }
+    std::fflush(stdout);
   }
-  const auto ids = generate(*model, std::vector<int64_t>(prompt_ids.begin(), prompt_ids.end()), o);
-  std::vector<int32_t> generated(ids.begin() + static_cast<long>(prompt_ids.size()), ids.end());
-  std::printf("%s\n", tok->decode(generated, /*skip_special=*/true).c_str());
   return kExitOk;
 }
 

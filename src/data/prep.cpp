@@ -222,7 +222,7 @@ PrepSummary run_prep(const PrepOptions& o) {
   const auto start = Clock::now();
   if (o.inputs.empty()) throw InputError("prep: no --input given");
   if (o.output.empty()) throw InputError("prep: no --output prefix given");
-  if (o.val_fraction < 0 || o.val_fraction >= 1) throw InputError("prep: --val-fraction must be in [0, 1)");
+  if (!(o.val_fraction >= 0 && o.val_fraction <= 1)) throw InputError("prep: --val-fraction must be in [0, 1]");
   if (o.shard_tokens <= 0) throw InputError("prep: --shard-tokens must be positive");
   if (o.format != "auto" && o.format != "chat" && o.format != "prompt_completion" && o.format != "text") {
     throw InputError(str_cat("prep: --format '", o.format, "' is not one of chat, prompt_completion, text, auto"));

@@ -119,8 +119,8 @@ struct ModelSection {
   template <class V>
   void visit(V& v) {
     v.field("init", init, AnyValue{},
-            "Hugging Face model folder (config.json + safetensors) to start from; empty = random init "
-            "from the fields below");
+            "Hugging Face model folder (config.json + safetensors) or GGUF file (.gguf: llama, mistral, "
+            "qwen2) to start from; empty = random init from the fields below");
     v.field("config", config, AnyValue{},
             "random init with the architecture of this HF config.json (or a folder holding one); empty = the "
             "fields below");
