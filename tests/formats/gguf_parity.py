@@ -415,7 +415,61 @@ def smollm2(a, work):
     if isinstance(want, dict) or hasattr(want, "input_ids"):
         want = want["input_ids"]
     check(json.load(open(cj)) == list(want), "SmolLM2 chat prompt ids == transformers' apply_chat_template")
+
+    trained_export(a, work, path, hf_dir, ids)
     return 0
+
+
+def trained_export(a, work, gguf_path, base_hf, ids):
+    """A LoRA fine-tune of the real model (a few steps) exported three ways:
+    the .gguf in transformers' GGUF loader and the PEFT adapter on the base in
+    peft both give the merged HF folder's logits."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    d = os.path.join(work, "trained")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    with open(os.path.join(d, "chat.jsonl"), "w") as f:
+        for c, k in (("Peru", "Lima"), ("Chile", "Santiago"), ("Kenya", "Nairobi"), ("Norway", "Oslo")):
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"The capital of {c} is {k}."},
+                                             {"role": "assistant", "content": json.dumps({"country": c, "capital": k})}]}) + "\n")
+    run(a.shardtune, "prep", "--tokenizer", gguf_path, "--input", os.path.join(d, "chat.jsonl"),
+        "--output", os.path.join(d, "chat"))
+    cfg = os.path.join(d, "cfg.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""model:
+  init: {gguf_path}
+  device: cpu
+  lora: {{rank: 4, alpha: 8, targets: [q_proj, k_proj, v_proj, o_proj, down_proj]}}
+data: {{train: {d}/chat-train-*.h5, seq_len: 64, mode: sft, micro_batch: 1, global_batch: 2}}
+optim: {{lr: 0.01, warmup_steps: 0}}
+train: {{steps: 2, output_dir: {d}/run}}
+checkpoint: {{every: 2, resume: never}}
+log: {{progress: off}}
+""")
+    run(a.shardtune, "train", cfg)
+    ckpt = os.path.join(d, "run", "checkpoints", "latest")
+    merged, adapter, g = os.path.join(d, "merged"), os.path.join(d, "adapter"), os.path.join(d, "trained.gguf")
+    run(a.shardtune, "export", "--checkpoint", ckpt, "--output", merged)
+    run(a.shardtune, "export", "--checkpoint", ckpt, "--output", adapter, "--adapter")
+    run(a.shardtune, "export", "--checkpoint", ckpt, "--output", g)
+    check(all(os.path.exists(os.path.join(merged, n)) for n in ("tokenizer.json", "tokenizer_config.json")),
+          "trained export carries the tokenizer files")
+    with torch.no_grad():
+        m = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+        want = m(ids).logits.float().numpy()
+        base = AutoModelForCausalLM.from_pretrained(base_hf, dtype=torch.float32).eval()
+        moved = float(np.max(np.abs(base(ids).logits.float().numpy() - want)))
+        gm = AutoModelForCausalLM.from_pretrained(d, gguf_file="trained.gguf", dtype=torch.float32).eval()
+        diff = float(np.max(np.abs(gm(ids).logits.float().numpy() - want)))
+        pm = PeftModel.from_pretrained(base, adapter).eval()
+        pdiff = float(np.max(np.abs(pm(ids).logits.float().numpy() - want)))
+    check(moved > 1e-3, f"the fine-tune moved the logits (max {moved:.3f} from the base)")
+    check(diff <= 1e-4, f"trained checkpoint exported to GGUF, transformers' GGUF load vs the merged HF export: {diff:.2e}")
+    # Merged (W + s B A) and unmerged (W x + s B (A x)) round differently: relative to the logits' size.
+    scale = float(np.max(np.abs(want)))
+    check(pdiff <= 2e-5 * scale,
+          f"PEFT adapter on the base in peft vs the merged HF export: {pdiff:.2e} (logits up to {scale:.1f})")
 
 
 def main():
