@@ -176,7 +176,7 @@ class Gpt2LM final : public CausalLM {
     transformer = register_module("transformer", Gpt2Body(c));
   }
 
-  torch::Tensor forward(const torch::Tensor& ids, KVCache* cache) override {
+  torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache) override {
     const int64_t past = past_length(cache);
     const int64_t t = ids.size(1);
     if (past + t > config_.max_positions) {
@@ -192,8 +192,10 @@ class Gpt2LM final : public CausalLM {
       const AttentionImpl impl = attention_;
       x = run_block(l, x, [block, cache, l, impl](const torch::Tensor& h) { return block->forward(h, cache, l, impl); });
     }
-    x = transformer->ln_f(x);
-    return F::linear(x, transformer->wte->weight);  // tied output projection
+    return transformer->ln_f(x);
+  }
+  torch::Tensor project(const torch::Tensor& h) override {
+    return F::linear(h, transformer->wte->weight);  // tied output projection
   }
 
   std::vector<std::shared_ptr<torch::nn::Module>> blocks() override {
@@ -326,7 +328,7 @@ class LlamaLM final : public CausalLM {
     if (!c.tie_word_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false));
   }
 
-  torch::Tensor forward(const torch::Tensor& ids, KVCache* cache) override {
+  torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache) override {
     const int64_t past = past_length(cache);
     const int64_t t = ids.size(1);
     torch::Tensor x = model->embed_tokens(ids);
@@ -343,8 +345,10 @@ class LlamaLM final : public CausalLM {
         return block->forward(h, cos, sin, cache, l, impl);
       });
     }
-    x = model->norm(x);
-    return lm_head ? lm_head(x) : F::linear(x, model->embed_tokens->weight);
+    return model->norm(x);
+  }
+  torch::Tensor project(const torch::Tensor& h) override {
+    return lm_head ? lm_head(h) : F::linear(h, model->embed_tokens->weight);
   }
 
   std::vector<std::shared_ptr<torch::nn::Module>> blocks() override {

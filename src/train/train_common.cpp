@@ -24,10 +24,22 @@ DatasetOptions dataset_options(const DataSection& d) {
 }
 
 torch::Tensor loss_sum(CausalLM& model, const TorchBatch& b) {
-  torch::Tensor logits = model.forward(b.input_ids);
-  const int64_t vocab = logits.size(-1);
+  torch::Tensor h = model.hidden_states(b.input_ids);
+  h = h.reshape({-1, h.size(-1)});
+  torch::Tensor labels = b.labels.reshape({-1});
+  // Only positions with a target reach the output projection: in SFT data
+  // most are prompt or padding, and the projection to the vocabulary is the
+  // largest matrix product of a small model. The loss is the same sum.
+  const torch::Tensor scored = labels != kIgnoreIndex;
+  const int64_t n = scored.sum().item<int64_t>();
+  if (n < labels.size(0)) {
+    const torch::Tensor rows = scored.nonzero().reshape({-1});
+    h = h.index_select(0, rows);
+    labels = labels.index_select(0, rows);
+  }
+  torch::Tensor logits = model.project(h);
   return torch::nn::functional::cross_entropy(
-      logits.reshape({-1, vocab}).to(torch::kFloat32), b.labels.reshape({-1}),
+      logits.to(torch::kFloat32), labels,
       torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
 }
 

@@ -58,7 +58,14 @@ class CausalLM : public torch::nn::Module {
 
   // Logits [batch, seq, vocab] for input ids [batch, seq]. With a cache, ids
   // continue the cached sequence and the cache is extended.
-  virtual torch::Tensor forward(const torch::Tensor& ids, KVCache* cache = nullptr) = 0;
+  torch::Tensor forward(const torch::Tensor& ids, KVCache* cache = nullptr) {
+    return project(hidden_states(ids, cache));
+  }
+  // The final hidden states [batch, seq, hidden] (after the last norm), and
+  // the output projection of any [..., hidden] to logits [..., vocab]:
+  // forward in two parts, so a loss can project only the positions it scores.
+  virtual torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache = nullptr) = 0;
+  virtual torch::Tensor project(const torch::Tensor& hidden) = 0;
 
   // The transformer blocks, in order.
   virtual std::vector<std::shared_ptr<torch::nn::Module>> blocks() = 0;
