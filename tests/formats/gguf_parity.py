@@ -4,6 +4,7 @@ against independent references.
 
   synthetic  (always): every dequantized type == the gguf package's dequantize
              (llama.cpp's reference); F16/BF16/Q8_0 bytes == gguf.quants.quantize;
+             a llama-type (SentencePiece) GGUF tokenizer == sentencepiece;
              tiny llama and qwen2 models written as llama.cpp's converter writes
              them (rotary rows permuted) give transformers' logits; convert
              HF -> GGUF loads in transformers' GGUF loader with the same logits,
@@ -249,6 +250,41 @@ def synthetic_models(a, work):
         check(diff <= 1e-4, f"{arch}: GGUF -> HF folder loads in transformers, logits max diff {diff:.2e}")
 
 
+def synthetic_spm(a, work):
+    """A llama-type (SentencePiece) GGUF tokenizer, as llama.cpp's converter
+    writes one from a .model file, gives sentencepiece's own ids."""
+    import sentencepiece as spm
+    prefix = os.path.join(work, "spm")
+    spm.SentencePieceTrainer.train(input="/usr/share/common-licenses/GPL-3", model_prefix=prefix, vocab_size=600,
+                                   model_type="bpe", byte_fallback=True, normalization_rule_name="identity",
+                                   remove_extra_whitespaces=False, add_dummy_prefix=True, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
+    n = sp.get_piece_size()
+    types = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1 for i in range(n)]
+    path = os.path.join(work, "spm.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list([sp.id_to_piece(i) for i in range(n)])
+    w.add_token_scores([sp.get_score(i) for i in range(n)])
+    w.add_token_types(types)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+    w.add_add_bos_token(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    texts = TEXTS + [open("/usr/share/common-licenses/Apache-2.0", encoding="utf-8").read()[:4000]]
+    tj = os.path.join(work, "spm_texts.json")
+    json.dump(texts, open(tj, "w"))
+    out = os.path.join(work, "spm_ids.json")
+    run(a.tool, "tokenize", path, tj, out)
+    for text, ids in zip(texts, json.load(open(out))):
+        want = sp.encode(text)
+        check(ids == want, f"llama (SentencePiece) GGUF tokenizer == sentencepiece ({len(want)} ids): {text[:40]!r}")
+
+
 def synthetic_bad(a, work):
     good = os.path.join(work, "llama_ours.gguf")
     data = open(good, "rb").read()
@@ -298,6 +334,23 @@ def synthetic_bad(a, work):
     r = run(a.tool, "tokenize", p, texts, os.path.join(work, "ids.json"), expect_fail=True)
     check(r.returncode == 2 and "tokenizer.ggml.pre 'klingon' is not supported" in r.stderr,
           f"unknown pre-tokenizer refused: '{r.stderr.strip()[:160]}'")
+    # A chat template shardtune does not render: refused for chat, naming it.
+    p = os.path.join(work, "bad_template.gguf")
+    w = gguf.GGUFWriter(p, "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(field(src, "tokenizer.ggml.tokens"))
+    w.add_token_merges(field(src, "tokenizer.ggml.merges"))
+    w.add_chat_template("{% for m in messages %}[[{{ m.role }}]] {{ m.content }}{% endfor %}")
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    msgs = os.path.join(work, "msgs_bad.json")
+    json.dump([{"role": "user", "content": "hi"}], open(msgs, "w"))
+    r = run(a.tool, "chat", p, msgs, os.path.join(work, "chat_bad.json"), expect_fail=True)
+    check(r.returncode == 2 and "chat template is not one shardtune renders" in r.stderr and "[[{{ m.role }}]]" in r.stderr,
+          f"unknown chat template refused for chat: '{r.stderr.strip()[:160]}'")
 
 
 # ------------------------------------------------------------ SmolLM2
@@ -487,6 +540,7 @@ def main():
         synthetic_dequant(a, a.work)
         synthetic_quantize(a, a.work)
         synthetic_models(a, a.work)
+        synthetic_spm(a, a.work)
         synthetic_bad(a, a.work)
     if a.only in (None, "smollm2"):
         rc = smollm2(a, a.work)
