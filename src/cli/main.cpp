@@ -54,7 +54,8 @@ commands:
       HDF5 shards PREFIX-train-NNNNN.h5 and PREFIX-val-NNNNN.h5. Options:
       --format chat|prompt_completion|text|auto [auto], --val-fraction F [0],
       --shard-tokens N [100000000], --threads N [cores], --chat-template
-      chatml|llama3|plain [the tokenizer's own, else chatml], --train-on assistant|all [assistant],
+      chatml|llama3|plain [the tokenizer's own, else chatml], --train-on
+      assistant|all [assistant],
       --skip-bad (skip and count bad lines), --overwrite
   inspect FILE.h5 [--tokenizer SPEC] [--show N]
       validate a token shard and print its attributes, counts, dtype and mask

@@ -691,7 +691,7 @@ void GgufWriter::write(const std::string& path) const {
     if (k == "general.alignment") alignment = v.value.get<uint64_t>();
   }
   const std::string tmp = path + ".tmp";
-  {
+  try {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) throw Error(str_cat(tmp, ": cannot write"));
     Out o(f);
@@ -726,6 +726,10 @@ void GgufWriter::write(const std::string& path) const {
     }
     f.flush();
     if (!f) throw Error(str_cat(tmp, ": write failed (disk full?)"));
+  } catch (...) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);  // nothing partial left behind
+    throw;
   }
   std::filesystem::rename(tmp, path);
 }

@@ -161,27 +161,17 @@ bool write_tokenizer_files(const std::string& source, const std::string& folder)
 void convert_gguf_to_hf(const std::string& src, const std::string& dst, bool overwrite) {
   if (fs::exists(dst) && !overwrite) throw InputError(str_cat(dst, ": exists already (--overwrite to replace it)"));
   auto model = load_gguf_model(src);
-  const std::string tmp = dst + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  try {
-    write_hf_files(*model, tmp);
-    write_tokenizer_files(src, tmp);
-  } catch (...) {
-    fs::remove_all(tmp);
-    throw;
-  }
-  fs::remove_all(dst);
-  fs::rename(tmp, dst);
+  HfExportOptions o;
+  o.overwrite = overwrite;
+  o.tokenizer_from = src;
+  save_hf_model(*model, dst, o);
 }
 
-void convert_hf_to_gguf(const std::string& src, const std::string& dst, const GgufExportOptions& options) {
-  if (fs::exists(dst) && !options.overwrite) {
-    throw InputError(str_cat(dst, ": exists already (--overwrite to replace it)"));
-  }
-  const fs::path tok = fs::path(src) / "tokenizer.json";
+void save_gguf_model(CausalLM& model, const std::string& path, const std::string& tokenizer_folder,
+                     const GgufExportOptions& options) {
+  const fs::path tok = fs::path(tokenizer_folder) / "tokenizer.json";
   if (!fs::is_regular_file(tok)) {
-    throw InputError(str_cat(src, ": has no tokenizer.json, which a GGUF file needs (byte-level BPE)"));
+    throw InputError(str_cat(tokenizer_folder, ": has no tokenizer.json, which a GGUF file needs (byte-level BPE)"));
   }
   auto read = [](const fs::path& p) {
     std::ifstream in(p);
@@ -191,9 +181,16 @@ void convert_hf_to_gguf(const std::string& src, const std::string& dst, const Gg
       throw InputError(str_cat(p.string(), ": not valid JSON: ", e.what()));
     }
   };
-  const fs::path cfg = fs::path(src) / "tokenizer_config.json";
+  const fs::path cfg = fs::path(tokenizer_folder) / "tokenizer_config.json";
+  save_gguf_model(model, path, read(tok), fs::exists(cfg) ? read(cfg) : nlohmann::json(), options);
+}
+
+void convert_hf_to_gguf(const std::string& src, const std::string& dst, const GgufExportOptions& options) {
+  if (fs::exists(dst) && !options.overwrite) {
+    throw InputError(str_cat(dst, ": exists already (--overwrite to replace it)"));
+  }
   auto model = load_hf_model(src);
-  save_gguf_model(*model, dst, read(tok), fs::exists(cfg) ? read(cfg) : nlohmann::json(), options);
+  save_gguf_model(*model, dst, src, options);
 }
 
 }  // namespace shardtune

@@ -223,7 +223,13 @@ void save_hf_model(CausalLM& model, const std::string& dir, const HfExportOption
     throw Error("save_hf_model: the model has LoRA adapters; merge them (or save the adapter)");
   }
   const std::string tmp = begin_folder(dir, options.overwrite);
-  write_hf_files(model, tmp, options.max_shard_bytes);
+  try {
+    write_hf_files(model, tmp, options.max_shard_bytes);
+    write_tokenizer_files(options.tokenizer_from, tmp);
+  } catch (...) {
+    fs::remove_all(tmp);  // nothing partial left behind
+    throw;
+  }
   finish_folder(tmp, dir);
 }
 

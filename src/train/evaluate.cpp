@@ -1,7 +1,6 @@
 // `shardtune eval` and `shardtune export`: a checkpoint's validation loss,
 // and a checkpoint as an HF folder.
 #include <filesystem>
-#include <fstream>
 
 #include "model_setup.h"
 #include "shardtune/ckpt/checkpoint.h"
@@ -36,20 +35,6 @@ EvalResult evaluate_checkpoint(const Config& config, DistContext& dist, const st
   return r;
 }
 
-namespace {
-
-nlohmann::json read_json_file(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError(str_cat(path.string(), ": cannot open"));
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(str_cat(path.string(), ": not valid JSON: ", e.what()));
-  }
-}
-
-}  // namespace
-
 void export_checkpoint(const std::string& checkpoint, const std::string& output, bool adapter,
                        const std::string& dtype, bool overwrite, const std::string& gguf_type) {
   const TrainerState state = validate_checkpoint(checkpoint);
@@ -57,19 +42,12 @@ void export_checkpoint(const std::string& checkpoint, const std::string& output,
     if (adapter) throw InputError("export: --adapter writes a PEFT folder, not a .gguf file");
     if (!dtype.empty()) throw InputError("export: --dtype is for HF folders; a .gguf output takes --gguf-type");
     if (fs::exists(output) && !overwrite) throw InputError(str_cat(output, ": exists already (--overwrite)"));
-    const fs::path tok = fs::path(checkpoint) / "tokenizer.json";
-    if (!fs::exists(tok)) {
-      throw InputError(str_cat(checkpoint, ": has no tokenizer.json, which a GGUF file needs (checkpoints carry the "
-                               "tokenizer of model.init)"));
-    }
-    const fs::path cfg = fs::path(checkpoint) / "tokenizer_config.json";
-    const nlohmann::json tokenizer_config = fs::exists(cfg) ? read_json_file(cfg) : nlohmann::json();
     GgufExportOptions o;
     o.type = parse_gguf_type(gguf_type.empty() ? "f32" : gguf_type);
     o.overwrite = overwrite;
     auto model = load_checkpoint_model(checkpoint);
     if (model->has_lora()) model->merge_lora();
-    save_gguf_model(*model, output, read_json_file(tok), tokenizer_config, o);
+    save_gguf_model(*model, output, checkpoint, o);  // the checkpoint carries model.init's tokenizer
     return;
   }
   if (!gguf_type.empty()) throw InputError("export: --gguf-type needs an --output ending in .gguf");
@@ -92,14 +70,10 @@ void export_checkpoint(const std::string& checkpoint, const std::string& output,
   if (model->has_lora()) model->merge_lora();
   const std::string want = dtype.empty() ? load_model_config(checkpoint).source.value("torch_dtype", "float32") : dtype;
   model->to(parse_dtype(want));
-  if (fs::exists(output) && !overwrite) throw InputError(str_cat(output, ": exists already (--overwrite)"));
-  const std::string tmp = output + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  write_hf_files(*model, tmp);
-  write_tokenizer_files(checkpoint, tmp);
-  fs::remove_all(output);
-  fs::rename(tmp, output);
+  HfExportOptions o;
+  o.overwrite = overwrite;
+  o.tokenizer_from = checkpoint;
+  save_hf_model(*model, output, o);
 }
 
 }  // namespace shardtune

@@ -319,33 +319,31 @@ def synthetic_bad(a, work):
     check(r.returncode == 2 and "architecture 'falcon' is not supported" in r.stderr,
           f"unsupported architecture refused: '{r.stderr.strip()[:160]}'")
     src = gguf.GGUFReader(good)
-    p = os.path.join(work, "bad_pre.gguf")
-    w = gguf.GGUFWriter(p, "llama")
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("klingon")
-    w.add_token_list(field(src, "tokenizer.ggml.tokens"))
-    w.add_token_merges(field(src, "tokenizer.ggml.merges"))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+
+    def tokenizer_only(name, pre, template=None):
+        p = os.path.join(work, name)
+        w = gguf.GGUFWriter(p, "llama")
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre)
+        w.add_token_list(field(src, "tokenizer.ggml.tokens"))
+        w.add_token_merges(field(src, "tokenizer.ggml.merges"))
+        if template:
+            w.add_chat_template(template)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return p
+
+    p = tokenizer_only("bad_pre.gguf", "klingon")
     texts = os.path.join(work, "texts.json")
     json.dump(["hello"], open(texts, "w"))
     r = run(a.tool, "tokenize", p, texts, os.path.join(work, "ids.json"), expect_fail=True)
     check(r.returncode == 2 and "tokenizer.ggml.pre 'klingon' is not supported" in r.stderr,
           f"unknown pre-tokenizer refused: '{r.stderr.strip()[:160]}'")
     # A chat template shardtune does not render: refused for chat, naming it.
-    p = os.path.join(work, "bad_template.gguf")
-    w = gguf.GGUFWriter(p, "llama")
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
-    w.add_token_list(field(src, "tokenizer.ggml.tokens"))
-    w.add_token_merges(field(src, "tokenizer.ggml.merges"))
-    w.add_chat_template("{% for m in messages %}[[{{ m.role }}]] {{ m.content }}{% endfor %}")
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    p = tokenizer_only("bad_template.gguf", "smollm",
+                       "{% for m in messages %}[[{{ m.role }}]] {{ m.content }}{% endfor %}")
     msgs = os.path.join(work, "msgs_bad.json")
     json.dump([{"role": "user", "content": "hi"}], open(msgs, "w"))
     r = run(a.tool, "chat", p, msgs, os.path.join(work, "chat_bad.json"), expect_fail=True)
@@ -450,6 +448,11 @@ def smollm2(a, work):
     with torch.no_grad():
         diff = float(np.max(np.abs(hm(ids).logits.float().numpy() - ref_logits)))
     check(diff <= 1e-4, f"SmolLM2 HF folder in transformers: logits max diff {diff:.2e}")
+    # The folder's tokenizer.json (Digits + ByteLevel, as SmolLM2 publishes it) read by shardtune.
+    out = os.path.join(work, "ids_hf.json")
+    run(a.tool, "tokenize", os.path.join(hf_dir, "tokenizer.json"), tj, out)
+    check(json.load(open(out)) == [ref.encode(t, add_special_tokens=False).ids for t in texts],
+          "SmolLM2 HF folder's tokenizer.json (Digits pre-tokenizer) read by shardtune gives the reference ids")
     at = AutoTokenizer.from_pretrained(hf_dir)
     same = all(at.encode(t, add_special_tokens=False) == ref.encode(t, add_special_tokens=False).ids for t in texts)
     check(same, f"SmolLM2 HF folder's tokenizer in transformers ({type(at).__name__}) gives the reference ids")

@@ -47,6 +47,12 @@ void convert_gguf_to_hf(const std::string& src, const std::string& dst, bool ove
 // An HF folder (with its tokenizer.json) as a GGUF file.
 void convert_hf_to_gguf(const std::string& src, const std::string& dst, const GgufExportOptions& options);
 
+// As above, with the tokenizer files of a model folder (tokenizer.json,
+// and tokenizer_config.json when present). InputError when the folder has
+// no tokenizer.json.
+void save_gguf_model(CausalLM& model, const std::string& path, const std::string& tokenizer_folder,
+                     const GgufExportOptions& options);
+
 // "f32", "f16", "bf16", "q8_0" -> the type; throws InputError otherwise.
 GgmlType parse_gguf_type(const std::string& name);
 

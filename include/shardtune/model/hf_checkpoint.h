@@ -33,6 +33,7 @@ std::vector<std::pair<std::string, torch::Tensor>> hf_state_dict(CausalLM& model
 struct HfExportOptions {
   int64_t max_shard_bytes = int64_t{5} << 30;  // split into shards past this
   bool overwrite = false;                      // replace an existing folder
+  std::string tokenizer_from;  // a model folder or .gguf whose tokenizer files go along (write_tokenizer_files)
 };
 
 // Writes config.json and the weights to dir, atomically (a temporary folder
