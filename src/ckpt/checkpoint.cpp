@@ -41,6 +41,10 @@ int64_t step_of(const std::string& name) {
   return step;
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 [[noreturn]] void refuse(const std::string& path, const std::string& why) {
   throw InputError(str_cat("checkpoint ", path, " is unusable: ", why));
 }
@@ -318,7 +322,38 @@ void write_optim_piece(const std::string& tmp, int rank, int world, int64_t offs
                    meta);
 }
 
-std::string finish_checkpoint(const std::string& tmp, int64_t keep) {
+void delete_checkpoint(const std::string& path, const std::function<void(const std::string&)>& mid_delete) {
+  // Renamed first: from this instant no reader takes it (the name is no
+  // step_N any more), whatever part of the removal a crash interrupts.
+  const std::string doomed = path + ".deleting";
+  fs::remove_all(doomed);
+  fs::rename(path, doomed);
+  sync_path(fs::path(path).parent_path().string());
+  if (mid_delete) mid_delete(doomed);
+  fs::remove_all(doomed);
+}
+
+std::vector<std::string> checkpoint_entries(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::string name = entry.path().filename().string();
+    if (name == "latest" || name == "latest.tmp") {
+      out.push_back(entry.path().string());
+      continue;
+    }
+    for (const char* suffix : {".tmp", ".deleting"}) {
+      if (ends_with(name, suffix)) name.resize(name.size() - std::strlen(suffix));
+    }
+    if (step_of(name) >= 0) out.push_back(entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string finish_checkpoint(const std::string& tmp, int64_t keep,
+                              const std::function<void(const std::string&)>& mid_delete) {
   ST_CHECK(tmp.size() > 4 && tmp.compare(tmp.size() - 4, 4, ".tmp") == 0, "not a .tmp folder: ", tmp);
   const std::string final_path = tmp.substr(0, tmp.size() - 4);
   const fs::path dir = fs::path(final_path).parent_path();
@@ -338,20 +373,27 @@ std::string finish_checkpoint(const std::string& tmp, int64_t keep) {
   fs::create_directory_symlink(fs::path(final_path).filename(), link_tmp);
   fs::rename(link_tmp, link);
 
-  const auto all = list_checkpoints(dir.string());
-  for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i]);
-  // Leftovers of interrupted writes of earlier steps.
+  // Prune: only checkpoints older than this one; keep - 1 of them stay.
   const int64_t step = step_of(fs::path(final_path).filename().string());
+  std::vector<std::string> older;
+  for (const auto& p : list_checkpoints(dir.string())) {
+    if (step_of(fs::path(p).filename().string()) < step) older.push_back(p);
+  }
+  const size_t stay = static_cast<size_t>(std::max<int64_t>(keep - 1, 0));
+  for (size_t i = 0; i + stay < older.size(); ++i) delete_checkpoint(older[i], mid_delete);
+  // Leftovers of interrupted writes of earlier steps, and of deletions.
   std::vector<fs::path> stale;
   for (const auto& entry : fs::directory_iterator(dir)) {
     std::string name = entry.path().filename().string();
-    const bool is_tmp = name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+    if (!entry.is_directory() || entry.is_symlink()) continue;
+    if (ends_with(name, ".deleting") && step_of(name.substr(0, name.size() - 9)) >= 0) {
+      stale.push_back(entry.path());
+      continue;
+    }
+    const bool is_tmp = ends_with(name, ".tmp");
     if (is_tmp) name.resize(name.size() - 4);
     const int64_t s = step_of(name);
-    if (s >= 0 && s < step && entry.is_directory() && !entry.is_symlink() &&
-        (is_tmp || !fs::exists(entry.path() / "DONE"))) {
-      stale.push_back(entry.path());
-    }
+    if (s >= 0 && s < step && (is_tmp || !fs::exists(entry.path() / "DONE"))) stale.push_back(entry.path());
   }
   for (const auto& p : stale) fs::remove_all(p);
   return final_path;

@@ -11,9 +11,15 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "shardtune/core/crc32c.h"
 #include "shardtune/core/error.h"
 
 namespace shardtune {
+namespace {
+// Metadata key of a tensor's checksum: "crc32c:<tensor name>" -> 8 hex digits.
+const std::string kChecksumPrefix = "crc32c:";
+}  // namespace
+
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
@@ -159,6 +165,16 @@ const SafetensorsEntry* SafetensorsFile::find(const std::string& name) const {
 torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
   const SafetensorsEntry* e = find(name);
   if (e == nullptr) throw InputError(str_cat(path_, ": no tensor '", name, "'"));
+  // A file that carries a checksum for the tensor (shardtune writes one per
+  // tensor) must match it: flipped bytes inside the data are caught here.
+  const auto sum = metadata_.find(kChecksumPrefix + name);
+  if (sum != metadata_.end()) {
+    const std::string got = crc32c_hex(crc32c(data_ + e->begin, e->end - e->begin));
+    if (got != sum->second) {
+      throw InputError(str_cat(path_, ": tensor '", name, "' fails its checksum (crc32c ", got, ", the file says ",
+                               sum->second.substr(0, 16), "): the data is corrupt"));
+    }
+  }
   auto keep = mapping_;
   return torch::from_blob(const_cast<char*>(data_) + e->begin, e->shape,
                           [keep](void*) {}, torch::TensorOptions().dtype(e->dtype));
@@ -168,23 +184,25 @@ void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::map<std::string, std::string> meta = metadata;
   std::vector<torch::Tensor> data;
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     ST_CHECK(!header.contains(name), "save_safetensors: tensor '", name, "' given twice");
     torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
     const uint64_t bytes = static_cast<uint64_t>(c.numel()) * c.element_size();
+    meta[kChecksumPrefix + name] = crc32c_hex(crc32c(c.data_ptr(), bytes));
     header[name] = {{"dtype", safetensors_dtype_name(c.scalar_type())},
                     {"shape", c.sizes().vec()},
                     {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     data.push_back(std::move(c));
   }
+  header["__metadata__"] = meta;
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
   const std::string tmp = path + ".tmp";
-  {
+  try {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) throw Error(str_cat(tmp, ": cannot write: ", std::strerror(errno)));
     uint64_t len = text.size();
@@ -198,6 +216,9 @@ void save_safetensors(const std::string& path,
     }
     out.flush();
     if (!out) throw Error(str_cat(tmp, ": write failed: ", std::strerror(errno)));
+  } catch (...) {
+    std::remove(tmp.c_str());  // nothing partial left behind
+    throw;
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     throw Error(str_cat(path, ": cannot rename from ", tmp, ": ", std::strerror(errno)));

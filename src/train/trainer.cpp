@@ -73,8 +73,11 @@ class StopSignals {
 //                      rank 0 pauses before completing the checkpoint of
 //                      step STEP, every file but DONE written (a test kills
 //                      it there)
+//   stall_prune@STEP:SECONDS
+//                      rank 0 pauses in the middle of deleting an old
+//                      checkpoint after completing the one of step STEP
 struct Faults {
-  enum Kind { kNone, kThrow, kKill, kStallCheckpoint } kind = kNone;
+  enum Kind { kNone, kThrow, kKill, kStallCheckpoint, kStallPrune } kind = kNone;
   int rank = -1;
   int64_t step = -1;
   double seconds = 0.0;
@@ -93,9 +96,12 @@ struct Faults {
       f = {kKill, rank, step, 0.0};
     } else if (std::sscanf(spec.c_str(), "stall_checkpoint@%lld:%lf", &step, &secs) == 2) {
       f = {kStallCheckpoint, 0, step, secs};
+    } else if (std::sscanf(spec.c_str(), "stall_prune@%lld:%lf", &step, &secs) == 2) {
+      f = {kStallPrune, 0, step, secs};
     } else {
       throw InputError(str_cat("SHARDTUNE_FAULT: '", spec,
-                               "' is not throw@RANK:STEP, kill@RANK:STEP or stall_checkpoint@STEP:SECONDS"));
+                               "' is not throw@RANK:STEP, kill@RANK:STEP, stall_checkpoint@STEP:SECONDS or "
+                               "stall_prune@STEP:SECONDS"));
     }
     return f;
   }
@@ -108,6 +114,11 @@ struct Faults {
   }
   void before_checkpoint_done(int my_rank, int64_t my_step) const {
     if (kind == kStallCheckpoint && rank == my_rank && step == my_step) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    }
+  }
+  void mid_prune(int my_rank, int64_t my_step) const {
+    if (kind == kStallPrune && rank == my_rank && step == my_step) {
       std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
     }
   }
@@ -198,6 +209,29 @@ void Trainer::setup() {
     resume_from = latest_checkpoint(checkpoint_dir(config_));
   } else if (r != "never") {
     resume_from = r;
+  } else if (const auto earlier = checkpoint_entries(checkpoint_dir(config_)); !earlier.empty()) {
+    // A fresh start beside an earlier run's checkpoints would mix the two
+    // (pruning, latest, a later resume: auto taking the other run's).
+    if (!config_.checkpoint.overwrite) {
+      throw InputError(str_cat("checkpoint.resume: never, but ", checkpoint_dir(config_), " already holds ",
+                               earlier.size(), " checkpoint entr", earlier.size() == 1 ? "y" : "ies", " (",
+                               fs::path(earlier.back()).filename().string(),
+                               ", ...) of an earlier run: resume it (checkpoint.resume: auto), give another "
+                               "checkpoint.dir or train.output_dir, or set checkpoint.overwrite: true to delete them"));
+    }
+    comm_->barrier()->wait();  // every rank has looked before rank 0 deletes
+    if (rank_ == 0) {
+      for (const auto& e : earlier) {
+        if (fs::is_directory(e) && !fs::is_symlink(e)) {
+          delete_checkpoint(e);
+        } else {
+          fs::remove(e);
+        }
+      }
+      log::warn("checkpoint.overwrite: deleted ", earlier.size(), " earlier checkpoint entries in ",
+                checkpoint_dir(config_));
+    }
+    comm_->barrier()->wait();
   }
   TrainerState state;
   if (!resume_from.empty()) state = validate_checkpoint(resume_from);
@@ -427,7 +461,8 @@ void Trainer::save_checkpoint() {
   comm_->barrier()->wait();  // every rank's files are written
   if (rank_ == 0) {
     faults_.before_checkpoint_done(rank_, step_);
-    summary_.checkpoint = finish_checkpoint(tmp, config_.checkpoint.keep);
+    summary_.checkpoint = finish_checkpoint(tmp, config_.checkpoint.keep,
+                                            [this](const std::string&) { faults_.mid_prune(rank_, step_); });
     progress_->finish();
     log::info("checkpoint ", summary_.checkpoint);
   }

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include "shardtune/core/crc32c.h"
+
 #include "shardtune/core/error.h"
 #include "shardtune/core/strings.h"
 
@@ -50,3 +52,15 @@ TEST(Check, ThrowsWithExpressionAndLocation) {
 
 }  // namespace
 }  // namespace shardtune
+
+TEST(Crc32c, KnownVectors) {
+  EXPECT_EQ(shardtune::crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(shardtune::crc32c("", 0), 0u);
+  std::string zeros(32, '\0');
+  EXPECT_EQ(shardtune::crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);  // RFC 3720 B.4
+  // Continuing a checksum equals one pass over the whole.
+  const std::string s = "The quick brown fox jumps over the lazy dog";
+  EXPECT_EQ(shardtune::crc32c(s.data() + 10, s.size() - 10, shardtune::crc32c(s.data(), 10)),
+            shardtune::crc32c(s.data(), s.size()));
+  EXPECT_EQ(shardtune::crc32c_hex(0xE3069283u), "e3069283");
+}

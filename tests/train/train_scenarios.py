@@ -5,7 +5,9 @@
 Each scenario runs `shardtune train` (under mpirun for several ranks) on a
 tiny GPT-2 over token shards made from Debian's licence texts, and checks
 what the issue asks: golden losses, bitwise resume after SIGKILL,
-resharded resume, kill -9 mid-checkpoint, corrupted checkpoints refused,
+resharded resume, kill -9 mid-checkpoint and mid-pruning, pruning that
+spares newer checkpoints, fresh starts refused beside old checkpoints,
+corrupted checkpoints (flipped bytes too) refused,
 SIGTERM saves and exits 0, a failing rank ends all ranks, export.
 """
 import argparse
@@ -220,13 +222,13 @@ def corrupt(env, _):
     _, out, cfg = env.train(2, "corrupt_src", ["checkpoint.every=10"])
     good = os.path.join(out, "checkpoints", "step_00000010")
 
-    def damaged(name, damage, reason):
+    def damaged(name, damage, reason, export=True):
         bad = os.path.join(env.work, "corrupt", name)
         shutil.rmtree(bad, ignore_errors=True)
         shutil.copytree(good, bad)
         damage(bad)
         for argv in (["train", cfg, f"train.output_dir={env.work}/corrupt_run", f"checkpoint.resume={bad}"],
-                     ["export", "--checkpoint", bad, "--output", f"{env.work}/corrupt_export"]):
+                     ["export", "--checkpoint", bad, "--output", f"{env.work}/corrupt_export"])[:2 if export else 1]:
             p = env.run(1, *argv, expect_rc=2)
             check(bad in p.stderr and reason in p.stderr, f"{name}: {argv[0]} refuses it: {reason!r}")
 
@@ -245,9 +247,72 @@ def corrupt(env, _):
         with open(os.path.join(d, "trainer_state.json"), "w") as f:
             f.write("{not json")
     damaged("bad_state", garble, "trainer_state.json")
+
+    def flip(path, at_end):
+        # One byte of tensor data (the last byte of the file is the last tensor's).
+        with open(path, "r+b") as f:
+            f.seek(-at_end, os.SEEK_END)
+            b = f.read(1)
+            f.seek(-at_end, os.SEEK_END)
+            f.write(bytes([b[0] ^ 0x10]))
+    damaged("flipped_model_byte", lambda d: flip(os.path.join(d, "model.safetensors"), 3), "fails its checksum")
+    # export reads no optimizer state; resuming does.
+    damaged("flipped_optim_byte", lambda d: flip(os.path.join(d, "optim", "rank_00000.safetensors"), 5),
+            "fails its checksum", export=False)
     # The source checkpoint is untouched and still resumes.
     p = env.run(2, "train", cfg, f"train.output_dir={out}", "checkpoint.every=10")
     check("resumed from" in p.stderr, "the good checkpoint still resumes")
+
+
+def prune_kill(env, _):
+    """kill -9 in the middle of deleting an old checkpoint: only complete,
+    loadable checkpoints remain under step_N names, and resume works."""
+    cfg = env.config("prune")
+    out = os.path.join(env.work, "prune")
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["train", cfg, f"train.output_dir={out}", "checkpoint.every=2", "checkpoint.keep=1"]
+    proc = subprocess.Popen(env.cmd(2, *args), env=dict(os.environ, SHARDTUNE_FAULT="stall_prune@6:60"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    doomed = os.path.join(out, "checkpoints", "step_00000004.deleting")
+    deadline = time.time() + 120
+    while not os.path.exists(doomed):
+        if time.time() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise Fail("step 4 was never being deleted")
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ckdir = os.path.join(out, "checkpoints")
+    names = sorted(n for n in os.listdir(ckdir) if n.startswith("step_") and n[5:].isdigit())
+    check(names == ["step_00000006"], f"only the complete step 6 keeps a checkpoint name ({names})")
+    check(os.path.basename(latest(out)) == "step_00000006", "latest names step 6")
+    p = env.run(1, "eval", cfg, "--checkpoint", latest(out))
+    check("val_loss" in p.stdout, "step 6 is loadable (eval)")
+    p = env.run(2, "train", cfg, f"train.output_dir={out}", "checkpoint.every=2", "checkpoint.keep=1",
+                "train.steps=8")
+    check("resumed from" in p.stderr and "step_00000006" in p.stderr, "resume took step 6")
+    left = sorted(os.listdir(ckdir))
+    check(left == ["latest", "step_00000008"], f"the half-deleted folder was cleaned up, step 6 pruned ({left})")
+
+
+def prune_newer_and_fresh_start(env, _):
+    """Pruning never deletes a newer checkpoint (another run's); resume: never
+    into a folder that holds checkpoints is refused unless overwrite."""
+    _, out, cfg = env.train(1, "newer", ["checkpoint.every=4", "train.steps=12", "checkpoint.keep=2"])
+    ck = os.path.join(out, "checkpoints")
+    env.run(1, "train", cfg, f"train.output_dir={out}", f"checkpoint.resume={ck}/step_00000008",
+            "checkpoint.every=2", "checkpoint.keep=1", "train.steps=10")
+    left = sorted(os.listdir(ck))
+    check(left == ["latest", "step_00000010", "step_00000012"],
+          f"a resumed run's pruning keeps the newer step 12 and drops step 8 ({left})")
+    check(os.path.basename(latest(out)) == "step_00000010", "latest names the newest written, step 10")
+    p = env.run(1, "train", cfg, f"train.output_dir={out}", "checkpoint.resume=never", expect_rc=2)
+    check("already holds" in p.stderr and ck in p.stderr and "checkpoint.overwrite" in p.stderr,
+          "resume: never beside earlier checkpoints is refused, naming the folder")
+    check(sorted(os.listdir(ck)) == left, "and nothing was deleted")
+    env.run(1, "train", cfg, f"train.output_dir={out}", "checkpoint.resume=never", "checkpoint.overwrite=true",
+            "train.steps=4", "checkpoint.every=4")
+    check(sorted(os.listdir(ck)) == ["latest", "step_00000004"], "checkpoint.overwrite: a fresh run replaces them")
 
 
 def sigterm(env, _):
@@ -324,8 +389,8 @@ def export_roundtrip(env, _):
     check("val_loss" in p.stdout, "eval of the LoRA checkpoint on 2 ranks")
 
 
-SCENARIOS = {f.__name__: f for f in (golden, resume_kill, reshard, kill_mid_checkpoint, corrupt, sigterm,
-                                      failing_rank, export_roundtrip)}
+SCENARIOS = {f.__name__: f for f in (golden, resume_kill, reshard, kill_mid_checkpoint, prune_kill,
+                                      prune_newer_and_fresh_start, corrupt, sigterm, failing_rank, export_roundtrip)}
 
 
 def main():

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -112,8 +113,21 @@ void write_trainer_state(const std::string& tmp, const TrainerState& state);
 
 // Rank 0, once every rank's files are written: flushes them to disk, writes
 // DONE, renames tmp to the final name, points <dir>/latest at it and deletes
-// all but the newest `keep` complete checkpoints. Returns the final path.
-std::string finish_checkpoint(const std::string& tmp, int64_t keep);
+// the complete checkpoints older than it beyond the keep - 1 newest (newer
+// ones, left by another run, are never touched). Returns the final path.
+// A deletion first renames the folder to step_N.deleting (which no reader
+// takes), so a crash at any point leaves only complete checkpoints under
+// their names; leftovers are removed by the next checkpoint. mid_delete, if
+// set, is called between the rename and the removal (for fault tests).
+std::string finish_checkpoint(const std::string& tmp, int64_t keep,
+                              const std::function<void(const std::string&)>& mid_delete = {});
+
+// Deletes a checkpoint folder crash-safely (rename to .deleting, then remove).
+void delete_checkpoint(const std::string& path, const std::function<void(const std::string&)>& mid_delete = {});
+
+// Every entry under dir a checkpoint run writes (step_N, step_N.tmp,
+// step_N.deleting, latest), for a start that replaces them.
+std::vector<std::string> checkpoint_entries(const std::string& dir);
 
 TrainerState read_trainer_state(const std::string& path);
 

@@ -256,15 +256,19 @@ struct CheckpointSection {
   int64_t keep = 2;
   std::string resume = "auto";
   bool at_end = true;
+  bool overwrite = false;
 
   template <class V>
   void visit(V& v) {
     v.field("dir", dir, AnyValue{}, "checkpoint folder; empty = <train.output_dir>/checkpoints");
     v.field("every", every, NonNegative{}, "steps between checkpoints; 0 = none during the run");
-    v.field("keep", keep, Positive{}, "complete checkpoints kept; older ones are deleted");
+    v.field("keep", keep, Positive{},
+            "complete checkpoints kept: each new one deletes all but the keep - 1 newest older than itself");
     v.field("resume", resume, AnyValue{},
             "auto = from the newest complete checkpoint in dir, if any; never; or a checkpoint path");
     v.field("at_end", at_end, AnyValue{}, "save once the last step is done");
+    v.field("overwrite", overwrite, AnyValue{},
+            "with resume: never, delete the checkpoints dir already holds (else such a start is refused)");
   }
 };
 

@@ -41,7 +41,8 @@ class SafetensorsFile {
 
   // A CPU tensor viewing the mapped data (copy-on-write: writing to it never
   // changes the file). It keeps the mapping alive. Throws InputError for an
-  // unknown name.
+  // unknown name, or when the file's metadata holds a checksum for the
+  // tensor ("crc32c:<name>") that its bytes do not match.
   torch::Tensor tensor(const std::string& name) const;
 
  private:
@@ -56,7 +57,8 @@ class SafetensorsFile {
 
 // Writes the named tensors (any device, contiguous or not; F32, BF16, F16,
 // F64, I64, I32, U8, BOOL) to path atomically: a temporary file in the same
-// folder, renamed when complete.
+// folder, renamed when complete. The metadata gains each tensor's CRC-32C
+// ("crc32c:<name>": 8 hex digits), which SafetensorsFile::tensor checks.
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
