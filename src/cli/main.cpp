@@ -221,6 +221,31 @@ class Flags {
   std::vector<std::string> positional_;
 };
 
+// The ids that end generation: generation_config.json's eos_token_id (an id
+// or a list) when the model folder has one, as transformers does; else the
+// config's.
+std::vector<int64_t> generation_eos_ids(const std::string& model_dir, const ModelConfig& config) {
+  const std::string path = model_dir + "/generation_config.json";
+  std::ifstream in(path);
+  if (!in) return config.eos_token_ids;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(str_cat(path, ": not valid JSON: ", e.what()));
+  }
+  if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) return config.eos_token_ids;
+  std::vector<int64_t> ids;
+  const auto& e = j["eos_token_id"];
+  for (const auto& v : e.is_array() ? e : nlohmann::json::array({e})) {
+    if (!v.is_number_integer()) {
+      throw InputError(str_cat(path, ": eos_token_id: expected a token id or a list of them, got ", e.dump().substr(0, 200)));
+    }
+    ids.push_back(v.get<int64_t>());
+  }
+  return ids;
+}
+
 int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) {
   if (dist.rank() != 0) return kExitOk;  // one process generates
   Flags f(args, {"--no-cache", "--chat"}, "generate");
@@ -261,7 +286,7 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
   }
   auto model = load_hf_model(model_dir, dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32,
                              torch::Device(device));
-  if (o.eos_token_id < 0) o.eos_token_id = model->config().eos_token_id;
+  o.eos_token_ids = generation_eos_ids(model_dir, model->config());
 
   if (!ids_text.empty()) {
     std::vector<int64_t> ids_in;
@@ -288,7 +313,7 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
                              model->config().vocab_size));
   }
   const ChatFormat format = chat ? resolve_chat_format(*tok, chat_template) : ChatFormat{};
-  if (chat) o.eos_token_id = end_of_turn_id(*tok, format.kind);
+  if (chat) o.eos_token_ids.push_back(end_of_turn_id(*tok, format.kind));
   for (const auto& text : prompts) {
     std::vector<int32_t> prompt_ids;
     if (chat) {

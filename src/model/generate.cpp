@@ -1,5 +1,7 @@
 #include "shardtune/model/generate.h"
 
+#include <algorithm>
+
 #include "shardtune/core/error.h"
 
 namespace shardtune {
@@ -45,7 +47,7 @@ std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& promp
                                        : model.forward(torch::tensor(ids, torch::kInt64).unsqueeze(0).to(device));
     const int64_t id = sample_next(logits[0][-1], o, gen);
     ids.push_back(id);
-    if (id == o.eos_token_id) break;
+    if (std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), id) != o.eos_token_ids.end()) break;
     next_input = torch::tensor({id}, torch::kInt64).unsqueeze(0).to(device);
   }
   return ids;

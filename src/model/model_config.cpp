@@ -41,13 +41,63 @@ bool get_bool(const nlohmann::json& j, const char* key, bool fallback, const std
   return it->get<bool>();
 }
 
-// eos_token_id may be a list (llama 3): the first one ends generation.
-int64_t get_token_id(const nlohmann::json& j, const char* key) {
+// A token id, or a list of them (llama 3's eos_token_id); empty when absent or null.
+std::vector<int64_t> get_token_ids(const nlohmann::json& j, const char* key, const std::string& where) {
   const auto it = j.find(key);
-  if (it == j.end()) return -1;
-  if (it->is_number_integer()) return it->get<int64_t>();
-  if (it->is_array() && !it->empty() && (*it)[0].is_number_integer()) return (*it)[0].get<int64_t>();
-  return -1;
+  if (it == j.end() || it->is_null()) return {};
+  if (it->is_number_integer()) return {it->get<int64_t>()};
+  std::vector<int64_t> out;
+  if (it->is_array()) {
+    for (const auto& v : *it) {
+      if (!v.is_number_integer()) break;
+      out.push_back(v.get<int64_t>());
+    }
+    if (out.size() == it->size()) return out;
+  }
+  throw InputError(str_cat(where, ": ", key, ": expected a token id or a list of them, got ", it->dump().substr(0, 200)));
+}
+
+// Refuses key when its value is set and differs from the one the model implements.
+void refuse_unless(const nlohmann::json& j, const char* key, const nlohmann::json& implemented,
+                   const std::string& where, const char* why) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null() || *it == implemented) return;
+  if (implemented.is_number() && it->is_number() && it->get<double>() == implemented.get<double>()) return;
+  throw InputError(str_cat(where, ": ", key, " = ", it->dump().substr(0, 200), " is not supported (", why, ")"));
+}
+
+// Sliding-window attention as transformers applies it: mistral windows every
+// layer; qwen2 only when use_sliding_window, and then the layers its
+// layer_types name (default: those from max_window_layers on); llama never.
+void parse_sliding_window(const nlohmann::json& j, ModelConfig& c, const std::string& where) {
+  const auto sw = j.find("sliding_window");
+  if (sw == j.end() || sw->is_null() || c.model_type == "llama") return;
+  if (!sw->is_number_integer() || sw->get<int64_t>() <= 0) {
+    throw InputError(str_cat(where, ": sliding_window: expected a positive integer or null, got ", sw->dump().substr(0, 200)));
+  }
+  if (c.model_type == "mistral") {
+    c.sliding_window = sw->get<int64_t>();
+    return;
+  }
+  // qwen2
+  if (!get_bool(j, "use_sliding_window", false, where)) return;
+  c.sliding_window = sw->get<int64_t>();
+  const auto types = j.find("layer_types");
+  if (types != j.end() && !types->is_null()) {
+    if (!types->is_array() || static_cast<int64_t>(types->size()) != c.num_layers) {
+      throw InputError(str_cat(where, ": layer_types: expected a list of ", c.num_layers, " entries"));
+    }
+    for (const auto& t : *types) {
+      if (t != "full_attention" && t != "sliding_attention") {
+        throw InputError(str_cat(where, ": layer_types: '", t.dump().substr(0, 100),
+                                 "' is not supported (full_attention, sliding_attention)"));
+      }
+      c.windowed_layers.push_back(t == "sliding_attention");
+    }
+    return;
+  }
+  const int64_t from = get_int(j, {"max_window_layers"}, where, c.num_layers);
+  for (int64_t i = 0; i < c.num_layers; ++i) c.windowed_layers.push_back(i >= from);
 }
 
 }  // namespace
@@ -69,8 +119,12 @@ ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& w
     c.intermediate_size = get_int(j, {"n_inner"}, where, 4 * c.hidden_size);
     c.max_positions = get_int(j, {"n_positions", "max_position_embeddings"}, where);
     c.norm_eps = get_double(j, "layer_norm_epsilon", 1e-5, where);
-    c.tie_word_embeddings = true;  // GPT-2's lm_head is always the embedding
+    c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", true, where);
     c.attention_bias = c.attention_out_bias = c.mlp_bias = true;
+    refuse_unless(j, "scale_attn_by_inverse_layer_idx", false, where, "scores scaled by 1/sqrt(head_dim) only");
+    refuse_unless(j, "reorder_and_upcast_attn", false, where, "attention in the model's dtype");
+    refuse_unless(j, "scale_attn_weights", true, where, "scores are scaled by 1/sqrt(head_dim)");
+    refuse_unless(j, "add_cross_attention", false, where, "decoder-only");
     const auto act = j.find("activation_function");
     if (act != j.end() && act->is_string() && *act != "gelu_new" && *act != "gelu_pytorch_tanh") {
       throw InputError(str_cat(where, ": activation_function ", act->dump(),
@@ -103,10 +157,12 @@ ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& w
     if (act != j.end() && act->is_string() && *act != "silu") {
       throw InputError(str_cat(where, ": hidden_act ", act->dump(), " is not supported (silu)"));
     }
-    const auto sw = j.find("sliding_window");
-    if (sw != j.end() && sw->is_number_integer() && get_bool(j, "use_sliding_window", true, where)) {
-      c.sliding_window = sw->get<int64_t>();
+    for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+      refuse_unless(j, key, nullptr, where, "no soft-capping");
     }
+    refuse_unless(j, "partial_rotary_factor", 1.0, where, "rotary embedding over the whole head");
+    for (const char* key : {"use_qk_norm", "qk_layernorm", "use_qk_layernorm"}) refuse_unless(j, key, false, where, "no q/k norm");
+    parse_sliding_window(j, c, where);
     const auto rs = v5 ? params : j.find("rope_scaling");
     if (rs != j.end() && !rs->is_null()) {
       const std::string kind = rs->value("rope_type", rs->value("type", std::string("?")));
@@ -127,8 +183,10 @@ ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& w
                              "' is not supported (gpt2, llama, mistral, qwen2)"));
   }
   c.head_dim = get_int(j, {"head_dim"}, where, c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
-  c.bos_token_id = get_token_id(j, "bos_token_id");
-  c.eos_token_id = get_token_id(j, "eos_token_id");
+  const auto bos = get_token_ids(j, "bos_token_id", where);
+  c.bos_token_id = bos.empty() ? -1 : bos[0];
+  c.eos_token_ids = get_token_ids(j, "eos_token_id", where);
+  c.eos_token_id = c.eos_token_ids.empty() ? -1 : c.eos_token_ids[0];
   validate(c, where);
   return c;
 }
@@ -177,6 +235,7 @@ nlohmann::json model_config_to_json(const ModelConfig& c, const std::string& tor
     j["n_inner"] = c.intermediate_size;
     j["layer_norm_epsilon"] = c.norm_eps;
     j["activation_function"] = "gelu_new";
+    j["tie_word_embeddings"] = c.tie_word_embeddings;
   } else {
     const char* arch = c.model_type == "qwen2"     ? "Qwen2ForCausalLM"
                        : c.model_type == "mistral" ? "MistralForCausalLM"
@@ -215,6 +274,7 @@ int64_t parameter_count(const ModelConfig& c) {
                 + c.intermediate_size * d + d                // mlp c_proj
                 + 4 * d;                                     // ln_1, ln_2
     total += c.max_positions * d + 2 * d;                    // wpe, ln_f
+    if (!c.tie_word_embeddings) total += c.vocab_size * d;   // lm_head
   } else {
     per_layer = d * (q + 2 * kv) + q * d + 3 * d * c.intermediate_size + 2 * d;
     if (c.attention_bias) per_layer += q + 2 * kv;

@@ -174,6 +174,7 @@ class Gpt2LM final : public CausalLM {
  public:
   explicit Gpt2LM(const ModelConfig& c) : CausalLM(c) {
     transformer = register_module("transformer", Gpt2Body(c));
+    if (!c.tie_word_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false));
   }
 
   torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache) override {
@@ -195,7 +196,7 @@ class Gpt2LM final : public CausalLM {
     return transformer->ln_f(x);
   }
   torch::Tensor project(const torch::Tensor& h) override {
-    return F::linear(h, transformer->wte->weight);  // tied output projection
+    return lm_head ? lm_head(h) : F::linear(h, transformer->wte->weight);
   }
 
   std::vector<std::shared_ptr<torch::nn::Module>> blocks() override {
@@ -204,6 +205,7 @@ class Gpt2LM final : public CausalLM {
   }
 
   Gpt2Body transformer{nullptr};
+  Linear lm_head{nullptr};
 };
 
 // ---------------------------------------------------------------- Llama
@@ -252,8 +254,11 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
 }
 
 struct LlamaAttentionImpl : torch::nn::Module {
-  LlamaAttentionImpl(const ModelConfig& c)
-      : heads(c.num_heads), kv_heads(c.num_kv_heads), head_dim(c.head_dim), window(c.sliding_window) {
+  LlamaAttentionImpl(const ModelConfig& c, int64_t layer)
+      : heads(c.num_heads),
+        kv_heads(c.num_kv_heads),
+        head_dim(c.head_dim),
+        window(c.windowed_layers.empty() || c.windowed_layers[static_cast<size_t>(layer)] ? c.sliding_window : 0) {
     q_proj = register_module("q_proj", Linear(c.hidden_size, heads * head_dim, c.attention_bias));
     k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads * head_dim, c.attention_bias));
     v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads * head_dim, c.attention_bias));
@@ -290,9 +295,9 @@ struct LlamaMlpImpl : torch::nn::Module {
 TORCH_MODULE(LlamaMlp);
 
 struct LlamaBlockImpl : torch::nn::Module {
-  LlamaBlockImpl(const ModelConfig& c) {
+  LlamaBlockImpl(const ModelConfig& c, int64_t layer) {
     input_layernorm = register_module("input_layernorm", RmsNorm(c.hidden_size, c.norm_eps));
-    self_attn = register_module("self_attn", LlamaAttention(c));
+    self_attn = register_module("self_attn", LlamaAttention(c, layer));
     post_attention_layernorm =
         register_module("post_attention_layernorm", RmsNorm(c.hidden_size, c.norm_eps));
     mlp = register_module("mlp", LlamaMlp(c));
@@ -312,7 +317,7 @@ struct LlamaBodyImpl : torch::nn::Module {
   LlamaBodyImpl(const ModelConfig& c) {
     embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
     layers = register_module("layers", torch::nn::ModuleList());
-    for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(LlamaBlock(c));
+    for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(LlamaBlock(c, i));
     norm = register_module("norm", RmsNorm(c.hidden_size, c.norm_eps));
   }
   torch::nn::Embedding embed_tokens{nullptr};

@@ -43,6 +43,13 @@ def configs():
                                    num_attention_heads=4, num_key_value_heads=2, sliding_window=8),
         "qwen2": T.Qwen2Config(**TINY, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
+        # The edges: a GPT-2 with its own output layer; a Qwen2 whose layers
+        # from max_window_layers on see a window shorter than the input.
+        "gpt2_untied": T.GPT2Config(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                                    tie_word_embeddings=False),
+        "qwen2_window_layers": T.Qwen2Config(**TINY, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                             num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
+                                             sliding_window=5, max_window_layers=1),
     }
 
 

@@ -328,3 +328,114 @@ TEST(TorchBatch, GivesInt64InputsAndLabelsWithTheIgnoreIndex) {
 
 }  // namespace
 }  // namespace shardtune
+
+namespace shardtune {
+namespace {
+
+TEST(Safetensors, AFlippedDataByteFailsTheChecksumNamingTheTensor) {
+  const std::string path = temp_dir("crc") + "/a.safetensors";
+  save_safetensors(path, {{"a", torch::randn({8})}, {"b", torch::randn({4, 4})}});
+  EXPECT_EQ(SafetensorsFile(path).metadata().count("crc32c:b"), 1u);
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(-3, std::ios::end);
+  char c = 0;
+  f.read(&c, 1);
+  c ^= 0x04;
+  f.seekp(-3, std::ios::end);
+  f.write(&c, 1);
+  f.close();
+  const SafetensorsFile file(path);
+  EXPECT_NO_THROW(file.tensor("a"));
+  try {
+    file.tensor("b");
+    FAIL() << "a flipped byte was not caught";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(path + ": tensor 'b' fails its checksum"), std::string::npos) << e.what();
+  }
+}
+
+// Every config key that changes the math is read, or refused by name.
+TEST(ModelConfig, KeysEachArchitectureAcceptsOrRefuses) {
+  struct Case {
+    std::string type;
+    nlohmann::json extra;
+    std::string refused_key;  // empty: accepted
+  };
+  const std::vector<Case> cases = {
+      {"gpt2", {{"tie_word_embeddings", false}}, ""},
+      {"gpt2", {{"scale_attn_by_inverse_layer_idx", true}}, "scale_attn_by_inverse_layer_idx"},
+      {"gpt2", {{"scale_attn_by_inverse_layer_idx", false}}, ""},
+      {"gpt2", {{"reorder_and_upcast_attn", true}}, "reorder_and_upcast_attn"},
+      {"gpt2", {{"scale_attn_weights", false}}, "scale_attn_weights"},
+      {"gpt2", {{"add_cross_attention", true}}, "add_cross_attention"},
+      {"gpt2", {{"activation_function", "relu"}}, "activation_function"},
+      {"gpt2", {{"activation_function", "gelu_pytorch_tanh"}}, ""},
+      {"llama", {{"hidden_act", "gelu"}}, "hidden_act"},
+      {"llama", {{"rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}}}, "rope_scaling"},
+      {"llama", {{"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}}}, ""},
+      {"llama", {{"attn_logit_softcapping", 50.0}}, "attn_logit_softcapping"},
+      {"llama", {{"final_logit_softcapping", 30.0}}, "final_logit_softcapping"},
+      {"llama", {{"final_logit_softcapping", nullptr}}, ""},
+      {"llama", {{"partial_rotary_factor", 0.5}}, "partial_rotary_factor"},
+      {"llama", {{"partial_rotary_factor", 1}}, ""},
+      {"llama", {{"use_qk_norm", true}}, "use_qk_norm"},
+      {"llama", {{"eos_token_id", {5, 7}}}, ""},
+      {"llama", {{"eos_token_id", "x"}}, "eos_token_id"},
+      {"qwen2", {{"use_sliding_window", true}, {"sliding_window", 4}, {"max_window_layers", 1}}, ""},
+      {"qwen2", {{"use_sliding_window", true}, {"sliding_window", 4}, {"layer_types", {"full_attention", "x"}}},
+       "layer_types"},
+      {"qwen2", {{"use_sliding_window", true}, {"sliding_window", 4}, {"layer_types", {"full_attention"}}},
+       "layer_types"},
+      {"mistral", {{"sliding_window", 0}}, "sliding_window"},
+      {"mistral", {{"sliding_window", nullptr}}, ""},
+  };
+  for (const auto& k : cases) {
+    nlohmann::json j = {{"model_type", k.type}, {"vocab_size", 61}};
+    if (k.type == "gpt2") {
+      j.update({{"n_embd", 16}, {"n_layer", 2}, {"n_head", 2}, {"n_positions", 32}});
+    } else {
+      j.update({{"hidden_size", 16}, {"intermediate_size", 24}, {"num_hidden_layers", 2},
+                {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"max_position_embeddings", 32}});
+    }
+    j.update(k.extra);
+    const std::string what = k.type + " " + k.extra.dump();
+    if (k.refused_key.empty()) {
+      EXPECT_NO_THROW(model_config_from_json(j, "c.json")) << what;
+    } else {
+      try {
+        model_config_from_json(j, "c.json");
+        ADD_FAILURE() << what << " was accepted";
+      } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("c.json: " + k.refused_key), std::string::npos) << e.what();
+      }
+    }
+  }
+  // What the accepted ones mean.
+  auto with = [](const std::string& type, const nlohmann::json& extra) {
+    nlohmann::json j = {{"model_type", type}, {"vocab_size", 61}, {"hidden_size", 16}, {"intermediate_size", 24},
+                        {"num_hidden_layers", 3}, {"num_attention_heads", 4}, {"max_position_embeddings", 32}};
+    j.update(extra);
+    return model_config_from_json(j, "c.json");
+  };
+  EXPECT_EQ(with("qwen2", {{"sliding_window", 4}}).sliding_window, 0);  // use_sliding_window defaults to false
+  const ModelConfig q = with("qwen2", {{"use_sliding_window", true}, {"sliding_window", 4}, {"max_window_layers", 1}});
+  EXPECT_EQ(q.sliding_window, 4);
+  EXPECT_EQ(q.windowed_layers, (std::vector<bool>{false, true, true}));
+  EXPECT_EQ(with("mistral", {{"sliding_window", 4}}).windowed_layers.size(), 0u);  // every layer
+  EXPECT_EQ(with("llama", {{"sliding_window", 4}}).sliding_window, 0);             // llama has none
+  EXPECT_EQ(with("llama", {{"eos_token_id", {5, 7}}}).eos_token_ids, (std::vector<int64_t>{5, 7}));
+}
+
+TEST(Generate, StopsOnAnyOfSeveralEosIds) {
+  auto m = tiny_model("llama");
+  SamplingOptions o;
+  o.max_new_tokens = 5;
+  const auto free_run = generate(*m, {1, 2, 3}, o);
+  ASSERT_EQ(free_run.size(), 8u);
+  o.eos_token_ids = {60, free_run[4]};  // the second generated token ends it
+  const auto stopped = generate(*m, {1, 2, 3}, o);
+  EXPECT_EQ(stopped, std::vector<int64_t>(free_run.begin(), free_run.begin() + 5));
+}
+
+}  // namespace
+}  // namespace shardtune

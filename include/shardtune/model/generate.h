@@ -13,7 +13,7 @@ struct SamplingOptions {
   double temperature = 0.0;  // 0 = greedy (argmax)
   int64_t top_k = 0;         // 0 = no top-k filter
   double top_p = 1.0;        // 1 = no nucleus filter
-  int64_t eos_token_id = -1; // stop after generating it; -1 = never
+  std::vector<int64_t> eos_token_ids;  // stop after generating any of them; empty = never
   uint64_t seed = 0;
   bool use_cache = true;     // KV cache; false recomputes the whole sequence each step
 };

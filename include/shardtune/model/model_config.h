@@ -5,11 +5,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace shardtune {
 
 enum class Family {
-  kGpt2,   // learned positions, LayerNorm, tanh-GELU MLP, tied embeddings
+  kGpt2,   // learned positions, LayerNorm, tanh-GELU MLP, tied (or separate) output
   kLlama,  // llama, mistral, qwen2: RMSNorm, RoPE, SwiGLU, grouped-query attention
 };
 
@@ -31,6 +32,9 @@ struct ModelConfig {
   bool attention_out_bias = false;
   bool mlp_bias = false;
   int64_t sliding_window = 0;  // 0 = none
+  // Which layers the window applies to (qwen2's layer_types /
+  // max_window_layers); empty = every layer.
+  std::vector<bool> windowed_layers;
   // llama3-style RoPE frequency scaling (rope_scaling.rope_type == "llama3")
   bool rope_llama3 = false;
   double rope_factor = 1.0;
@@ -38,7 +42,8 @@ struct ModelConfig {
   double rope_high_freq_factor = 4.0;
   int64_t rope_original_max_positions = 0;
   int64_t bos_token_id = -1;
-  int64_t eos_token_id = -1;
+  int64_t eos_token_id = -1;             // the first end-of-sequence id
+  std::vector<int64_t> eos_token_ids;    // all of them (config.json may list several)
 
   // The config.json this came from (kept so an export writes it back with the
   // keys shardtune does not interpret); empty for configs built in code.
@@ -46,6 +51,8 @@ struct ModelConfig {
 };
 
 // Parses an HF config.json object; `where` names it in errors (InputError).
+// Accepts exactly what the models implement: a key whose value would change
+// the math in a way they do not reproduce is refused by name.
 ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& where);
 
 // Reads dir/config.json (or dir itself when it names a .json file).
