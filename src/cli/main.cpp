@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -201,8 +202,23 @@ class Flags {
     if (v.empty()) return fallback;
     char* end = nullptr;
     const double d = std::strtod(v.c_str(), &end);
-    if (*end != '\0') throw InputError(str_cat(command_, ": ", name, ": expected a number, got \"", v, "\""));
+    if (v.empty() || *end != '\0' || !std::isfinite(d)) {
+      throw InputError(str_cat(command_, ": ", name, ": expected a finite number, got \"", capped(v), "\""));
+    }
     return d;
+  }
+  // A whole number in [lo, hi].
+  int64_t integer(const std::string& name, int64_t fallback, int64_t lo, int64_t hi) {
+    const std::string v = get(name, "");
+    if (v.empty()) return fallback;
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    if (*end != '\0' || errno != 0 || n < lo || n > hi) {
+      throw InputError(str_cat(command_, ": ", name, ": expected a whole number from ", lo, " to ", hi, ", got \"",
+                               capped(v), "\""));
+    }
+    return n;
   }
   const std::vector<std::string>& positional() const { return positional_; }
   // Throws for any flag or argument nobody asked for.
@@ -260,11 +276,13 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
   const std::string device = f.get("--device", "cpu");
   const std::string dtype = f.get("--dtype", "float32");
   SamplingOptions o;
-  o.max_new_tokens = static_cast<int64_t>(f.number("--max-new-tokens", 64));
+  o.max_new_tokens = f.integer("--max-new-tokens", 64, 0, int64_t{1} << 24);
   o.temperature = f.number("--temperature", 0.0);
-  o.top_k = static_cast<int64_t>(f.number("--top-k", 0));
+  o.top_k = f.integer("--top-k", 0, 0, int64_t{1} << 30);
   o.top_p = f.number("--top-p", 1.0);
-  o.seed = static_cast<uint64_t>(f.number("--seed", 0));
+  o.seed = static_cast<uint64_t>(f.integer("--seed", 0, 0, INT64_MAX));
+  if (o.temperature < 0) throw InputError("generate: --temperature must be 0 (greedy) or positive");
+  if (!(o.top_p > 0 && o.top_p <= 1)) throw InputError("generate: --top-p must be in (0, 1]");
   o.use_cache = !f.has("--no-cache");
   f.done(/*positional_ok=*/false);
   if (model_dir.empty() || (!ids_text.empty()) + (!prompt.empty()) + (!prompt_file.empty()) != 1) {
@@ -282,7 +300,11 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
     if (prompts.empty()) throw InputError(str_cat(prompt_file, ": no prompts (one per line)"));
   }
   if (dtype != "float32" && dtype != "bfloat16") {
-    throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", dtype, "\""));
+    throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", capped(dtype), "\""));
+  }
+  if (!(device == "cpu" || device == "cuda" || (device.rfind("cuda:", 0) == 0 && device.size() > 5 &&
+                                                device.find_first_not_of("0123456789", 5) == std::string::npos))) {
+    throw InputError(str_cat("generate: --device: expected cpu, cuda or cuda:N, got \"", capped(device), "\""));
   }
   auto model = load_hf_model(model_dir, dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32,
                              torch::Device(device));
@@ -350,8 +372,8 @@ int cmd_prep(const DistContext& dist, const std::vector<std::string>& args) {
   o.output = f.get("--output", "");
   o.format = f.get("--format", "auto");
   o.val_fraction = f.number("--val-fraction", 0.0);
-  o.shard_tokens = static_cast<int64_t>(f.number("--shard-tokens", 1e8));
-  o.threads = static_cast<int>(f.number("--threads", 0));
+  o.shard_tokens = f.integer("--shard-tokens", 100000000, 1, int64_t{1} << 40);
+  o.threads = static_cast<int>(f.integer("--threads", 0, 0, 1024));
   o.chat_template = f.get("--chat-template", "");
   const std::string train_on = f.get("--train-on", "assistant");
   if (train_on != "assistant" && train_on != "all") {
@@ -372,7 +394,7 @@ int cmd_inspect(const DistContext& dist, const std::vector<std::string>& args) {
   if (dist.rank() != 0) return kExitOk;
   Flags f(args, {}, "inspect");
   const std::string spec = f.get("--tokenizer", "");
-  const auto show = static_cast<int64_t>(f.number("--show", 64));
+  const int64_t show = f.integer("--show", 64, 0, int64_t{1} << 40);
   f.done();
   if (f.positional().size() != 1) throw InputError(str_cat("inspect needs one FILE.h5\n", kUsage));
   TokenShardReader r(f.positional()[0]);

@@ -36,6 +36,8 @@ int run_rank_main(const std::function<int(DistContext&)>& body) {
     return code;
   } catch (const InputError& e) {
     return fail(*dist, "error", e.what(), kExitBadInput);
+  } catch (const c10::Error& e) {  // libtorch's message, without its C++ stack frames
+    return fail(*dist, "error", e.what_without_backtrace(), kExitFailure);
   } catch (const std::exception& e) {
     return fail(*dist, "error", e.what(), kExitFailure);
   }

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -202,8 +203,18 @@ class Reader {
   }
 
   void reject_unknown_keys() const {
+    std::vector<std::string> seen;
     for (const auto& kv : node_) {
+      if (!kv.first.IsScalar()) {
+        const std::string here = prefix_.empty() ? "<top level>" : prefix_.substr(0, prefix_.size() - 1);
+        fail(origins_.where(prefix_, kv.first), here,
+             str_cat("a key must be a plain name, got ", describe_node(kv.first)));
+      }
       const std::string key = kv.first.as<std::string>();
+      if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+        fail(origins_.where(prefix_ + key, kv.first), prefix_ + key, "duplicate key (it appears twice in this mapping)");
+      }
+      seen.push_back(key);
       if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
       const std::string path = prefix_ + key;
       std::string message = "unknown key";
@@ -320,10 +331,18 @@ Config parse_config(const std::string& yaml_text, const std::string& source_name
     throw InputError(str_cat(source_name, ":", e.mark.line + 1, ":", e.mark.column + 1,
                              ": invalid YAML: ", e.msg));
   }
-  return resolve(root, origins, overrides);
+  try {
+    return resolve(root, origins, overrides);
+  } catch (const YAML::Exception& e) {  // a conversion yaml-cpp refuses: name the file and place
+    throw InputError(str_cat(source_name, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
+  }
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
+    throw InputError(str_cat(path, ": not a config file (a directory?)"));
+  }
   std::ifstream in(path);
   if (!in) {
     throw InputError(str_cat(path, ": cannot open config file: ", std::strerror(errno)));

@@ -37,18 +37,37 @@ std::string_view trim(std::string_view s) {
 }
 
 size_t edit_distance(std::string_view a, std::string_view b) {
-  // Two-row dynamic programme; row[j] = distance(a[0:i], b[0:j]).
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  // Optimal string alignment: insertions, deletions, substitutions and
+  // transpositions of neighbours ("trian" -> "train") cost one each.
+  // Three rows; row[j] = distance(a[0:i], b[0:j]).
+  std::vector<size_t> before(b.size() + 1), prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
     cur[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
       size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
       cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) cur[j] = std::min(cur[j], before[j - 2] + 1);
     }
+    std::swap(before, prev);
     std::swap(prev, cur);
   }
   return prev[b.size()];
+}
+
+std::string capped(std::string_view s, size_t max) {
+  if (s.size() <= max) return std::string(s);
+  size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) --n;  // not inside a character
+  return std::string(s.substr(0, n)) + "... (" + std::to_string(s.size()) + " bytes)";
+}
+
+std::string without_exception_tag(std::string_view what) {
+  if (!what.empty() && what[0] == '[') {
+    const size_t end = what.find("] ");
+    if (end != std::string_view::npos) what.remove_prefix(end + 2);
+  }
+  return capped(what);
 }
 
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates) {

@@ -63,7 +63,7 @@ class Converter {
       try {
         j = nlohmann::json::parse(line.text);
       } catch (const nlohmann::json::exception& e) {
-        throw InputError(str_cat("not a JSON object: ", e.what()));
+        throw InputError(str_cat("not a JSON object: ", without_exception_tag(e.what())));
       }
       if (!j.is_object()) throw InputError("not a JSON object");
       std::string format = o_.format;
@@ -171,6 +171,7 @@ class LineSource {
         while (block.size() < kBlockLines && std::getline(in_, line)) {
           ++lineno_;
           bytes_ += static_cast<int64_t>(line.size()) + 1;
+          if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF files
           if (trim(line).empty()) {
             if (!doc.empty()) block.push_back({doc, str_cat(name, ":", first)});
             doc.clear();
@@ -229,6 +230,7 @@ PrepSummary run_prep(const PrepOptions& o) {
   }
   for (const auto& in : o.inputs) {
     if (!fs::exists(in)) throw InputError(str_cat(in, ": no such input file"));
+    if (fs::is_directory(in)) throw InputError(str_cat(in, ": is a directory (give the files in it)"));
   }
   const auto existing_train = find_shards(o.output, "train");
   const auto existing_val = find_shards(o.output, "val");

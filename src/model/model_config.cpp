@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
 
 namespace shardtune {
 namespace {
@@ -102,7 +103,17 @@ void parse_sliding_window(const nlohmann::json& j, ModelConfig& c, const std::st
 
 }  // namespace
 
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& where);
+
 ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& where) {
+  try {
+    return parse_model_config(j, where);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(str_cat(where, ": malformed config: ", without_exception_tag(e.what())));
+  }
+}
+
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) throw InputError(str_cat(where, ": expected a JSON object"));
   ModelConfig c;
   c.source = j;

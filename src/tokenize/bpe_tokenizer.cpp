@@ -15,6 +15,7 @@
 
 #include "internal.h"
 #include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
 #include "shardtune/tokenize/tokenizer.h"
 
 namespace shardtune {
@@ -540,8 +541,34 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
   return load_hf_tokenizer_json(j, cfg, path, "hf:" + content_hash(text));
 }
 
+namespace {
+std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, const std::string& path,
+                                              const std::string& fingerprint);
+}  // namespace
+
 std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const json& j, const json& cfg, const std::string& path,
                                                   const std::string& fingerprint) {
+  try {
+    return build_hf_tokenizer(j, cfg, path, fingerprint);
+  } catch (const json::exception& e) {
+    // A value of the wrong JSON type somewhere: the file, and the library's
+    // words without its exception tag.
+    throw InputError(str_cat(path, ": malformed tokenizer file: ", without_exception_tag(e.what())));
+  }
+}
+
+namespace {
+// Token ids are indices into tables: they must be small non-negative integers.
+int32_t token_id_value(const json& v, const std::string& path, const std::string& what) {
+  constexpr int64_t kMaxId = int64_t{1} << 24;
+  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= kMaxId) {
+    throw InputError(str_cat(path, ": ", what, ": id ", capped(v.dump(), 40), " is not an integer in [0, ", kMaxId, ")"));
+  }
+  return static_cast<int32_t>(v.get<int64_t>());
+}
+
+std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, const std::string& path,
+                                              const std::string& fingerprint) {
   const json& model = j.contains("model") ? j["model"] : json();
   if (!model.is_object() || model.value("type", "BPE") != "BPE" || !model.contains("vocab")) {
     throw InputError(str_cat(path, ": the model is not a BPE model with a vocab (",
@@ -556,7 +583,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const json& j, const json& cfg
     }
   }
   std::unordered_map<std::string, int32_t> vocab;
-  for (const auto& [tok, id] : model["vocab"].items()) vocab[tok] = id.get<int32_t>();
+  if (!model["vocab"].is_object()) throw InputError(str_cat(path, ": model.vocab is not an object"));
+  for (const auto& [tok, id] : model["vocab"].items()) vocab[tok] = token_id_value(id, path, str_cat("model.vocab['", capped(tok, 60), "']"));
   std::vector<std::pair<std::string, std::string>> merges;
   for (const auto& m : model.value("merges", json::array())) {
     if (m.is_string()) {  // "a b"
@@ -570,8 +598,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const json& j, const json& cfg
   }
   std::vector<AddedToken> added;
   for (const auto& a : j.value("added_tokens", json::array())) {
-    added.push_back({a["content"].get<std::string>(), a["id"].get<int32_t>(), a.value("special", false),
-                     a.value("lstrip", false), a.value("rstrip", false)});
+    added.push_back({a.at("content").get<std::string>(), token_id_value(a.at("id"), path, "added_tokens"),
+                     a.value("special", false), a.value("lstrip", false), a.value("rstrip", false)});
   }
   std::vector<NormStep> norm;
   parse_norm(j.value("normalizer", json()), path, norm);
@@ -622,6 +650,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const json& j, const json& cfg
   return tok;
 }
 
+}  // namespace
+
 std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& dir) {
   const std::string vocab_path = dir + "/vocab.json";
   const std::string merges_path = dir + "/merges.txt";
@@ -629,7 +659,7 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& dir) {
   const std::string merges_text = read_file(merges_path);
   const json v = parse_json(vocab_text, vocab_path);
   std::unordered_map<std::string, int32_t> vocab;
-  for (const auto& [tok, id] : v.items()) vocab[tok] = id.get<int32_t>();
+  for (const auto& [tok, id] : v.items()) vocab[tok] = token_id_value(id, vocab_path, str_cat("'", capped(tok, 60), "'"));
   std::vector<std::pair<std::string, std::string>> merges;
   std::istringstream in(merges_text);
   std::string line;

@@ -64,3 +64,15 @@ TEST(Crc32c, KnownVectors) {
             shardtune::crc32c(s.data(), s.size()));
   EXPECT_EQ(shardtune::crc32c_hex(0xE3069283u), "e3069283");
 }
+
+TEST(Strings, TranspositionIsOneEditAndCappingKeepsCharacters) {
+  EXPECT_EQ(shardtune::closest_match("trian", {"train", "data", "eval"}), "train");
+  EXPECT_EQ(shardtune::closest_match("setps", {"steps", "seed"}), "steps");
+  EXPECT_EQ(shardtune::capped("short"), "short");
+  const std::string euro = "\xe2\x82\xac";  // 3 bytes
+  std::string long_text;
+  for (int i = 0; i < 100; ++i) long_text += euro;
+  EXPECT_EQ(shardtune::capped(long_text, 10), euro + euro + euro + "... (300 bytes)");
+  EXPECT_EQ(shardtune::without_exception_tag("[json.exception.type_error.302] type must be string"),
+            "type must be string");
+}

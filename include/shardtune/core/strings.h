@@ -25,6 +25,14 @@ size_t edit_distance(std::string_view a, std::string_view b);
 // contains the other).
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);
 
+// s, or its first max bytes (cut at a UTF-8 boundary) and "... (N bytes)":
+// how error messages quote input, so a huge bad line is never echoed whole.
+std::string capped(std::string_view s, size_t max = 200);
+
+// A library's exception text without its leading "[tag] " (nlohmann::json
+// writes "[json.exception.type_error.302] type must be ..."), capped.
+std::string without_exception_tag(std::string_view what);
+
 // Peak resident memory of this process so far (VmHWM), in bytes; 0 where
 // the system does not say.
 int64_t peak_host_memory_bytes();

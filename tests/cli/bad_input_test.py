@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Bad input on the command line, table-driven: each case must exit 2 with
+`path[:line]: what is wrong` on stderr, quote at most a few hundred bytes of
+the input, show no C++ type names or stack frames, and leave nothing behind.
+
+    bad_input_test.py --shardtune BIN --work DIR
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+FORBIDDEN = re.compile(r"c10::|std::|frame #|json\.exception|terminate called|Exception raised from")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shardtune", required=True)
+    ap.add_argument("--work", required=True)
+    a = ap.parse_args()
+    w = os.path.abspath(a.work)
+    shutil.rmtree(w, ignore_errors=True)
+    os.makedirs(w)
+
+    def write(name, text, mode="w"):
+        p = os.path.join(w, name)
+        with open(p, mode) as f:
+            f.write(text)
+        return p
+
+    # A tiny model folder (config.json + weights) made by shardtune itself.
+    model = os.path.join(w, "model")
+    cfg = write("tiny.yaml", """model: {arch: llama, hidden_size: 16, num_layers: 1, num_heads: 2, max_positions: 32}
+data: {train: DATA, seq_len: 8, micro_batch: 1, global_batch: 1}
+train: {steps: 1, output_dir: OUT}
+checkpoint: {every: 1}
+log: {progress: "off"}
+""".replace("DATA", os.path.join(w, "d-train-*.h5")).replace("OUT", os.path.join(w, "run")))
+    text = write("t.jsonl", "".join(json.dumps({"text": f"document {i} " * 5}) + "\n" for i in range(20)))
+    subprocess.run([a.shardtune, "prep", "--tokenizer", "byte", "--input", text, "--output", os.path.join(w, "d")],
+                   check=True, capture_output=True)
+    subprocess.run([a.shardtune, "train", cfg], check=True, capture_output=True)
+    subprocess.run([a.shardtune, "export", "--checkpoint", os.path.join(w, "run", "checkpoints", "latest"),
+                    "--output", model], check=True, capture_output=True)
+
+    def model_with(name, **changes):
+        d = os.path.join(w, name)
+        shutil.copytree(model, d)
+        c = json.load(open(os.path.join(d, "config.json")))
+        c.update(changes)
+        json.dump(c, open(os.path.join(d, "config.json"), "w"))
+        return d
+
+    def tokenizer(name, vocab, added=None):
+        return write(name, json.dumps({"model": {"type": "BPE", "vocab": vocab, "merges": []},
+                                       "added_tokens": added or [], "pre_tokenizer": None}))
+
+    dup_yaml = write("dup.yaml", "train:\n  steps: 5\n  steps: 7\n")
+    list_key_yaml = write("listkey.yaml", "train:\n  [a, b]: 1\n")
+    huge = write("huge.jsonl", '{"text": "' + "x" * 5_000_000 + '\n')
+    os.makedirs(os.path.join(w, "adir"), exist_ok=True)
+    gen = [a.shardtune, "generate", "--model", model, "--prompt-ids", "1,2"]
+    cases = [
+        ("prep: an input that is a directory", [a.shardtune, "prep", "--input", os.path.join(w, "adir"), "--output", os.path.join(w, "o1")],
+         os.path.join(w, "adir") + ": is a directory"),
+        ("prep: --val-fraction nan", [a.shardtune, "prep", "--input", text, "--output", os.path.join(w, "o2"), "--val-fraction", "nan"],
+         "--val-fraction: expected a finite number"),
+        ("prep: --shard-tokens 1.5", [a.shardtune, "prep", "--input", text, "--output", os.path.join(w, "o3"), "--shard-tokens", "1.5"],
+         "--shard-tokens: expected a whole number"),
+        ("prep: a 5 MB bad JSONL line", [a.shardtune, "prep", "--input", huge, "--output", os.path.join(w, "o4")],
+         huge + ":1: not a JSON object"),
+        ("prep: a negative vocabulary id", [a.shardtune, "prep", "--tokenizer", "hf:" + tokenizer("neg.json", {"a": -5, "b": 1}),
+                                             "--input", text, "--output", os.path.join(w, "o5")],
+         "neg.json: model.vocab['a']: id -5 is not an integer in [0"),
+        ("prep: a huge vocabulary id", [a.shardtune, "prep", "--tokenizer", "hf:" + tokenizer("big.json", {"a": 2**40}),
+                                         "--input", text, "--output", os.path.join(w, "o6")],
+         "big.json: model.vocab['a']: id 1099511627776 is not an integer"),
+        ("prep: an added token of the wrong type", [a.shardtune, "prep", "--tokenizer", "hf:" + tokenizer("type.json", {"a": 0}, [{"id": 1, "content": 7}]),
+                                                    "--input", text, "--output", os.path.join(w, "o7")],
+         "type.json: malformed tokenizer file: type must be string"),
+        ("config: a directory", [a.shardtune, "config", w + "/"], w + "/: not a config file"),
+        ("config: a duplicate key", [a.shardtune, "config", dup_yaml], dup_yaml + ":3: train.steps: duplicate key"),
+        ("config: a key that is a list", [a.shardtune, "config", list_key_yaml], list_key_yaml + ":2: train: a key must be a plain name"),
+        ("config: a transposed section name", [a.shardtune, "config", dup_yaml.replace("dup", "tiny"), "trian.steps=3"],
+         "did you mean 'train'"),
+        ("generate: --max-new-tokens -1", gen + ["--max-new-tokens", "-1"], "--max-new-tokens: expected a whole number from 0"),
+        ("generate: --temperature -1", gen + ["--temperature", "-1"], "--temperature must be 0 (greedy) or positive"),
+        ("generate: --temperature nan", gen + ["--temperature", "nan"], "--temperature: expected a finite number"),
+        ("generate: --top-k -5", gen + ["--top-k", "-5"], "--top-k: expected a whole number from 0"),
+        ("generate: --top-p nan", gen + ["--top-p", "nan"], "--top-p: expected a finite number"),
+        ("generate: --top-p 0", gen + ["--top-p", "0"], "--top-p must be in (0, 1]"),
+        ("generate: --device banana", gen + ["--device", "banana"], "--device: expected cpu, cuda or cuda:N, got \"banana\""),
+        ("generate: config.json with a non-object rope_scaling",
+         [a.shardtune, "generate", "--model", model_with("m_rope", rope_scaling=5), "--prompt-ids", "1"],
+         "config.json: malformed config"),
+        ("generate: config.json with a GPT-2-only key of another value",
+         [a.shardtune, "generate", "--model", model_with("m_soft", attn_logit_softcapping=50.0), "--prompt-ids", "1"],
+         "config.json: attn_logit_softcapping = 50.0 is not supported"),
+        ("generate: config.json eos_token_id of the wrong type",
+         [a.shardtune, "generate", "--model", model_with("m_eos", eos_token_id="x"), "--prompt-ids", "1"],
+         "config.json: eos_token_id: expected a token id or a list of them"),
+    ]
+    failed = 0
+    for name, argv, want in cases:
+        before = set(os.listdir(w))
+        p = subprocess.run([str(x) for x in argv], capture_output=True, text=True)
+        err = p.stderr.strip()
+        ok = (p.returncode == 2 and want in err and not FORBIDDEN.search(err) and len(err) < 2000
+              and set(os.listdir(w)) == before)
+        print(("ok    " if ok else "FAIL  ") + f"{name}: exit {p.returncode}: {err[:300]!r}")
+        failed += not ok
+    # A CRLF text file loses its carriage returns, as JSONL lines do.
+    crlf = write("crlf.txt", "first line\r\nsecond line\r\n\r\nnext document\r\n")
+    p = subprocess.run([a.shardtune, "prep", "--tokenizer", "byte", "--input", crlf, "--output", os.path.join(w, "crlf")],
+                       capture_output=True, text=True)
+    q = subprocess.run([a.shardtune, "inspect", os.path.join(w, "crlf-train-00000.h5"), "--tokenizer", "byte"],
+                       capture_output=True, text=True)
+    ok = p.returncode == 0 and "first line\nsecond line" in q.stdout and "\r" not in q.stdout
+    print(("ok    " if ok else "FAIL  ") + "a CRLF .txt file is read without its carriage returns")
+    failed += not ok
+    print(f"{len(cases) + 1 - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
