@@ -3,6 +3,7 @@
 //   throw     rank 1 throws after a collective; the others wait in the next one
 //   crash     rank 1 dies from SIGKILL; the others wait in a collective
 //   timeout   rank 1 stays away from a collective; rank 0's wait times out (2 s)
+//   stop      rank 1's process is stopped (SIGSTOP): it cannot even answer
 //   mismatch  with checking on, rank 0 calls all_reduce and the others all_gather
 #include <torch/torch.h>
 
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
     if (mode == "timeout" && dist.rank() == 1) {
       std::this_thread::sleep_for(std::chrono::seconds(60));
     }
+    if (mode == "stop" && dist.rank() == 1) std::raise(SIGSTOP);  // the whole process halts
     if (mode == "mismatch") {
       if (dist.rank() == 0) {
         torch::Tensor x = torch::ones({7});
