@@ -14,6 +14,7 @@ sudo=""
 
 packages=(
   build-essential cmake ninja-build ccache git pkg-config
+  clang libclang-rt-14-dev
   python3 python3-venv python3-pip
   openmpi-bin libopenmpi-dev
   libyaml-cpp-dev libspdlog-dev libgtest-dev nlohmann-json3-dev

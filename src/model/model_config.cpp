@@ -217,6 +217,16 @@ void validate(const ModelConfig& c, const std::string& where) {
        "n_head must divide n_embd");
   need(c.intermediate_size > 0 && c.max_positions > 0,
        "intermediate_size and max_position_embeddings must be positive");
+  // Sizes past these are no model anyone trains: a typo or a corrupt file,
+  // caught before anything is allocated from them.
+  need(c.vocab_size <= (int64_t{1} << 24), str_cat("vocab_size ", c.vocab_size, " is larger than 16,777,216"));
+  need(c.hidden_size <= (int64_t{1} << 17) && c.intermediate_size <= (int64_t{1} << 20) && c.head_dim <= 4096,
+       str_cat("hidden_size ", c.hidden_size, ", intermediate_size ", c.intermediate_size, " or head_dim ", c.head_dim,
+               " is beyond any model (limits 131072, 1048576, 4096)"));
+  need(c.num_layers <= 4096 && c.num_heads <= 4096, str_cat("num_layers ", c.num_layers, " or num_heads ", c.num_heads,
+                                                            " is beyond any model (limit 4096)"));
+  need(c.max_positions <= (int64_t{1} << 24), str_cat("max_position_embeddings ", c.max_positions,
+                                                     " is larger than 16,777,216"));
 }
 
 ModelConfig load_model_config(const std::string& dir) {

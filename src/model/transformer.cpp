@@ -1,5 +1,7 @@
 #include "shardtune/model/transformer.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <set>
 
@@ -434,6 +436,16 @@ bool CausalLM::has_lora() {
 }
 
 std::shared_ptr<CausalLM> make_causal_lm(const ModelConfig& config) {
+  // The whole model is made in float32 in host memory first: refuse one that
+  // cannot fit before asking the allocator (whose failure is a stack trace).
+  const double bytes = 4.0 * static_cast<double>(parameter_count(config));
+  const double host = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  if (host > 0 && bytes > host) {
+    throw InputError(str_cat("a ", config.model_type, " model of ", parameter_count(config), " parameters needs ",
+                             bytes / (1 << 30), " GiB in float32, more than this machine's ", host / (1 << 30),
+                             " GiB of memory (hidden_size ", config.hidden_size, ", layers ", config.num_layers,
+                             ", vocab_size ", config.vocab_size, ")"));
+  }
   if (config.family == Family::kGpt2) return std::make_shared<Gpt2LM>(config);
   return std::make_shared<LlamaLM>(config);
 }

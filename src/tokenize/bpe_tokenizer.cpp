@@ -433,10 +433,10 @@ json parse_json(const std::string& text, const std::string& path) {
 }
 
 std::shared_ptr<Regex> split_regex(const json& pattern, const std::string& where) {
-  if (pattern.contains("Regex")) return std::make_shared<Regex>(pattern["Regex"].get<std::string>(), where);
+  if (pattern.contains("Regex")) return std::make_shared<Regex>(pattern.at("Regex").get<std::string>(), where);
   if (pattern.contains("String")) {
     // A literal: escape it for PCRE2.
-    return std::make_shared<Regex>("\\Q" + pattern["String"].get<std::string>() + "\\E", where);
+    return std::make_shared<Regex>("\\Q" + pattern.at("String").get<std::string>() + "\\E", where);
   }
   throw InputError(str_cat(where, ": Split pattern is neither Regex nor String"));
 }
@@ -445,7 +445,7 @@ void parse_pre(const json& p, const std::string& where, std::vector<PreStep>& ou
   if (p.is_null()) return;
   const std::string type = p.value("type", "");
   if (type == "Sequence") {
-    for (const auto& s : p["pretokenizers"]) parse_pre(s, where, out);
+    for (const auto& s : p.at("pretokenizers")) parse_pre(s, where, out);
   } else if (type == "ByteLevel") {
     PreStep s{PreStep::kByteLevel};
     s.add_prefix_space = p.value("add_prefix_space", false);
@@ -457,7 +457,7 @@ void parse_pre(const json& p, const std::string& where, std::vector<PreStep>& ou
                                " is not supported (Isolated)"));
     }
     PreStep s{PreStep::kSplit};
-    s.regex = split_regex(p["pattern"], where);
+    s.regex = split_regex(p.at("pattern"), where);
     out.push_back(s);
   } else if (type == "Digits") {
     // Numbers isolated: each digit alone, or each run of digits.
@@ -467,7 +467,7 @@ void parse_pre(const json& p, const std::string& where, std::vector<PreStep>& ou
   } else if (type == "Metaspace") {
     PreStep s{PreStep::kMetaspace};
     if (p.value("replacement", kSpace) != kSpace) throw InputError(str_cat(where, ": Metaspace replacement must be U+2581"));
-    s.prepend_scheme = p.contains("prepend_scheme") ? p["prepend_scheme"].get<std::string>()
+    s.prepend_scheme = p.contains("prepend_scheme") ? p.at("prepend_scheme").get<std::string>()
                                                     : (p.value("add_prefix_space", true) ? "always" : "never");
     s.split = p.value("split", true);
     out.push_back(s);
@@ -481,14 +481,14 @@ void parse_norm(const json& n, const std::string& where, std::vector<NormStep>& 
   if (n.is_null()) return;
   const std::string type = n.value("type", "");
   if (type == "Sequence") {
-    for (const auto& s : n["normalizers"]) parse_norm(s, where, out);
+    for (const auto& s : n.at("normalizers")) parse_norm(s, where, out);
   } else if (type == "Prepend") {
-    out.push_back({NormStep::kPrepend, n["prepend"].get<std::string>(), ""});
+    out.push_back({NormStep::kPrepend, n.at("prepend").get<std::string>(), ""});
   } else if (type == "NFC" || type == "NFKC") {
     out.push_back({type == "NFC" ? NormStep::kNfc : NormStep::kNfkc, "", ""});
   } else if (type == "Replace") {
-    if (!n["pattern"].contains("String")) throw InputError(str_cat(where, ": Replace normalizer needs a String pattern"));
-    out.push_back({NormStep::kReplace, n["pattern"]["String"].get<std::string>(), n["content"].get<std::string>()});
+    if (!n.at("pattern").contains("String")) throw InputError(str_cat(where, ": Replace normalizer needs a String pattern"));
+    out.push_back({NormStep::kReplace, n.at("pattern").at("String").get<std::string>(), n.at("content").get<std::string>()});
   } else {
     throw InputError(str_cat(where, ": normalizer type '", type,
                              "' is not supported (NFC, NFKC, Prepend, Replace, Sequence)"));
@@ -500,7 +500,7 @@ bool decoder_has(const json& d, const std::string& type) {
   if (d.is_null()) return false;
   if (d.value("type", "") == type) return true;
   if (d.value("type", "") == "Sequence") {
-    for (const auto& s : d["decoders"]) {
+    for (const auto& s : d.at("decoders")) {
       if (decoder_has(s, type)) return true;
     }
   }
@@ -514,7 +514,7 @@ bool decoder_strips_leading_space(const json& d) {
   if (type == "Metaspace") return d.value("prepend_scheme", std::string("always")) != "never" && d.value("add_prefix_space", true);
   if (type == "Strip") return d.value("start", 0) > 0;
   if (type == "Sequence") {
-    for (const auto& s : d["decoders"]) {
+    for (const auto& s : d.at("decoders")) {
       if (decoder_strips_leading_space(s)) return true;
     }
   }
@@ -523,7 +523,7 @@ bool decoder_strips_leading_space(const json& d) {
 
 std::string token_content(const json& j) {
   if (j.is_string()) return j.get<std::string>();
-  if (j.is_object() && j.contains("content")) return j["content"].get<std::string>();
+  if (j.is_object() && j.contains("content")) return j.at("content").get<std::string>();
   return "";
 }
 
@@ -569,7 +569,7 @@ int32_t token_id_value(const json& v, const std::string& path, const std::string
 
 std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, const std::string& path,
                                               const std::string& fingerprint) {
-  const json& model = j.contains("model") ? j["model"] : json();
+  const json& model = j.contains("model") ? j.at("model") : json();
   if (!model.is_object() || model.value("type", "BPE") != "BPE" || !model.contains("vocab")) {
     throw InputError(str_cat(path, ": the model is not a BPE model with a vocab (",
                              model.is_object() ? model.value("type", "?") : "none", ")"));
@@ -583,8 +583,8 @@ std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, co
     }
   }
   std::unordered_map<std::string, int32_t> vocab;
-  if (!model["vocab"].is_object()) throw InputError(str_cat(path, ": model.vocab is not an object"));
-  for (const auto& [tok, id] : model["vocab"].items()) vocab[tok] = token_id_value(id, path, str_cat("model.vocab['", capped(tok, 60), "']"));
+  if (!model.at("vocab").is_object()) throw InputError(str_cat(path, ": model.vocab is not an object"));
+  for (const auto& [tok, id] : model.at("vocab").items()) vocab[tok] = token_id_value(id, path, str_cat("model.vocab['", capped(tok, 60), "']"));
   std::vector<std::pair<std::string, std::string>> merges;
   for (const auto& m : model.value("merges", json::array())) {
     if (m.is_string()) {  // "a b"
@@ -606,8 +606,8 @@ std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, co
   std::vector<PreStep> pre;
   parse_pre(j.value("pre_tokenizer", json()), path, pre);
   int32_t unk = -1;
-  if (model.contains("unk_token") && model["unk_token"].is_string()) {
-    const auto it = vocab.find(model["unk_token"].get<std::string>());
+  if (model.contains("unk_token") && model.at("unk_token").is_string()) {
+    const auto it = vocab.find(model.at("unk_token").get<std::string>());
     if (it != vocab.end()) unk = it->second;
   }
   auto tok = std::make_unique<BpeTokenizer>(path, std::move(vocab), merges, added, std::move(norm), std::move(pre),
@@ -624,13 +624,13 @@ std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, co
   const json& post = j.value("post_processor", json());
   auto first_special = [&](const json& p) {
     if (p.is_object() && p.value("type", "") == "TemplateProcessing" && p.contains("single") &&
-        !p["single"].empty() && p["single"][0].contains("SpecialToken")) {
-      bos = id_of(p["single"][0]["SpecialToken"]["id"].get<std::string>());
+        !p.at("single").empty() && p.at("single").at(0).contains("SpecialToken")) {
+      bos = id_of(p.at("single").at(0).at("SpecialToken").at("id").get<std::string>());
     }
   };
   first_special(post);
   if (post.is_object() && post.value("type", "") == "Sequence") {
-    for (const auto& p : post["processors"]) first_special(p);
+    for (const auto& p : post.at("processors")) first_special(p);
   }
   for (const char* name : {"<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>"}) {
     if (eos < 0) eos = id_of(name);
@@ -639,13 +639,13 @@ std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, co
     if (pad < 0) pad = id_of(name);
   }
   if (cfg.is_object()) {
-    if (cfg.contains("eos_token") && id_of(token_content(cfg["eos_token"])) >= 0) eos = id_of(token_content(cfg["eos_token"]));
-    if (cfg.contains("pad_token") && id_of(token_content(cfg["pad_token"])) >= 0) pad = id_of(token_content(cfg["pad_token"]));
-    if (cfg.value("add_bos_token", false) && cfg.contains("bos_token")) bos = id_of(token_content(cfg["bos_token"]));
+    if (cfg.contains("eos_token") && id_of(token_content(cfg.at("eos_token"))) >= 0) eos = id_of(token_content(cfg.at("eos_token")));
+    if (cfg.contains("pad_token") && id_of(token_content(cfg.at("pad_token"))) >= 0) pad = id_of(token_content(cfg.at("pad_token")));
+    if (cfg.value("add_bos_token", false) && cfg.contains("bos_token")) bos = id_of(token_content(cfg.at("bos_token")));
   }
   tok->set_special_ids(bos, eos, pad);
-  if (cfg.is_object() && cfg.contains("chat_template") && cfg["chat_template"].is_string()) {
-    tok->set_chat_template(cfg["chat_template"].get<std::string>());
+  if (cfg.is_object() && cfg.contains("chat_template") && cfg.at("chat_template").is_string()) {
+    tok->set_chat_template(cfg.at("chat_template").get<std::string>());
   }
   return tok;
 }
