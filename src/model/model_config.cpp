@@ -117,6 +117,7 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& where
   if (!j.is_object()) throw InputError(str_cat(where, ": expected a JSON object"));
   ModelConfig c;
   c.source = j;
+  c.origin = where;
   const auto type = j.find("model_type");
   if (type == j.end() || !type->is_string()) throw InputError(str_cat(where, ": missing key model_type"));
   c.model_type = type->get<std::string>();

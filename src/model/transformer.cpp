@@ -441,7 +441,8 @@ std::shared_ptr<CausalLM> make_causal_lm(const ModelConfig& config) {
   const double bytes = 4.0 * static_cast<double>(parameter_count(config));
   const double host = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
   if (host > 0 && bytes > host) {
-    throw InputError(str_cat("a ", config.model_type, " model of ", parameter_count(config), " parameters needs ",
+    throw InputError(str_cat(config.origin.empty() ? "" : config.origin + ": ", "a ", config.model_type, " model of ",
+                             parameter_count(config), " parameters needs ",
                              bytes / (1 << 30), " GiB in float32, more than this machine's ", host / (1 << 30),
                              " GiB of memory (hidden_size ", config.hidden_size, ", layers ", config.num_layers,
                              ", vocab_size ", config.vocab_size, ")"));

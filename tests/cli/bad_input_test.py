@@ -106,7 +106,7 @@ log: {progress: "off"}
          [a.shardtune, "generate", "--model", model_with("m_huge", hidden_size=65536, intermediate_size=262144,
                                                          num_hidden_layers=512, num_attention_heads=512,
                                                          num_key_value_heads=512, head_dim=128), "--prompt-ids", "1"],
-         "GiB of memory"),
+         "m_huge/config.json: a llama model of 35184456302592 parameters needs 131072 GiB in float32, more than"),
         ("generate: config.json eos_token_id of the wrong type",
          [a.shardtune, "generate", "--model", model_with("m_eos", eos_token_id="x"), "--prompt-ids", "1"],
          "config.json: eos_token_id: expected a token id or a list of them"),

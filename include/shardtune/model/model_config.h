@@ -48,6 +48,7 @@ struct ModelConfig {
   // The config.json this came from (kept so an export writes it back with the
   // keys shardtune does not interpret); empty for configs built in code.
   nlohmann::json source;
+  std::string origin;  // where it was read from, for error messages; empty when built in code
 };
 
 // Parses an HF config.json object; `where` names it in errors (InputError).
