@@ -8,7 +8,13 @@ TorchBatch to_torch(const Batch& b, torch::Device device) {
         .to(torch::kInt64)
         .to(device);
   };
-  return {as_tensor(b.inputs), as_tensor(b.targets)};
+  TorchBatch out{as_tensor(b.inputs), as_tensor(b.targets), torch::Tensor()};
+  std::vector<int64_t> scored;
+  for (size_t i = 0; i < b.targets.size(); ++i) {
+    if (b.targets[i] != kIgnoreIndex) scored.push_back(static_cast<int64_t>(i));
+  }
+  if (scored.size() < b.targets.size()) out.scored_rows = torch::tensor(scored, torch::kInt64).to(device);
+  return out;
 }
 
 }  // namespace shardtune

@@ -88,14 +88,19 @@ std::string token_text(const json& j) {
   return "";
 }
 
-// The file's tokens, checked: strings, unique.
-std::vector<std::string> gguf_tokens(const GgufFile& f) {
+// The file's tokens as stored: a non-empty array of strings.
+const nlohmann::json& token_array(const GgufFile& f) {
   const GgufValue* v = f.find("tokenizer.ggml.tokens");
   if (v == nullptr) throw InputError(str_cat(f.path(), ": metadata 'tokenizer.ggml.tokens' is missing (no tokenizer)"));
   if (v->type != GgufValueType::kArray || v->element_type != GgufValueType::kString || v->value.empty()) {
     throw InputError(str_cat(f.path(), ": metadata 'tokenizer.ggml.tokens' is not a non-empty array of strings"));
   }
-  std::vector<std::string> tokens = v->value.get<std::vector<std::string>>();
+  return v->value;
+}
+
+// The file's tokens, checked: unique.
+std::vector<std::string> gguf_tokens(const GgufFile& f) {
+  std::vector<std::string> tokens = token_array(f).get<std::vector<std::string>>();
   std::unordered_map<std::string, size_t> seen;
   for (size_t i = 0; i < tokens.size(); ++i) {
     const auto [it, fresh] = seen.emplace(tokens[i], i);
@@ -397,7 +402,7 @@ json gguf_tokenizer_json(const GgufFile& f) {
 }
 
 json gguf_tokenizer_config(const GgufFile& f) {
-  const std::vector<std::string> tokens = gguf_tokens(f);
+  const json& tokens = token_array(f);  // gguf_tokenizer_json checks them in full
   const size_t n = tokens.size();
   json c = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false}};
   const std::string model = f.get_string("tokenizer.ggml.model", "gpt2");
@@ -409,7 +414,7 @@ json gguf_tokenizer_config(const GgufFile& f) {
            {"tokenizer.ggml.unknown_token_id", "unk_token"},
            {"tokenizer.ggml.padding_token_id", "pad_token"}}) {
     const int64_t id = token_id(f, key, n);
-    if (id >= 0) c[name] = tokens[static_cast<size_t>(id)];
+    if (id >= 0) c[name] = tokens[static_cast<size_t>(id)].get<std::string>();
   }
   const std::string arch = f.get_string("general.architecture", "");
   if (!arch.empty()) {

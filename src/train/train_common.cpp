@@ -30,12 +30,9 @@ torch::Tensor loss_sum(CausalLM& model, const TorchBatch& b) {
   // Only positions with a target reach the output projection: in SFT data
   // most are prompt or padding, and the projection to the vocabulary is the
   // largest matrix product of a small model. The loss is the same sum.
-  const torch::Tensor scored = labels != kIgnoreIndex;
-  const int64_t n = scored.sum().item<int64_t>();
-  if (n < labels.size(0)) {
-    const torch::Tensor rows = scored.nonzero().reshape({-1});
-    h = h.index_select(0, rows);
-    labels = labels.index_select(0, rows);
+  if (b.scored_rows.defined()) {
+    h = h.index_select(0, b.scored_rows);
+    labels = labels.index_select(0, b.scored_rows);
   }
   torch::Tensor logits = model.project(h);
   return torch::nn::functional::cross_entropy(

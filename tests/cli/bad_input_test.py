@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 
+TINY_GGUF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz", "corpus", "gguf", "tiny_llama.gguf")
 FORBIDDEN = re.compile(r"c10::|std::|frame #|json\.exception|terminate called|Exception raised from")
 
 
@@ -46,9 +47,11 @@ log: {progress: "off"}
     subprocess.run([a.shardtune, "export", "--checkpoint", os.path.join(w, "run", "checkpoints", "latest"),
                     "--output", model], check=True, capture_output=True)
 
-    def model_with(name, **changes):
+    def model_with(name, generation=None, **changes):
         d = os.path.join(w, name)
         shutil.copytree(model, d)
+        if generation is not None:
+            json.dump(generation, open(os.path.join(d, "generation_config.json"), "w"))
         c = json.load(open(os.path.join(d, "config.json")))
         c.update(changes)
         json.dump(c, open(os.path.join(d, "config.json"), "w"))
@@ -107,6 +110,31 @@ log: {progress: "off"}
                                                          num_hidden_layers=512, num_attention_heads=512,
                                                          num_key_value_heads=512, head_dim=128), "--prompt-ids", "1"],
          "m_huge/config.json: a llama model of 35184456302592 parameters needs 131072 GiB in float32, more than"),
+        ("convert: neither side a .gguf", [a.shardtune, "convert", model, os.path.join(w, "c1")],
+         "convert: exactly one of SRC and DST must end in .gguf"),
+        ("convert: an unknown --gguf-type", [a.shardtune, "convert", model, os.path.join(w, "c2.gguf"), "--gguf-type", "q4_k"],
+         "--gguf-type: 'q4_k' is not one of f32, f16, bf16, q8_0"),
+        ("convert: --gguf-type when reading a .gguf", [a.shardtune, "convert", TINY_GGUF, os.path.join(w, "c3"), "--gguf-type", "f16"],
+         "convert: --gguf-type is for writing a .gguf file"),
+        ("convert: a model folder without tokenizer.json", [a.shardtune, "convert", model, os.path.join(w, "c4.gguf")],
+         model + ": has no tokenizer.json"),
+        ("export: --adapter with a .gguf output",
+         [a.shardtune, "export", "--checkpoint", os.path.join(w, "run", "checkpoints", "latest"), "--output",
+          os.path.join(w, "e1.gguf"), "--adapter"],
+         "export: --adapter writes a PEFT folder, not a .gguf file"),
+        ("export: --gguf-type without a .gguf output",
+         [a.shardtune, "export", "--checkpoint", os.path.join(w, "run", "checkpoints", "latest"), "--output",
+          os.path.join(w, "e2"), "--gguf-type", "q8_0"],
+         "export: --gguf-type needs an --output ending in .gguf"),
+        ("generate: a missing --prompt-file", gen[:4] + ["--prompt-file", os.path.join(w, "absent.txt")],
+         os.path.join(w, "absent.txt") + ": cannot open"),
+        ("generate: an empty --prompt-file", gen[:4] + ["--prompt-file", write("empty.txt", "\n\n")],
+         "empty.txt: no prompts (one per line)"),
+        ("generate: generation_config.json eos_token_id of the wrong type",
+         [a.shardtune, "generate", "--model", model_with("m_gen", generation={"eos_token_id": ["x"]}), "--prompt-ids", "1"],
+         "generation_config.json: eos_token_id: expected a token id or a list of them"),
+        ("config: checkpoint.overwrite not a boolean", [a.shardtune, "config", cfg, "checkpoint.overwrite=maybe"],
+         "checkpoint.overwrite: expected a boolean (true or false)"),
         ("generate: config.json eos_token_id of the wrong type",
          [a.shardtune, "generate", "--model", model_with("m_eos", eos_token_id="x"), "--prompt-ids", "1"],
          "config.json: eos_token_id: expected a token id or a list of them"),

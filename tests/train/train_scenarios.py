@@ -128,6 +128,21 @@ def rel_diff(a, b):
     return (num / den) ** 0.5
 
 
+def kill_when(env, args, fault, path, never):
+    """Runs args on 2 ranks with SHARDTUNE_FAULT=fault and kills the whole
+    job (SIGKILL) as soon as path exists; Fail(never) if it never does."""
+    proc = subprocess.Popen(env.cmd(2, *args), env=dict(os.environ, SHARDTUNE_FAULT=fault),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while not os.path.exists(path):
+        if time.time() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise Fail(never)
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 # ---------------------------------------------------------------- scenarios
 
 def golden(env, update):
@@ -196,18 +211,9 @@ def kill_mid_checkpoint(env, _):
     cfg = env.config("midckpt")
     out = os.path.join(env.work, "midckpt")
     shutil.rmtree(out, ignore_errors=True)
-    args = ["train", cfg, f"train.output_dir={out}", "checkpoint.every=4"]
-    proc = subprocess.Popen(env.cmd(2, *args), env=dict(os.environ, SHARDTUNE_FAULT="stall_checkpoint@8:60"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     tmp = os.path.join(out, "checkpoints", "step_00000008.tmp")
-    deadline = time.time() + 120
-    while not os.path.exists(os.path.join(tmp, "trainer_state.json")):
-        if time.time() > deadline or proc.poll() is not None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise Fail("the step-8 checkpoint never reached its last file")
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(env, ["train", cfg, f"train.output_dir={out}", "checkpoint.every=4"], "stall_checkpoint@8:60",
+              os.path.join(tmp, "trainer_state.json"), "the step-8 checkpoint never reached its last file")
     check(os.path.isdir(tmp) and not os.path.exists(os.path.join(tmp, "DONE")), "step 8 was left half-written")
     check(os.path.basename(latest(out)) == "step_00000004", "latest still names step 4")
     p = env.run(1, "eval", cfg, "--checkpoint", latest(out))
@@ -270,18 +276,9 @@ def prune_kill(env, _):
     cfg = env.config("prune")
     out = os.path.join(env.work, "prune")
     shutil.rmtree(out, ignore_errors=True)
-    args = ["train", cfg, f"train.output_dir={out}", "checkpoint.every=2", "checkpoint.keep=1"]
-    proc = subprocess.Popen(env.cmd(2, *args), env=dict(os.environ, SHARDTUNE_FAULT="stall_prune@6:60"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    doomed = os.path.join(out, "checkpoints", "step_00000004.deleting")
-    deadline = time.time() + 120
-    while not os.path.exists(doomed):
-        if time.time() > deadline or proc.poll() is not None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise Fail("step 4 was never being deleted")
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(env, ["train", cfg, f"train.output_dir={out}", "checkpoint.every=2", "checkpoint.keep=1"],
+              "stall_prune@6:60", os.path.join(out, "checkpoints", "step_00000004.deleting"),
+              "step 4 was never being deleted")
     ckdir = os.path.join(out, "checkpoints")
     names = sorted(n for n in os.listdir(ckdir) if n.startswith("step_") and n[5:].isdigit())
     check(names == ["step_00000006"], f"only the complete step 6 keeps a checkpoint name ({names})")
