@@ -13,7 +13,7 @@ export CC=clang CXX=clang++
 SHARDTUNE_BUILD_DIR=build-fuzz bash scripts/build.sh -DSHARDTUNE_WITH_TORCH=OFF -DSHARDTUNE_FUZZ=ON \
   -DSHARDTUNE_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
 mkdir -p build-fuzz/findings
-for name in gguf tokenizer_json config_yaml jsonl_chat shard_attrs; do
+for name in gguf tokenizer_json config_yaml jsonl_chat shard_attrs safetensors; do
   work=build-fuzz/corpus-$name
   rm -rf "$work"
   cp -r "tests/fuzz/corpus/$name" "$work"

@@ -26,12 +26,12 @@
 #include <mutex>
 #include <thread>
 
-#include <unistd.h>
 
 #include "shardtune/comm/communicator.h"
 #include "shardtune/core/strings.h"
 
 #include "collective_checks.h"
+#include "status_board.h"
 
 namespace shardtune {
 namespace {
@@ -67,137 +67,11 @@ void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
   }
 }
 
-// Where each rank is, for the timeout report: its host and pid (exchanged
-// once), and on request the number of collectives it has issued and
-// completed. Tags on the board's own communicator.
-constexpr int kAskTag = 1, kAnswerTag = 2;
-constexpr int kHostBytes = 64;
-
-class StatusBoard {
- public:
-  StatusBoard(MPI_Comm world, int rank, int size) : rank_(rank), size_(size) {
-    check_mpi(MPI_Comm_dup(world, &comm_), "MPI_Comm_dup");
-    char mine[kHostBytes + 8] = {};
-    gethostname(mine, kHostBytes - 1);
-    const int64_t pid = ::getpid();
-    std::memcpy(mine + kHostBytes, &pid, 8);
-    std::vector<char> all(static_cast<size_t>(size) * (kHostBytes + 8));
-    check_mpi(MPI_Allgather(mine, kHostBytes + 8, MPI_BYTE, all.data(), kHostBytes + 8, MPI_BYTE, comm_),
-              "MPI_Allgather");
-    for (int r = 0; r < size; ++r) {
-      const char* p = all.data() + static_cast<size_t>(r) * (kHostBytes + 8);
-      int64_t peer_pid = 0;
-      std::memcpy(&peer_pid, p + kHostBytes, 8);
-      peers_.push_back({std::string(p, strnlen(p, kHostBytes)), peer_pid});
-    }
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~StatusBoard() {
-    stop_.store(true);
-    thread_.join();
-    // The board's communicator is left to MPI_Finalize: a peer may still
-    // have a question in flight to us.
-  }
-  StatusBoard(const StatusBoard&) = delete;
-  StatusBoard& operator=(const StatusBoard&) = delete;
-
-  std::atomic<int64_t> issued{0}, completed{0};
-
-  // For a collective that timed out on this rank: which ranks have not
-  // reached it, asked with a bounded wait (a stopped process cannot answer).
-  std::string diagnose(uint64_t seq, double waited_s) {
-    struct Ask {
-      int64_t question = 0;
-      int64_t answer[2] = {-1, -1};
-      MPI_Request send = MPI_REQUEST_NULL, recv = MPI_REQUEST_NULL;
-      bool answered = false;
-    };
-    std::vector<Ask> asks(static_cast<size_t>(size_));
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      Ask& a = asks[static_cast<size_t>(r)];
-      a.question = static_cast<int64_t>(seq);
-      MPI_Irecv(a.answer, 2, MPI_INT64_T, r, kAnswerTag, comm_, &a.recv);
-      MPI_Isend(&a.question, 1, MPI_INT64_T, r, kAskTag, comm_, &a.send);
-    }
-    const auto deadline = Clock::now() + std::chrono::seconds(3);
-    bool all = false;
-    while (!all && Clock::now() < deadline) {
-      all = true;
-      for (int r = 0; r < size_; ++r) {
-        Ask& a = asks[static_cast<size_t>(r)];
-        if (r == rank_ || a.answered) continue;
-        int flag = 0;
-        MPI_Test(&a.recv, &flag, MPI_STATUS_IGNORE);
-        a.answered = flag != 0;
-        all = all && a.answered;
-      }
-      if (!all) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    std::vector<std::string> stuck;
-    std::vector<int> waiting{rank_};
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      const Ask& a = asks[static_cast<size_t>(r)];
-      const std::string who = str_cat("rank ", r, " (host ", peers_[static_cast<size_t>(r)].host, ", pid ",
-                                      peers_[static_cast<size_t>(r)].pid, ")");
-      if (!a.answered) {
-        stuck.push_back(str_cat(who, " does not answer (stopped, or dead)"));
-      } else if (a.answer[0] < static_cast<int64_t>(seq)) {
-        stuck.push_back(str_cat(who, " has not reached it (it has issued ", a.answer[0], " collective",
-                                a.answer[0] == 1 ? "" : "s", ")"));
-      } else {
-        waiting.push_back(r);
-      }
-    }
-    if (stuck.empty()) return "every rank has issued it; they may have issued different collectives";
-    std::string out;
-    for (const auto& s : stuck) out += (out.empty() ? "" : "; ") + s;
-    std::sort(waiting.begin(), waiting.end());
-    std::string ranks;
-    for (int r : waiting) ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
-    return str_cat(out, "; rank", waiting.size() > 1 ? "s " : " ", ranks, " waited ", waited_s, " s");
-  }
-
- private:
-  struct Peer {
-    std::string host;
-    int64_t pid;
-  };
-
-  // Answers each question with (collectives issued, completed).
-  void serve() {
-    int64_t question = 0;
-    MPI_Request req = MPI_REQUEST_NULL;
-    MPI_Irecv(&question, 1, MPI_INT64_T, MPI_ANY_SOURCE, kAskTag, comm_, &req);
-    while (!stop_.load()) {
-      int flag = 0;
-      MPI_Status st;
-      MPI_Test(&req, &flag, &st);
-      if (!flag) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        continue;
-      }
-      const int64_t answer[2] = {issued.load(), completed.load()};
-      MPI_Send(answer, 2, MPI_INT64_T, st.MPI_SOURCE, kAnswerTag, comm_);
-      MPI_Irecv(&question, 1, MPI_INT64_T, MPI_ANY_SOURCE, kAskTag, comm_, &req);
-    }
-    MPI_Cancel(&req);
-    MPI_Request_free(&req);
-  }
-
-  const int rank_, size_;
-  MPI_Comm comm_ = MPI_COMM_NULL;
-  std::vector<Peer> peers_;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
-
 class MpiWork final : public Work {
  public:
   MpiWork(const CollectiveDesc& desc, Clock::time_point deadline,
           std::chrono::milliseconds timeout, std::shared_ptr<std::atomic<bool>> broken,
-          std::vector<torch::Tensor> tensors, std::weak_ptr<StatusBoard> board)
+          std::vector<torch::Tensor> tensors, std::weak_ptr<detail::StatusBoard> board)
       : desc_(desc),
         deadline_(deadline),
         timeout_(timeout),
@@ -242,7 +116,7 @@ class MpiWork final : public Work {
   const std::chrono::milliseconds timeout_;
   std::shared_ptr<std::atomic<bool>> broken_;
   std::vector<torch::Tensor> tensors_;  // kept alive until the collective is done
-  std::weak_ptr<StatusBoard> board_;  // the communicator's, while it lives
+  std::weak_ptr<detail::StatusBoard> board_;  // the communicator's, while it lives
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
@@ -264,7 +138,7 @@ class MpiCommunicator final : public Communicator {
     check_mpi(MPI_Type_commit(&bf16_type_), "MPI_Type_commit");
     check_mpi(MPI_Op_create(&bf16_sum, /*commute=*/1, &bf16_sum_op_), "MPI_Op_create");
     check_mpi(MPI_Op_create(&bf16_max, /*commute=*/1, &bf16_max_op_), "MPI_Op_create");
-    if (size_ > 1) board_ = std::make_shared<StatusBoard>(comm_, rank_, size_);
+    if (size_ > 1) board_ = std::make_shared<detail::StatusBoard>(comm_, rank_, size_);
     worker_ = std::thread([this] { run(); });
   }
 
@@ -535,7 +409,7 @@ class MpiCommunicator final : public Communicator {
   MPI_Op bf16_max_op_ = MPI_OP_NULL;
   uint64_t seq_ = 0;
   std::shared_ptr<std::atomic<bool>> broken_ = std::make_shared<std::atomic<bool>>(false);
-  std::shared_ptr<StatusBoard> board_;  // world size > 1
+  std::shared_ptr<detail::StatusBoard> board_;  // world size > 1
 
   std::thread worker_;
   std::mutex mu_;

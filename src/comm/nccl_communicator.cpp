@@ -9,8 +9,10 @@
 // Hangs and errors: NCCL calls return at once, so a collective that never
 // completes is found by a watchdog thread that polls the completion events
 // and ncclCommGetAsyncError. On a timeout or an asynchronous error it prints
-// the collective's name and sequence number, aborts the NCCL communicator
-// and ends every rank (MPI_Abort): the alternative is a job hung for ever.
+// the collective's name and sequence number and, for a timeout, which ranks
+// never issued it (asked through the status board, as the MPI backend
+// does), aborts the NCCL communicator and ends every rank (MPI_Abort): the
+// alternative is a job hung for ever.
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -28,6 +30,7 @@
 
 #include "shardtune/comm/communicator.h"
 #include "collective_checks.h"
+#include "status_board.h"
 #include "shardtune/dist/dist.h"
 
 namespace shardtune {
@@ -99,6 +102,7 @@ class NcclCommunicator final : public Communicator {
     check_nccl(ncclCommInitRank(&comm_, size_, id, rank_), "ncclCommInitRank");
     stream_ = std::make_unique<c10::cuda::CUDAStream>(
         c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device_.index()));
+    if (size_ > 1) board_ = std::make_unique<detail::StatusBoard>(MPI_COMM_WORLD, rank_, size_);
     watchdog_ = std::thread([this] { watch(); });
   }
 
@@ -109,6 +113,7 @@ class NcclCommunicator final : public Communicator {
     }
     cv_.notify_all();
     watchdog_.join();
+    board_.reset();  // its thread makes no MPI call after this
     if (comm_ != nullptr) {
       cudaStreamSynchronize(stream_->stream());
       ncclCommDestroy(comm_);
@@ -299,6 +304,7 @@ class NcclCommunicator final : public Communicator {
       std::lock_guard<std::mutex> lock(mu_);
       pending_.push_back({desc, done, Clock::now() + options_.timeout});
     }
+    if (board_) board_->issued.store(static_cast<int64_t>(desc.seq));
     cv_.notify_one();
     return std::make_shared<NcclWork>(std::move(done), host_wait);
   }
@@ -311,6 +317,7 @@ class NcclCommunicator final : public Communicator {
       cv_.wait_for(lock, std::chrono::milliseconds(100));
       while (!pending_.empty() && cudaEventQuery(pending_.front().done->event) == cudaSuccess) {
         pending_.pop_front();
+        if (board_) board_->completed.fetch_add(1);
       }
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
@@ -319,10 +326,12 @@ class NcclCommunicator final : public Communicator {
         failure = str_cat(pending_.empty() ? std::string("a collective") : pending_.front().desc.name(),
                           " failed: ", ncclGetErrorString(async));
       } else if (!pending_.empty() && Clock::now() > pending_.front().deadline) {
-        failure = str_cat(pending_.front().desc.name(), " did not complete within ",
-                          std::chrono::duration<double>(options_.timeout).count(),
-                          " s (comm.timeout_s): a rank has stopped, or the ranks issued "
-                          "different collectives (comm.check_collectives=true compares them)");
+        const double waited = std::chrono::duration<double>(options_.timeout).count();
+        const std::string where = board_ ? board_->diagnose(pending_.front().desc.seq, waited)
+                                         : "a rank has stopped, or the ranks issued different collectives";
+        failure = str_cat(pending_.front().desc.name(), " did not complete within ", waited,
+                          " s (comm.timeout_s): ", where,
+                          " (comm.check_collectives=true compares the ranks' collectives)");
       }
       if (!failure.empty()) {
         broken_.store(true);
@@ -384,6 +393,7 @@ class NcclCommunicator final : public Communicator {
   uint64_t seq_ = 0;
   std::atomic<bool> broken_{false};
 
+  std::unique_ptr<detail::StatusBoard> board_;  // world size > 1
   std::thread watchdog_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -67,6 +67,33 @@ std::string without_exception_tag(std::string_view what) {
     const size_t end = what.find("] ");
     if (end != std::string_view::npos) what.remove_prefix(end + 2);
   }
+  // nlohmann::json built with JSON_DIAGNOSTICS puts the value's JSON pointer
+  // first: "(/added_tokens/0/content) type must be ...". Written as a key
+  // path: "added_tokens[0].content: type must be ...".
+  if (what.size() > 2 && what[0] == '(' && what[1] == '/') {
+    const size_t close = what.find(") ");
+    if (close != std::string_view::npos) {
+      std::string path;
+      std::string_view pointer = what.substr(1, close - 1);
+      while (!pointer.empty()) {
+        pointer.remove_prefix(1);  // the '/'
+        const size_t next = std::min(pointer.find('/'), pointer.size());
+        std::string token;
+        for (size_t i = 0; i < next; ++i) {
+          if (pointer[i] == '~' && i + 1 < next) {
+            token += pointer[i + 1] == '1' ? '/' : '~';
+            ++i;
+          } else {
+            token += pointer[i];
+          }
+        }
+        const bool index = !token.empty() && token.find_first_not_of("0123456789") == std::string::npos;
+        path += index ? "[" + token + "]" : (path.empty() ? "" : ".") + token;
+        pointer.remove_prefix(next);
+      }
+      return capped(path + ": " + std::string(what.substr(close + 2)));
+    }
+  }
   return capped(what);
 }
 

@@ -217,6 +217,26 @@ std::string shard_name(const std::string& prefix, int split, int index) {
   return prefix + buf;
 }
 
+// The folders made for an output (the missing ancestors of dir): removed
+// again, innermost first and only when still empty, unless keep() is called.
+class MadeFolders {
+ public:
+  explicit MadeFolders(const fs::path& dir) {
+    for (fs::path d = dir; !d.empty() && !fs::exists(d); d = d.parent_path()) made_.push_back(d);
+    if (!made_.empty()) fs::create_directories(made_.front());
+  }
+  ~MadeFolders() {
+    std::error_code ec;
+    for (const auto& d : made_) fs::remove(d, ec);  // fails harmlessly when not empty
+  }
+  MadeFolders(const MadeFolders&) = delete;
+  MadeFolders& operator=(const MadeFolders&) = delete;
+  void keep() { made_.clear(); }
+
+ private:
+  std::vector<fs::path> made_;
+};
+
 }  // namespace
 
 PrepSummary run_prep(const PrepOptions& o) {
@@ -238,8 +258,7 @@ PrepSummary run_prep(const PrepOptions& o) {
     throw InputError(str_cat(o.output, ": output exists (", (existing_train.empty() ? existing_val : existing_train)[0],
                              "); pass --overwrite to replace it"));
   }
-  const fs::path parent = fs::path(o.output).parent_path();
-  if (!parent.empty()) fs::create_directories(parent);
+  MadeFolders made(fs::path(o.output).parent_path());
 
   auto tok = load_tokenizer(o.tokenizer);
   const Converter convert(*tok, o);
@@ -334,6 +353,7 @@ PrepSummary run_prep(const PrepOptions& o) {
     fs::rename(p, final_name);
     sum.files.push_back(final_name);
   }
+  made.keep();
   sum.input_bytes = source.bytes();
   sum.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return sum;

@@ -119,9 +119,18 @@ std::string begin_folder(const std::string& dir, bool overwrite) {
   return tmp;
 }
 
+// Puts tmp in dir's place. An old dir is moved aside first and deleted only
+// once the new one is in place: a crash in between loses neither.
 void finish_folder(const std::string& tmp, const std::string& dir) {
-  if (fs::exists(dir)) fs::remove_all(dir);
+  if (!fs::exists(dir)) {
+    fs::rename(tmp, dir);
+    return;
+  }
+  const std::string old = dir + ".old";
+  fs::remove_all(old);
+  fs::rename(dir, old);
   fs::rename(tmp, dir);
+  fs::remove_all(old);
 }
 
 }  // namespace
@@ -261,7 +270,12 @@ void write_peft_files(CausalLM& model, const std::string& folder, const LoraSpec
 void save_peft_adapter(CausalLM& model, const std::string& dir, const LoraSpec& spec,
                        const std::string& base_model) {
   const std::string tmp = begin_folder(dir, /*overwrite=*/true);
-  write_peft_files(model, tmp, spec, base_model);
+  try {
+    write_peft_files(model, tmp, spec, base_model);
+  } catch (...) {
+    fs::remove_all(tmp);  // nothing partial left behind
+    throw;
+  }
   finish_folder(tmp, dir);
 }
 

@@ -13,6 +13,7 @@
 
 #include "shardtune/core/crc32c.h"
 #include "shardtune/core/error.h"
+#include "shardtune/formats/safetensors_header.h"
 
 namespace shardtune {
 namespace {
@@ -21,8 +22,6 @@ const std::string kChecksumPrefix = "crc32c:";
 }  // namespace
 
 namespace {
-
-constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
 
 struct DtypeName {
   const char* name;
@@ -34,12 +33,6 @@ constexpr DtypeName kDtypes[] = {
     {"I64", c10::ScalarType::Long},  {"I32", c10::ScalarType::Int},
     {"U8", c10::ScalarType::Byte},   {"BOOL", c10::ScalarType::Bool},
 };
-
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 }  // namespace
 
@@ -77,82 +70,21 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   ::close(fd);
   if (size > 0 && mapping_->addr == MAP_FAILED) throw bad(str_cat("cannot map: ", std::strerror(errno)));
 
-  if (size < 8) throw bad(str_cat("the file is ", size, " bytes, too short for the 8-byte header length"));
   const auto* base = static_cast<const char*>(mapping_->addr);
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(base[i]);
-  if (header_len > size - 8) {
-    throw bad(str_cat("the header says it is ", header_len, " bytes but only ", size - 8,
-                      " bytes follow the length field (truncated file?)"));
-  }
-  if (header_len > kMaxHeaderBytes) throw bad(str_cat("header of ", header_len, " bytes is too large"));
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(base + 8, base + 8 + header_len);
-  } catch (const nlohmann::json::exception& e) {
-    throw bad(str_cat("the header is not valid JSON: ", e.what()));
-  }
-  if (!header.is_object()) throw bad("the header is not a JSON object");
-  data_ = base + 8 + header_len;
-  const uint64_t data_size = size - 8 - header_len;
-
-  for (const auto& [name, info] : header.items()) {
-    if (name == "__metadata__") {
-      if (!info.is_object()) throw bad("__metadata__ is not an object");
-      for (const auto& [k, v] : info.items()) {
-        if (!v.is_string()) throw bad(str_cat("__metadata__.", k, " is not a string"));
-        metadata_[k] = v.get<std::string>();
-      }
-      continue;
-    }
-    auto bad_tensor = [&](const std::string& what) {
-      return InputError(str_cat(path, ": tensor '", name, "': ", what));
-    };
-    if (!info.is_object()) throw bad_tensor("its header entry is not an object");
+  SafetensorsHeader header = parse_safetensors_header(base, size, path);
+  data_ = base + header.data_offset;
+  metadata_ = std::move(header.metadata);
+  for (auto& h : header.entries) {
     SafetensorsEntry e;
-    e.name = name;
-    const auto dt = info.find("dtype");
-    if (dt == info.end() || !dt->is_string()) throw bad_tensor("no dtype");
-    const auto it = std::find_if(std::begin(kDtypes), std::end(kDtypes),
-                                 [&](const DtypeName& d) { return d.name == dt->get<std::string>(); });
-    if (it == std::end(kDtypes)) {
-      throw bad_tensor(str_cat("dtype ", dt->get<std::string>(),
-                               " is not supported (F32, BF16, F16, F64, I64, I32, U8, BOOL)"));
-    }
-    e.dtype = it->type;
-    const auto shape = info.find("shape");
-    if (shape == info.end() || !shape->is_array()) throw bad_tensor("no shape");
-    uint64_t numel = 1;
-    for (const auto& d : *shape) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) throw bad_tensor("shape has a bad dimension");
-      e.shape.push_back(d.get<int64_t>());
-      numel *= static_cast<uint64_t>(d.get<int64_t>());
-    }
-    const auto offsets = info.find("data_offsets");
-    if (offsets == info.end() || !offsets->is_array() || offsets->size() != 2 ||
-        !(*offsets)[0].is_number_unsigned() || !(*offsets)[1].is_number_unsigned()) {
-      throw bad_tensor("data_offsets is not a pair of byte offsets");
-    }
-    e.begin = (*offsets)[0].get<uint64_t>();
-    e.end = (*offsets)[1].get<uint64_t>();
-    if (e.begin > e.end || e.end > data_size) {
-      throw bad_tensor(str_cat("data_offsets [", e.begin, ", ", e.end, "] lie outside the ",
-                               data_size, " data bytes (truncated file?)"));
-    }
-    const uint64_t want = numel * c10::elementSize(e.dtype);
-    if (e.end - e.begin != want) {
-      throw bad_tensor(str_cat("holds ", e.end - e.begin, " bytes but shape ", shape_str(e.shape),
-                               " of ", it->name, " needs ", want));
-    }
+    e.name = std::move(h.name);
+    const auto dt = std::find_if(std::begin(kDtypes), std::end(kDtypes),
+                                 [&](const DtypeName& d) { return d.name == h.dtype; });
+    ST_CHECK(dt != std::end(kDtypes), "safetensors dtype ", h.dtype, " has no torch type");
+    e.dtype = dt->type;
+    e.shape = std::move(h.shape);
+    e.begin = h.begin;
+    e.end = h.end;
     entries_.push_back(std::move(e));
-  }
-  std::sort(entries_.begin(), entries_.end(),
-            [](const SafetensorsEntry& a, const SafetensorsEntry& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < entries_.size(); ++i) {
-    if (entries_[i].begin < entries_[i - 1].end) {
-      throw bad(str_cat("tensors '", entries_[i - 1].name, "' and '", entries_[i].name,
-                        "' overlap in the data"));
-    }
   }
   for (size_t i = 0; i < entries_.size(); ++i) index_[entries_[i].name] = i;
 }

@@ -7,7 +7,10 @@
 #include <unicode/normalizer2.h>
 #include <unicode/unistr.h>
 
+#include <algorithm>
+#include <atomic>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -126,6 +129,56 @@ std::string normalize_unicode(const std::string& s, bool compatibility) {
   return utf8;
 }
 
+// The merge table: (left id, right id) -> (rank, merged id), open
+// addressing with linear probing. The BPE inner loop is a lookup per
+// adjacent pair, so this is where encoding spends its time.
+class MergeTable {
+ public:
+  struct Merge {
+    int32_t rank;
+    int32_t id;
+  };
+  static uint64_t key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
+
+  void reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    slots_.assign(cap, Slot{kEmpty, {0, 0}});
+    mask_ = cap - 1;
+  }
+  // Keeps the first merge of a pair (the lowest rank), as a map's emplace does.
+  void insert(int32_t a, int32_t b, Merge m) {
+    const uint64_t k = key(a, b);
+    for (size_t i = hash(k);; i = (i + 1) & mask_) {
+      if (slots_[i].key == k) return;
+      if (slots_[i].key == kEmpty) {
+        slots_[i] = Slot{k, m};
+        return;
+      }
+    }
+  }
+  const Merge* find(int32_t a, int32_t b) const {
+    if (slots_.empty()) return nullptr;
+    const uint64_t k = key(a, b);
+    for (size_t i = hash(k);; i = (i + 1) & mask_) {
+      if (slots_[i].key == k) return &slots_[i].merge;
+      if (slots_[i].key == kEmpty) return nullptr;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};  // ids are below 2^24: no real key
+  struct Slot {
+    uint64_t key;
+    Merge merge;
+  };
+  size_t hash(uint64_t k) const { return static_cast<size_t>((k * 0x9E3779B97F4A7C15ull) >> 20) & mask_; }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+};
+
 class BpeTokenizer final : public Tokenizer {
  public:
   // Builds from parsed parts; `where` names the source in errors.
@@ -142,6 +195,8 @@ class BpeTokenizer final : public Tokenizer {
         ignore_merges_(ignore_merges),
         strip_leading_space_(strip_leading_space),
         decode_bytes_(decode_bytes) {
+    static std::atomic<uint64_t> instances{0};
+    instance_ = ++instances;
     fingerprint_ = std::move(fingerprint);
     int64_t size = 0;
     for (const auto& [tok, id] : vocab_) size = std::max<int64_t>(size, id + 1);
@@ -154,6 +209,7 @@ class BpeTokenizer final : public Tokenizer {
       added_ids_[t.id] = &t - added_.data();
       if (t.special) special_[static_cast<size_t>(t.id)] = true;
     }
+    merges_.reserve(merges.size());
     for (size_t rank = 0; rank < merges.size(); ++rank) {
       const auto& [a, b] = merges[rank];
       const auto ia = vocab_.find(a), ib = vocab_.find(b), im = vocab_.find(a + b);
@@ -161,7 +217,7 @@ class BpeTokenizer final : public Tokenizer {
         throw InputError(str_cat(where, ": merge ", rank, " ('", a, "' '", b,
                                  "') uses or makes a token that is not in the vocabulary"));
       }
-      merges_.emplace(key(ia->second, ib->second), Merge{static_cast<int32_t>(rank), im->second});
+      merges_.insert(ia->second, ib->second, {static_cast<int32_t>(rank), im->second});
     }
     byte_level_ = false;
     for (const auto& p : pre_) byte_level_ = byte_level_ || p.kind == PreStep::kByteLevel;
@@ -268,14 +324,6 @@ class BpeTokenizer final : public Tokenizer {
   }
 
  private:
-  struct Merge {
-    int32_t rank;
-    int32_t id;
-  };
-  static uint64_t key(int32_t a, int32_t b) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-  }
-
   // One run of text between added tokens: normalize, pre-tokenize, BPE.
   void encode_run(std::string s, bool at_text_start, std::vector<int32_t>& ids) const {
     for (const auto& n : norm_) {
@@ -283,10 +331,16 @@ class BpeTokenizer final : public Tokenizer {
         s = n.a + s;
       } else if (n.kind == NormStep::kNfc || n.kind == NormStep::kNfkc) {
         s = normalize_unicode(s, n.kind == NormStep::kNfkc);
-      } else {
-        for (size_t p = 0; (p = s.find(n.a, p)) != std::string::npos; p += n.b.size()) {
-          s.replace(p, n.a.size(), n.b);
+      } else {  // Replace (a non-empty pattern), in one pass: in place would be quadratic
+        std::string out;
+        out.reserve(s.size());
+        size_t from = 0;
+        for (size_t p; (p = s.find(n.a, from)) != std::string::npos; from = p + n.a.size()) {
+          out.append(s, from, p - from);
+          out += n.b;
         }
+        out.append(s, from, std::string::npos);
+        s = std::move(out);
       }
     }
     std::vector<std::string> pieces{std::move(s)};
@@ -364,6 +418,21 @@ class BpeTokenizer final : public Tokenizer {
         return;
       }
     }
+    // Words repeat: each thread keeps the ids of recent short words.
+    constexpr size_t kCachedWordBytes = 256, kCacheWords = 16384;
+    thread_local WordCache cache;
+    const bool cacheable = word.size() <= kCachedWordBytes;
+    if (cacheable) {
+      if (cache.owner != instance_) {
+        cache.words.clear();
+        cache.owner = instance_;
+      }
+      const auto hit = cache.words.find(word);
+      if (hit != cache.words.end()) {
+        ids.insert(ids.end(), hit->second.begin(), hit->second.end());
+        return;
+      }
+    }
     std::vector<int32_t> syms;
     for (size_t i = 0; i < word.size();) {
       const size_t n = detail::utf8_len(static_cast<unsigned char>(word[i]));
@@ -380,29 +449,75 @@ class BpeTokenizer final : public Tokenizer {
       }
       i += n;
     }
-    // Merge the adjacent pair of lowest rank (leftmost on ties) until none is left.
-    while (syms.size() > 1) {
-      int32_t best_rank = INT32_MAX, best_id = -1;
-      size_t best_pos = 0;
-      for (size_t i = 0; i + 1 < syms.size(); ++i) {
-        const auto it = merges_.find(key(syms[i], syms[i + 1]));
-        if (it != merges_.end() && it->second.rank < best_rank) {
-          best_rank = it->second.rank;
-          best_id = it->second.id;
-          best_pos = i;
-        }
-      }
-      if (best_id < 0) break;
-      syms[best_pos] = best_id;
-      syms.erase(syms.begin() + static_cast<long>(best_pos) + 1);
-    }
+    merge(syms);
     ids.insert(ids.end(), syms.begin(), syms.end());
+    if (cacheable) {
+      if (cache.words.size() >= kCacheWords) cache.words.clear();
+      cache.words.emplace(word, std::move(syms));
+    }
+  }
+
+  // A thread's cache of words -> ids, for one tokenizer at a time (owner: an
+  // instance number, never reused, so a new tokenizer at an old one's
+  // address cannot read its entries).
+  struct WordCache {
+    uint64_t owner = 0;
+    std::unordered_map<std::string, std::vector<int32_t>> words;
+  };
+
+  // Merges the adjacent pair of lowest rank (leftmost on ties) until none is
+  // left, in O(n log n): the symbols form a linked list over their first
+  // positions, and a min-heap holds candidate merges by (rank, position).
+  // An entry is checked when it comes out (both symbols still there and
+  // still the pair it was made for), since merging invalidates neighbours.
+  void merge(std::vector<int32_t>& syms) const {
+    const auto n = static_cast<int32_t>(syms.size());
+    if (n < 2) return;
+    struct Candidate {
+      int32_t rank, pos, left, right, merged;  // left/right: the ids the pair was made of
+      bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    };
+    std::vector<int32_t> next(static_cast<size_t>(n)), prev(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) {
+      next[static_cast<size_t>(i)] = i + 1 < n ? i + 1 : -1;
+      prev[static_cast<size_t>(i)] = i - 1;
+    }
+    std::vector<Candidate> heap;
+    auto push = [&](int32_t pos) {
+      const int32_t r = next[static_cast<size_t>(pos)];
+      if (r < 0) return;
+      const auto* m = merges_.find(syms[static_cast<size_t>(pos)], syms[static_cast<size_t>(r)]);
+      if (m == nullptr) return;
+      heap.push_back({m->rank, pos, syms[static_cast<size_t>(pos)], syms[static_cast<size_t>(r)], m->id});
+      std::push_heap(heap.begin(), heap.end(), std::greater<>());
+    };
+    for (int32_t i = 0; i + 1 < n; ++i) push(i);
+    constexpr int32_t kGone = -2;
+    while (!heap.empty()) {
+      std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+      const Candidate c = heap.back();
+      heap.pop_back();
+      const auto pos = static_cast<size_t>(c.pos);
+      const int32_t r = next[pos];
+      if (syms[pos] == kGone || r < 0 || syms[pos] != c.left || syms[static_cast<size_t>(r)] != c.right) continue;
+      syms[pos] = c.merged;
+      // Unlink r.
+      const int32_t rr = next[static_cast<size_t>(r)];
+      next[pos] = rr;
+      if (rr >= 0) prev[static_cast<size_t>(rr)] = c.pos;
+      syms[static_cast<size_t>(r)] = kGone;
+      if (prev[pos] >= 0) push(prev[pos]);
+      push(c.pos);
+    }
+    size_t out = 0;
+    for (int32_t i = 0; i >= 0; i = next[static_cast<size_t>(i)]) syms[out++] = syms[static_cast<size_t>(i)];
+    syms.resize(out);
   }
 
   std::unordered_map<std::string, int32_t> vocab_;
   std::vector<std::string> id_to_token_;
   std::vector<bool> special_;
-  std::unordered_map<uint64_t, Merge> merges_;
+  MergeTable merges_;
   std::vector<AddedToken> added_;
   std::unordered_map<int32_t, size_t> added_ids_;
   std::vector<NormStep> norm_;
@@ -414,6 +529,7 @@ class BpeTokenizer final : public Tokenizer {
   bool decode_bytes_;
   bool byte_level_ = false;
   int32_t byte_ids_[256] = {};
+  uint64_t instance_ = 0;  // this tokenizer's number, for the word cache
 };
 
 std::string read_file(const std::string& path) {
@@ -487,7 +603,9 @@ void parse_norm(const json& n, const std::string& where, std::vector<NormStep>& 
   } else if (type == "NFC" || type == "NFKC") {
     out.push_back({type == "NFC" ? NormStep::kNfc : NormStep::kNfkc, "", ""});
   } else if (type == "Replace") {
-    if (!n.at("pattern").contains("String")) throw InputError(str_cat(where, ": Replace normalizer needs a String pattern"));
+    if (!n.at("pattern").contains("String") || n.at("pattern").at("String").get<std::string>().empty()) {
+      throw InputError(str_cat(where, ": Replace normalizer needs a non-empty String pattern"));
+    }
     out.push_back({NormStep::kReplace, n.at("pattern").at("String").get<std::string>(), n.at("content").get<std::string>()});
   } else {
     throw InputError(str_cat(where, ": normalizer type '", type,
@@ -519,6 +637,15 @@ bool decoder_strips_leading_space(const json& d) {
     }
   }
   return false;
+}
+
+// j[key] by reference (keeping its place in the document, which JSON errors
+// name), or a null value when j is not an object or has no such key.
+const json& member(const json& j, const char* key) {
+  static const json null;
+  if (!j.is_object()) return null;
+  const auto it = j.find(key);
+  return it == j.end() ? null : *it;
 }
 
 std::string token_content(const json& j) {
@@ -569,15 +696,14 @@ int32_t token_id_value(const json& v, const std::string& path, const std::string
 
 std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, const std::string& path,
                                               const std::string& fingerprint) {
-  const json& model = j.contains("model") ? j.at("model") : json();
+  const json& model = member(j, "model");
   if (!model.is_object() || model.value("type", "BPE") != "BPE" || !model.contains("vocab")) {
     throw InputError(str_cat(path, ": the model is not a BPE model with a vocab (",
                              model.is_object() ? model.value("type", "?") : "none", ")"));
   }
-  if (!model.value("continuing_subword_prefix", json()).is_null() ||
-      !model.value("end_of_word_suffix", json()).is_null()) {
-    const auto& p = model.value("continuing_subword_prefix", json());
-    const auto& s = model.value("end_of_word_suffix", json());
+  {
+    const json& p = member(model, "continuing_subword_prefix");
+    const json& s = member(model, "end_of_word_suffix");
     if ((p.is_string() && !p.get<std::string>().empty()) || (s.is_string() && !s.get<std::string>().empty())) {
       throw InputError(str_cat(path, ": subword prefixes and word suffixes are not supported"));
     }
@@ -586,25 +712,25 @@ std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, co
   if (!model.at("vocab").is_object()) throw InputError(str_cat(path, ": model.vocab is not an object"));
   for (const auto& [tok, id] : model.at("vocab").items()) vocab[tok] = token_id_value(id, path, str_cat("model.vocab['", capped(tok, 60), "']"));
   std::vector<std::pair<std::string, std::string>> merges;
-  for (const auto& m : model.value("merges", json::array())) {
+  for (const auto& m : member(model, "merges")) {
     if (m.is_string()) {  // "a b"
       const std::string s = m.get<std::string>();
       const size_t sp = s.find(' ');
-      if (sp == std::string::npos) throw InputError(str_cat(path, ": merge '", s, "' is not 'a b'"));
+      if (sp == std::string::npos) throw InputError(str_cat(path, ": merge '", capped(s, 100), "' is not 'a b'"));
       merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
     } else {  // ["a", "b"]
       merges.emplace_back(m.at(0).get<std::string>(), m.at(1).get<std::string>());
     }
   }
   std::vector<AddedToken> added;
-  for (const auto& a : j.value("added_tokens", json::array())) {
+  for (const auto& a : member(j, "added_tokens")) {
     added.push_back({a.at("content").get<std::string>(), token_id_value(a.at("id"), path, "added_tokens"),
                      a.value("special", false), a.value("lstrip", false), a.value("rstrip", false)});
   }
   std::vector<NormStep> norm;
-  parse_norm(j.value("normalizer", json()), path, norm);
+  parse_norm(member(j, "normalizer"), path, norm);
   std::vector<PreStep> pre;
-  parse_pre(j.value("pre_tokenizer", json()), path, pre);
+  parse_pre(member(j, "pre_tokenizer"), path, pre);
   int32_t unk = -1;
   if (model.contains("unk_token") && model.at("unk_token").is_string()) {
     const auto it = vocab.find(model.at("unk_token").get<std::string>());
@@ -613,15 +739,15 @@ std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, co
   auto tok = std::make_unique<BpeTokenizer>(path, std::move(vocab), merges, added, std::move(norm), std::move(pre),
                                             model.value("byte_fallback", false), unk,
                                             model.value("ignore_merges", false),
-                                            decoder_strips_leading_space(j.value("decoder", json())),
-                                            decoder_has(j.value("decoder", json()), "ByteFallback"),
+                                            decoder_strips_leading_space(member(j, "decoder")),
+                                            decoder_has(member(j, "decoder"), "ByteFallback"),
                                             fingerprint);
 
   // BOS: what the post-processor puts first; EOS and PAD by their usual
   // names. tokenizer_config.json beside the file, if any, has the last word.
   auto id_of = [&](const std::string& name) { return name.empty() ? -1 : tok->token_to_id(name).value_or(-1); };
   int32_t bos = -1, eos = -1, pad = -1;
-  const json& post = j.value("post_processor", json());
+  const json& post = member(j, "post_processor");
   auto first_special = [&](const json& p) {
     if (p.is_object() && p.value("type", "") == "TemplateProcessing" && p.contains("single") &&
         !p.at("single").empty() && p.at("single").at(0).contains("SpecialToken")) {

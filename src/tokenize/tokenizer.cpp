@@ -35,9 +35,19 @@ size_t utf8_len(unsigned char c) {
 void split_added(std::string_view text, const std::vector<AddedToken>& added, bool with_special,
                  const std::function<void(std::string_view)>& on_text,
                  const std::function<void(const AddedToken&)>& on_token) {
+  // Only positions whose byte starts some added token are checked: the
+  // scan is linear in the text, whatever the number of added tokens.
+  bool starts[256] = {};
+  for (const auto& t : added) {
+    if (!t.content.empty() && (with_special || !t.special)) starts[static_cast<unsigned char>(t.content[0])] = true;
+  }
   size_t start = 0;  // start of pending text
   size_t i = 0;
   while (i < text.size()) {
+    if (!starts[static_cast<unsigned char>(text[i])]) {
+      ++i;
+      continue;
+    }
     const AddedToken* best = nullptr;
     for (const auto& t : added) {
       if (t.special && !with_special) continue;

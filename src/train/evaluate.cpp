@@ -58,10 +58,15 @@ void export_checkpoint(const std::string& checkpoint, const std::string& output,
     const std::string tmp = output + ".tmp";
     fs::remove_all(tmp);
     fs::create_directories(tmp);
-    for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) {
-      fs::copy_file(fs::path(checkpoint) / name, fs::path(tmp) / name);
+    try {
+      for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) {
+        fs::copy_file(fs::path(checkpoint) / name, fs::path(tmp) / name);
+      }
+      write_tokenizer_files(checkpoint, tmp);
+    } catch (...) {
+      fs::remove_all(tmp);  // nothing partial left behind
+      throw;
     }
-    write_tokenizer_files(checkpoint, tmp);
     fs::remove_all(output);
     fs::rename(tmp, output);
     return;

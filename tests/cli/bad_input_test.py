@@ -65,8 +65,16 @@ log: {progress: "off"}
     list_key_yaml = write("listkey.yaml", "train:\n  [a, b]: 1\n")
     huge = write("huge.jsonl", '{"text": "' + "x" * 5_000_000 + '\n')
     os.makedirs(os.path.join(w, "adir"), exist_ok=True)
+    # 400 good lines (several finished shards at --shard-tokens 200), then a bad one.
+    late_bad = write("late_bad.jsonl", "".join(json.dumps({"text": f"line {i} " * 4}) + "\n" for i in range(400))
+                     + '{"text": 7}\n')
     gen = [a.shardtune, "generate", "--model", model, "--prompt-ids", "1,2"]
     cases = [
+        # Shards written before the bad line, and the folders made for them, are removed.
+        ("prep: a bad line after finished shards, into new folders",
+         [a.shardtune, "prep", "--tokenizer", "byte", "--input", late_bad, "--output", os.path.join(w, "new", "deeper", "o0"),
+          "--shard-tokens", "200", "--threads", "1"],
+         late_bad + ":401: "),
         ("prep: an input that is a directory", [a.shardtune, "prep", "--input", os.path.join(w, "adir"), "--output", os.path.join(w, "o1")],
          os.path.join(w, "adir") + ": is a directory"),
         ("prep: --val-fraction nan", [a.shardtune, "prep", "--input", text, "--output", os.path.join(w, "o2"), "--val-fraction", "nan"],
@@ -83,7 +91,7 @@ log: {progress: "off"}
          "big.json: model.vocab['a']: id 1099511627776 is not an integer"),
         ("prep: an added token of the wrong type", [a.shardtune, "prep", "--tokenizer", "hf:" + tokenizer("type.json", {"a": 0}, [{"id": 1, "content": 7}]),
                                                     "--input", text, "--output", os.path.join(w, "o7")],
-         "type.json: malformed tokenizer file: type must be string"),
+         "type.json: malformed tokenizer file: added_tokens[0].content: type must be string, but is number"),
         ("config: a directory", [a.shardtune, "config", w + "/"], w + "/: not a config file"),
         ("config: a duplicate key", [a.shardtune, "config", dup_yaml], dup_yaml + ":3: train.steps: duplicate key"),
         ("config: a key that is a list", [a.shardtune, "config", list_key_yaml], list_key_yaml + ":2: train: a key must be a plain name"),

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "shardtune/core/crc32c.h"
 
 #include "shardtune/core/error.h"
@@ -75,4 +77,24 @@ TEST(Strings, TranspositionIsOneEditAndCappingKeepsCharacters) {
   EXPECT_EQ(shardtune::capped(long_text, 10), euro + euro + euro + "... (300 bytes)");
   EXPECT_EQ(shardtune::without_exception_tag("[json.exception.type_error.302] type must be string"),
             "type must be string");
+  // The JSON pointer of a JSON_DIAGNOSTICS build becomes a key path.
+  EXPECT_EQ(shardtune::without_exception_tag(
+                "[json.exception.type_error.302] (/added_tokens/0/content) type must be string, but is number"),
+            "added_tokens[0].content: type must be string, but is number");
+  EXPECT_EQ(shardtune::without_exception_tag("[json.exception.out_of_range.403] (/model/a~1b~0c/12) key 'x' not found"),
+            "model.a/b~c[12]: key 'x' not found");
+  EXPECT_EQ(shardtune::without_exception_tag("[json.exception.type_error.302] () type must be string"),
+            "() type must be string");
+}
+
+TEST(Strings, JsonErrorsNameTheKeyPath) {
+  // Built with JSON_DIAGNOSTICS (as everything in shardtune is): the error
+  // names where the value is.
+  const auto j = nlohmann::json::parse(R"({"model": {"merges": [["a", 7]]}})");
+  try {
+    (void)j.at("model").at("merges").at(0).at(1).get<std::string>();
+    FAIL() << "no error";
+  } catch (const nlohmann::json::exception& e) {
+    EXPECT_EQ(shardtune::without_exception_tag(e.what()), "model.merges[0][1]: type must be string, but is number");
+  }
 }

@@ -91,7 +91,14 @@ TEST(Safetensors, BadFilesNameThePathAndTheProblem) {
       {raw_file(good, 8), "tensor 'w': data_offsets [0, 16] lie outside the 8 data bytes"},
       {raw_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})", 16),
        "tensor 'w': holds 16 bytes but shape [3] of F32 needs 12"},
-      {raw_file(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "shape has a bad dimension"},
+      {raw_file(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "has a dimension that is not a size"},
+      // 2^32 x 2^32 x 4 bytes wraps to 0 in 64 bits: refused, not read.
+      {raw_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0),
+       "tensor 'w': shape [4294967296,4294967296] is larger than any file can hold"},
+      {raw_file(R"({"w":{"dtype":"F32","shape":[0,9223372036854775808],"data_offsets":[0,0]}})", 0),
+       "has a dimension that is not a size"},
+      {raw_file(R"({"w":{"shape":[1],"data_offsets":[0,4]}})", 4), "tensor 'w': dtype is missing or not a string"},
+      {raw_file(R"({"__metadata__":{"k":1}})", 0), "__metadata__.k is not a string"},
       {raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12),
        "tensors 'a' and 'b' overlap"},
   };

@@ -45,6 +45,11 @@ TEXTS = [
     "x" * 300,
     "   \n\t  \n  multiple\u00a0non-breaking\u2003em-space",
     "decomposed accents: cafe\u0301 nai\u0308ve A\u030angstro\u0308m, ligature \ufb01 and \u2460",
+    # One long word (thousands of merges in a single BPE call, many tied ranks).
+    "".join("etaoinshrdlu"[(i * 7919 + i // 13) % 12] for i in range(5000)),
+    # Licence-like prose repeated, with no space-free stretch: for layouts
+    # without a pre-tokenizer it is one 6 kB word.
+    " ".join(["the licensee may copy, modify and distribute the program"] * 100),
 ]
 
 

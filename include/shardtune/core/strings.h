@@ -30,7 +30,9 @@ std::string closest_match(std::string_view word, const std::vector<std::string>&
 std::string capped(std::string_view s, size_t max = 200);
 
 // A library's exception text without its leading "[tag] " (nlohmann::json
-// writes "[json.exception.type_error.302] type must be ..."), capped.
+// writes "[json.exception.type_error.302] type must be ..."), capped; a
+// JSON pointer nlohmann::json puts after the tag, "(/model/vocab/a) type
+// must be ...", becomes a key path: "model.vocab.a: type must be ...".
 std::string without_exception_tag(std::string_view what);
 
 // Peak resident memory of this process so far (VmHWM), in bytes; 0 where
