@@ -2,7 +2,7 @@
 # The test command: sets up, builds, and runs every test (ctest, including the
 # multi-rank ones under mpirun -np 2 and -np 4), then builds the torch-free
 # modules with AddressSanitizer + UndefinedBehaviorSanitizer and runs their
-# tests, then runs the libFuzzer harnesses for 20 s each (scripts/fuzz.sh).
+# tests, then runs the libFuzzer harnesses for 15 s each (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 start=$(date +%s)
@@ -14,6 +14,6 @@ SHARDTUNE_BUILD_DIR=build-asan bash scripts/build.sh \
   -DSHARDTUNE_WITH_TORCH=OFF -DSHARDTUNE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 (cd build-asan && ctest --output-on-failure --timeout 300)
 
-echo "== fuzzers (libFuzzer, ASan + UBSan), 20 s each"
-bash scripts/fuzz.sh 20
+echo "== fuzzers (libFuzzer, ASan + UBSan), 15 s each"
+bash scripts/fuzz.sh 15
 echo "test.sh: all tests passed in $(( $(date +%s) - start )) s"

@@ -49,6 +49,7 @@ int setup_rank(const DistContext& dist, const Config& config) {
       intra_op_threads(static_cast<int>(config.dist.intra_op_threads), cores_on_node(),
                        cores_available(), dist.info().local_world_size);
   at::set_num_threads(threads);
+  if (config.dist.retain_host_memory) retain_freed_host_memory();
   return threads;
 }
 

@@ -50,6 +50,7 @@ class CheckingCommunicator final : public Communicator {
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
   std::string backend() const override { return inner_->backend() + "+check"; }
+  double thread_cpu_seconds() const override { return inner_->thread_cpu_seconds(); }
 
   WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) override {
     verify(CollectiveOp::kAllReduce, op, tensor, tensor.numel(), -1);

@@ -26,6 +26,9 @@
 #include <mutex>
 #include <thread>
 
+#include <pthread.h>
+#include <time.h>
+
 
 #include "shardtune/comm/communicator.h"
 #include "shardtune/core/strings.h"
@@ -140,6 +143,7 @@ class MpiCommunicator final : public Communicator {
     check_mpi(MPI_Op_create(&bf16_max, /*commute=*/1, &bf16_max_op_), "MPI_Op_create");
     if (size_ > 1) board_ = std::make_shared<detail::StatusBoard>(comm_, rank_, size_);
     worker_ = std::thread([this] { run(); });
+    worker_handle_ = worker_.native_handle();
   }
 
   ~MpiCommunicator() override {
@@ -165,6 +169,12 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
+  double thread_cpu_seconds() const override {
+    clockid_t clock;
+    timespec ts{};
+    if (pthread_getcpuclockid(worker_handle_, &clock) != 0 || clock_gettime(clock, &ts) != 0) return -1.0;
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  }
 
   WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) override {
     check_tensor(tensor, "all_reduce", "tensor");
@@ -412,6 +422,7 @@ class MpiCommunicator final : public Communicator {
   std::shared_ptr<detail::StatusBoard> board_;  // world size > 1
 
   std::thread worker_;
+  pthread_t worker_handle_{};  // for its CPU clock (after a detach too)
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Task> queue_;

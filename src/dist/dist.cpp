@@ -1,10 +1,13 @@
 #include "shardtune/dist/dist.h"
 
 #include <mpi.h>
+#include <malloc.h>
 #include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
 
 #include "shardtune/core/error.h"
 
@@ -83,6 +86,12 @@ int cores_available() {
 int cores_on_node() {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? static_cast<int>(n) : 1;
+}
+
+void retain_freed_host_memory() {
+  if (std::getenv("MALLOC_MMAP_MAX_") == nullptr) mallopt(M_MMAP_MAX, 0);
+  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) mallopt(M_TRIM_THRESHOLD, INT_MAX);
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 1);
 }
 
 int intra_op_threads(int configured, int node_cores, int affinity_cores, int local_world_size) {

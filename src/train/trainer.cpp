@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
@@ -33,6 +34,13 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// CPU seconds used by every thread of this process so far.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 // ---------------------------------------------------------------- signals
 
@@ -172,6 +180,10 @@ class Trainer {
   // Sums since the last log record (tokens/s over the interval).
   double interval_seconds_ = 0.0;
   int64_t interval_tokens_ = 0;
+  // CPU clocks at the start of the interval (process, communication thread).
+  Clock::time_point interval_start_ = Clock::now();
+  double interval_cpu_process_ = process_cpu_seconds();
+  double interval_cpu_comm_ = 0.0;
 };
 
 void Trainer::setup() {
@@ -376,6 +388,12 @@ void Trainer::log_step(double step_seconds) {
   progress_->update(step_, str_cat("loss ", loss_), eta);
   if (!record) return;
   const auto mem = dp_->memory();
+  // CPU seconds per wall second over the interval: the whole process, and
+  // the communication thread alone (busy waiting would show there).
+  const double wall = std::max(1e-9, seconds_since(interval_start_));
+  const double cpu_process = process_cpu_seconds() - interval_cpu_process_;
+  const double comm_now = comm_->thread_cpu_seconds();
+  const double cpu_comm = comm_now < 0 ? -1.0 : comm_now - interval_cpu_comm_;
   nlohmann::json j = {
       {"type", "train"},
       {"step", step_},
@@ -388,6 +406,8 @@ void Trainer::log_step(double step_seconds) {
       {"tokens_seen", tokens_seen_},
       {"time", {{"step", step_seconds}, {"data", t_data_}, {"fwd_bwd", t_fwd_bwd_}, {"comm", t_comm_},
                 {"optim", t_optim_}}},
+      {"cpu", {{"process", cpu_process / wall},
+               {"comm_thread", cpu_comm < 0 ? nlohmann::json(nullptr) : nlohmann::json(cpu_comm / wall)}}},
       {"memory", {{"params", mem.params}, {"grads", mem.grads}, {"optimizer", mem.optimizer},
                   {"peak_host", peak_host_memory_bytes()}, {"peak_device", peak_device_memory_bytes(device_)}}},
   };
@@ -401,6 +421,9 @@ void Trainer::log_step(double step_seconds) {
   }
   interval_seconds_ = 0.0;
   interval_tokens_ = 0;
+  interval_start_ = Clock::now();
+  interval_cpu_process_ = process_cpu_seconds();
+  interval_cpu_comm_ = comm_->thread_cpu_seconds();
 }
 
 void Trainer::maybe_evaluate(bool force) {
@@ -476,6 +499,9 @@ TrainSummary Trainer::run() {
   summary_.first_step = step_;
   summary_.metrics_file = metrics_path(config_);
   if (config_.eval.at_start) maybe_evaluate(/*force=*/true);
+  interval_start_ = Clock::now();
+  interval_cpu_process_ = process_cpu_seconds();
+  interval_cpu_comm_ = comm_->thread_cpu_seconds();
   while (step_ < config_.train.steps && !stop_) {
     train_step();
     maybe_evaluate(/*force=*/false);

@@ -84,6 +84,10 @@ class Communicator {
   virtual int size() const = 0;
   virtual std::string backend() const = 0;
 
+  // CPU seconds used so far by the backend's communication thread (-1 when
+  // it has none): a thread that spins while it waits shows up here.
+  virtual double thread_cpu_seconds() const { return -1.0; }
+
   // In place: every rank's `tensor` becomes the reduction over ranks. kAvg
   // divides the sum by size() (truncating toward zero for integer dtypes).
   virtual WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) = 0;

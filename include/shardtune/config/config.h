@@ -33,11 +33,15 @@ struct InRange {        // lo <= value <= hi
 // dist: how ranks map onto the node.
 struct DistConfig {
   int64_t intra_op_threads = 0;
+  bool retain_host_memory = true;
 
   template <class V>
   void visit(V& v) {
     v.field("intra_op_threads", intra_op_threads, NonNegative{},
             "torch intra-op threads per rank; 0 = cores on the node / ranks on the node");
+    v.field("retain_host_memory", retain_host_memory, AnyValue{},
+            "keep freed host memory for reuse (no mapping and unmapping of each step's large temporaries); "
+            "false = the C library's defaults");
   }
 };
 

@@ -54,6 +54,18 @@ int cores_available();
 // Cores online on this node, at least 1.
 int cores_on_node();
 
+// Makes the C library keep freed host memory for reuse instead of handing it
+// back to the system: large blocks come from the heap rather than a mapping
+// of their own each (glibc: M_MMAP_MAX 0), the heap's free top is kept up to
+// 2 GiB (M_TRIM_THRESHOLD), and every thread allocates from that one heap
+// (M_ARENA_MAX 1; a thread's own arena hands its large blocks back). A
+// training step frees and allocates the same large temporaries (the logits:
+// batch x sequence x vocabulary; MPI's reduction buffers on the
+// communication thread) every step; without this each one is mapped, zeroed
+// page by page and unmapped again. A variable the user set
+// (MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_, MALLOC_ARENA_MAX) wins.
+void retain_freed_host_memory();
+
 // Intra-op threads for one rank: `configured` when > 0; otherwise the node's
 // cores shared evenly among its ranks, capped by the cores the rank is bound
 // to, and at least 1.
