@@ -15,7 +15,8 @@
 # MICRO_BATCH [4], GLOBAL_BATCH [8], STEPS [8 timed], WARMUP [3], RANKS [2],
 # STAGES ["0 1 2 3"], LOAD [0: with LOAD=1 one busy process per core runs
 # beside both sides, to measure them on a loaded machine], OUT_DIR
-# [build/bench-train-peers].
+# [build/bench-train-peers], LAUNCH [scripts/mpirun.sh: shardtune's
+# launcher: any that takes "-np N CMD...", e.g. "mpirun --bind-to none"].
 # Alternating rounds in one invocation; prints each round, then per stage
 # the median tokens/s of each side, the ratio, and the CPU seconds per wall
 # second of rank 0, and of shardtune's communication thread alone (a thread
@@ -29,6 +30,7 @@ ranks=${RANKS:-2}; stages=${STAGES:-0 1 2 3}; load=${LOAD:-0}
 venv=${SHARDTUNE_VENV:-/opt/shardtune/venv}
 st=${SHARDTUNE:-$here/build/shardtune}
 out=${OUT_DIR:-$here/build/bench-train-peers}
+launch=${LAUNCH:-bash $here/scripts/mpirun.sh}
 mkdir -p "$out/gpt2"
 cat >"$out/gpt2/config.json" <<JSON
 {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": $vocab, "n_positions": $seq,
@@ -64,7 +66,7 @@ fi
 shardtune_run() {  # STAGE ROUND -> "tokens/s process_cpu_per_wall comm_thread_cpu_per_wall"
   rm -rf "$out/run-zero$1"
   /usr/bin/time -f "%U %S %e" -o "$out/shardtune-$1-$2.time" \
-    bash "$here/scripts/mpirun.sh" -np "$ranks" "$st" train "$out/zero$1.yaml" >"$out/shardtune-$1-$2.log" 2>&1 \
+    $launch -np "$ranks" "$st" train "$out/zero$1.yaml" >"$out/shardtune-$1-$2.log" 2>&1 \
     || { cat "$out/shardtune-$1-$2.log" >&2; return 1; }
   python3 - "$out/run-zero$1/metrics.jsonl" "$warmup" <<'PY'
 import json, statistics, sys

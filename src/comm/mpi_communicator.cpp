@@ -34,23 +34,17 @@
 #include "shardtune/core/strings.h"
 
 #include "collective_checks.h"
+#include "mpi_check.h"
 #include "status_board.h"
 
 namespace shardtune {
 namespace {
 
+using detail::check_mpi;
 using detail::check_numel;
 using detail::CollectiveDesc;
 
 using Clock = std::chrono::steady_clock;
-
-void check_mpi(int code, const char* what) {
-  if (code == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  MPI_Error_string(code, text, &len);
-  throw CommError(str_cat(what, ": ", std::string(text, static_cast<size_t>(len))));
-}
 
 // bfloat16 reductions as user-defined MPI ops (MPI has no bf16 type): each
 // pair is combined in float and rounded back to nearest-even bf16.

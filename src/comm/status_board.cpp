@@ -8,6 +8,7 @@
 
 #include "shardtune/comm/communicator.h"
 #include "shardtune/core/strings.h"
+#include "mpi_check.h"
 
 namespace shardtune::detail {
 namespace {
@@ -17,14 +18,6 @@ using Clock = std::chrono::steady_clock;
 // Tags on the board's own communicator.
 constexpr int kAskTag = 1, kAnswerTag = 2;
 constexpr int kHostBytes = 64;
-
-void check_mpi(int code, const char* what) {
-  if (code == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  MPI_Error_string(code, text, &len);
-  throw CommError(str_cat(what, ": ", std::string(text, static_cast<size_t>(len))));
-}
 
 }  // namespace
 
