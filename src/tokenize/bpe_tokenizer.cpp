@@ -712,7 +712,15 @@ std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, co
   if (!model.at("vocab").is_object()) throw InputError(str_cat(path, ": model.vocab is not an object"));
   for (const auto& [tok, id] : model.at("vocab").items()) vocab[tok] = token_id_value(id, path, str_cat("model.vocab['", capped(tok, 60), "']"));
   std::vector<std::pair<std::string, std::string>> merges;
-  for (const auto& m : member(model, "merges")) {
+  const json& merge_list = member(model, "merges");
+  if (!merge_list.is_null() && !merge_list.is_array()) {
+    throw InputError(str_cat(path, ": model.merges: expected a list, got ", capped(merge_list.dump(), 60)));
+  }
+  const json& added_list = member(j, "added_tokens");
+  if (!added_list.is_null() && !added_list.is_array()) {
+    throw InputError(str_cat(path, ": added_tokens: expected a list, got ", capped(added_list.dump(), 60)));
+  }
+  for (const auto& m : merge_list) {
     if (m.is_string()) {  // "a b"
       const std::string s = m.get<std::string>();
       const size_t sp = s.find(' ');
@@ -723,7 +731,7 @@ std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, co
     }
   }
   std::vector<AddedToken> added;
-  for (const auto& a : member(j, "added_tokens")) {
+  for (const auto& a : added_list) {
     added.push_back({a.at("content").get<std::string>(), token_id_value(a.at("id"), path, "added_tokens"),
                      a.value("special", false), a.value("lstrip", false), a.value("rstrip", false)});
   }

@@ -92,6 +92,16 @@ log: {progress: "off"}
         ("prep: an added token of the wrong type", [a.shardtune, "prep", "--tokenizer", "hf:" + tokenizer("type.json", {"a": 0}, [{"id": 1, "content": 7}]),
                                                     "--input", text, "--output", os.path.join(w, "o7")],
          "type.json: malformed tokenizer file: added_tokens[0].content: type must be string, but is number"),
+        ("prep: tokenizer merges that are not a list",
+         [a.shardtune, "prep", "--tokenizer", "hf:" + write("merges_str.json", json.dumps(
+             {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": "a b"}})),
+          "--input", text, "--output", os.path.join(w, "o8")],
+         "merges_str.json: model.merges: expected a list"),
+        ("prep: a tokenizer merge pair cut short (the key path is named)",
+         [a.shardtune, "prep", "--tokenizer", "hf:" + write("merges_short.json", json.dumps(
+             {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"], ["a"]]}})),
+          "--input", text, "--output", os.path.join(w, "o9")],
+         "merges_short.json: malformed tokenizer file: model.merges[1]: array index 1 is out of range"),
         ("config: a directory", [a.shardtune, "config", w + "/"], w + "/: not a config file"),
         ("config: a duplicate key", [a.shardtune, "config", dup_yaml], dup_yaml + ":3: train.steps: duplicate key"),
         ("config: a key that is a list", [a.shardtune, "config", list_key_yaml], list_key_yaml + ":2: train: a key must be a plain name"),
