@@ -1,5 +1,6 @@
 #include "shardtune/model/model_config.h"
 
+#include <cmath>
 #include <fstream>
 
 #include "shardtune/core/error.h"
@@ -218,6 +219,11 @@ void validate(const ModelConfig& c, const std::string& where) {
        "n_head must divide n_embd");
   need(c.intermediate_size > 0 && c.max_positions > 0,
        "intermediate_size and max_position_embeddings must be positive");
+  need(std::isfinite(c.norm_eps) && c.norm_eps >= 0,
+       str_cat(c.family == Family::kGpt2 ? "layer_norm_epsilon " : "rms_norm_eps ", c.norm_eps,
+               " must be a finite number >= 0"));
+  need(c.family == Family::kGpt2 || (std::isfinite(c.rope_theta) && c.rope_theta > 0),
+       str_cat("rope_theta ", c.rope_theta, " must be a finite number > 0"));
   // Sizes past these are no model anyone trains: a typo or a corrupt file,
   // caught before anything is allocated from them.
   need(c.vocab_size <= (int64_t{1} << 24), str_cat("vocab_size ", c.vocab_size, " is larger than 16,777,216"));
