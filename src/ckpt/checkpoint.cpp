@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
 #include "shardtune/model/model_config.h"
 #include "shardtune/model/safetensors.h"
 
@@ -149,7 +150,7 @@ TrainerState read_trainer_state(const std::string& path) {
     s.lora = j.at("lora").get<bool>();
     s.config_yaml = j.at("config").get<std::string>();
   } catch (const nlohmann::json::exception& e) {
-    refuse(path, str_cat("trainer_state.json: ", e.what()));
+    refuse(path, str_cat("trainer_state.json: ", without_exception_tag(e.what())));
   }
   if (s.step < 0 || s.world_size < 1 || s.num_params < 1 || s.sampler.cursor < 0 || s.sampler.epoch < 0) {
     refuse(path, "trainer_state.json holds impossible values");

@@ -248,7 +248,7 @@ std::vector<int64_t> generation_eos_ids(const std::string& model_dir, const Mode
   try {
     j = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    throw InputError(str_cat(path, ": not valid JSON: ", e.what()));
+    throw InputError(str_cat(path, ": not valid JSON: ", without_exception_tag(e.what())));
   }
   if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) return config.eos_token_ids;
   std::vector<int64_t> ids;

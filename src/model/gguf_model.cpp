@@ -5,6 +5,7 @@
 #include <set>
 
 #include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
 #include "shardtune/formats/gguf_llama.h"
 #include "shardtune/model/hf_checkpoint.h"
 
@@ -178,7 +179,7 @@ void save_gguf_model(CausalLM& model, const std::string& path, const std::string
     try {
       return nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-      throw InputError(str_cat(p.string(), ": not valid JSON: ", e.what()));
+      throw InputError(str_cat(p.string(), ": not valid JSON: ", without_exception_tag(e.what())));
     }
   };
   const fs::path cfg = fs::path(tokenizer_folder) / "tokenizer_config.json";

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
 #include "shardtune/model/gguf_model.h"
 #include "shardtune/model/safetensors.h"
 
@@ -59,7 +60,7 @@ WeightFiles open_weights(const std::string& dir) {
     try {
       in >> index;
     } catch (const nlohmann::json::exception& e) {
-      throw InputError(str_cat(index_path, ": not valid JSON: ", e.what()));
+      throw InputError(str_cat(index_path, ": not valid JSON: ", without_exception_tag(e.what())));
     }
     if (!index.contains("weight_map") || !index["weight_map"].is_object()) {
       throw InputError(str_cat(index_path, ": no weight_map object"));
@@ -293,7 +294,7 @@ LoraSpec load_peft_adapter(CausalLM& model, const std::string& dir) {
     spec.dropout = j.value("lora_dropout", 0.0);
     spec.targets = j.at("target_modules").get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
-    throw InputError(str_cat(config_path, ": ", e.what()));
+    throw InputError(str_cat(config_path, ": ", without_exception_tag(e.what())));
   }
   if (spec.rank <= 0) throw InputError(str_cat(config_path, ": r must be positive"));
   model.enable_lora(spec.targets, spec.rank, spec.alpha, spec.dropout);

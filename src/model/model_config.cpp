@@ -245,7 +245,7 @@ ModelConfig load_model_config(const std::string& dir) {
   try {
     in >> j;
   } catch (const nlohmann::json::exception& e) {
-    throw InputError(str_cat(path, ": not valid JSON: ", e.what()));
+    throw InputError(str_cat(path, ": not valid JSON: ", without_exception_tag(e.what())));
   }
   return model_config_from_json(j, path);
 }

@@ -544,7 +544,7 @@ json parse_json(const std::string& text, const std::string& path) {
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
-    throw InputError(str_cat(path, ": not valid JSON: ", e.what()));
+    throw InputError(str_cat(path, ": not valid JSON: ", without_exception_tag(e.what())));
   }
 }
 

@@ -61,6 +61,12 @@ log: {progress: "off"}
         return write(name, json.dumps({"model": {"type": "BPE", "vocab": vocab, "merges": []},
                                        "added_tokens": added or [], "pre_tokenizer": None}))
 
+    bad_state = os.path.join(w, "ck_bad_state")
+    shutil.copytree(os.path.join(w, "run", "checkpoints", "latest"), bad_state, symlinks=False)
+    state = json.load(open(os.path.join(bad_state, "trainer_state.json")))
+    state["step"] = "x"
+    json.dump(state, open(os.path.join(bad_state, "trainer_state.json"), "w"))
+
     dup_yaml = write("dup.yaml", "train:\n  steps: 5\n  steps: 7\n")
     list_key_yaml = write("listkey.yaml", "train:\n  [a, b]: 1\n")
     huge = write("huge.jsonl", '{"text": "' + "x" * 5_000_000 + '\n')
@@ -153,6 +159,9 @@ log: {progress: "off"}
          "generation_config.json: eos_token_id: expected a token id or a list of them"),
         ("config: checkpoint.overwrite not a boolean", [a.shardtune, "config", cfg, "checkpoint.overwrite=maybe"],
          "checkpoint.overwrite: expected a boolean (true or false)"),
+        ("export: a checkpoint whose trainer_state.json has a value of the wrong type",
+         [a.shardtune, "export", "--checkpoint", bad_state, "--output", os.path.join(w, "o_state")],
+         "trainer_state.json: step: type must be number, but is string"),
         ("generate: a negative rms_norm_eps",
          [a.shardtune, "generate", "--model", model_with("m_eps", rms_norm_eps=-1), "--prompt-ids", "1"],
          "config.json: rms_norm_eps -1 must be a finite number >= 0"),
