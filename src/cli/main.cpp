@@ -251,15 +251,7 @@ std::vector<int64_t> generation_eos_ids(const std::string& model_dir, const Mode
     throw InputError(str_cat(path, ": not valid JSON: ", without_exception_tag(e.what())));
   }
   if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) return config.eos_token_ids;
-  std::vector<int64_t> ids;
-  const auto& e = j["eos_token_id"];
-  for (const auto& v : e.is_array() ? e : nlohmann::json::array({e})) {
-    if (!v.is_number_integer()) {
-      throw InputError(str_cat(path, ": eos_token_id: expected a token id or a list of them, got ", e.dump().substr(0, 200)));
-    }
-    ids.push_back(v.get<int64_t>());
-  }
-  return ids;
+  return token_ids_from_json(j, "eos_token_id", path);
 }
 
 int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) {

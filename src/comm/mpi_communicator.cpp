@@ -29,7 +29,6 @@
 #include <pthread.h>
 #include <time.h>
 
-
 #include "shardtune/comm/communicator.h"
 #include "shardtune/core/strings.h"
 

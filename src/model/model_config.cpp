@@ -43,8 +43,9 @@ bool get_bool(const nlohmann::json& j, const char* key, bool fallback, const std
   return it->get<bool>();
 }
 
-// A token id, or a list of them (llama 3's eos_token_id); empty when absent or null.
-std::vector<int64_t> get_token_ids(const nlohmann::json& j, const char* key, const std::string& where) {
+}  // namespace
+
+std::vector<int64_t> token_ids_from_json(const nlohmann::json& j, const char* key, const std::string& where) {
   const auto it = j.find(key);
   if (it == j.end() || it->is_null()) return {};
   if (it->is_number_integer()) return {it->get<int64_t>()};
@@ -56,8 +57,10 @@ std::vector<int64_t> get_token_ids(const nlohmann::json& j, const char* key, con
     }
     if (out.size() == it->size()) return out;
   }
-  throw InputError(str_cat(where, ": ", key, ": expected a token id or a list of them, got ", it->dump().substr(0, 200)));
+  throw InputError(str_cat(where, ": ", key, ": expected a token id or a list of them, got ", capped(it->dump(), 200)));
 }
+
+namespace {
 
 // Refuses key when its value is set and differs from the one the model implements.
 void refuse_unless(const nlohmann::json& j, const char* key, const nlohmann::json& implemented,
@@ -65,7 +68,7 @@ void refuse_unless(const nlohmann::json& j, const char* key, const nlohmann::jso
   const auto it = j.find(key);
   if (it == j.end() || it->is_null() || *it == implemented) return;
   if (implemented.is_number() && it->is_number() && it->get<double>() == implemented.get<double>()) return;
-  throw InputError(str_cat(where, ": ", key, " = ", it->dump().substr(0, 200), " is not supported (", why, ")"));
+  throw InputError(str_cat(where, ": ", key, " = ", capped(it->dump(), 200), " is not supported (", why, ")"));
 }
 
 // Sliding-window attention as transformers applies it: mistral windows every
@@ -75,7 +78,7 @@ void parse_sliding_window(const nlohmann::json& j, ModelConfig& c, const std::st
   const auto sw = j.find("sliding_window");
   if (sw == j.end() || sw->is_null() || c.model_type == "llama") return;
   if (!sw->is_number_integer() || sw->get<int64_t>() <= 0) {
-    throw InputError(str_cat(where, ": sliding_window: expected a positive integer or null, got ", sw->dump().substr(0, 200)));
+    throw InputError(str_cat(where, ": sliding_window: expected a positive integer or null, got ", capped(sw->dump(), 200)));
   }
   if (c.model_type == "mistral") {
     c.sliding_window = sw->get<int64_t>();
@@ -91,7 +94,7 @@ void parse_sliding_window(const nlohmann::json& j, ModelConfig& c, const std::st
     }
     for (const auto& t : *types) {
       if (t != "full_attention" && t != "sliding_attention") {
-        throw InputError(str_cat(where, ": layer_types: '", t.dump().substr(0, 100),
+        throw InputError(str_cat(where, ": layer_types: '", capped(t.dump(), 100),
                                  "' is not supported (full_attention, sliding_attention)"));
       }
       c.windowed_layers.push_back(t == "sliding_attention");
@@ -196,10 +199,9 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& where
                              "' is not supported (gpt2, llama, mistral, qwen2)"));
   }
   c.head_dim = get_int(j, {"head_dim"}, where, c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
-  const auto bos = get_token_ids(j, "bos_token_id", where);
+  const auto bos = token_ids_from_json(j, "bos_token_id", where);
   c.bos_token_id = bos.empty() ? -1 : bos[0];
-  c.eos_token_ids = get_token_ids(j, "eos_token_id", where);
-  c.eos_token_id = c.eos_token_ids.empty() ? -1 : c.eos_token_ids[0];
+  c.eos_token_ids = token_ids_from_json(j, "eos_token_id", where);
   validate(c, where);
   return c;
 }
@@ -285,7 +287,11 @@ nlohmann::json model_config_to_json(const ModelConfig& c, const std::string& tor
   }
   // null, not absent, for a tokenizer without one (absent means the family's default).
   if (!j.contains("bos_token_id")) j["bos_token_id"] = c.bos_token_id >= 0 ? nlohmann::json(c.bos_token_id) : nullptr;
-  if (!j.contains("eos_token_id")) j["eos_token_id"] = c.eos_token_id >= 0 ? nlohmann::json(c.eos_token_id) : nullptr;
+  if (!j.contains("eos_token_id")) {
+    j["eos_token_id"] = c.eos_token_ids.empty()       ? nlohmann::json(nullptr)
+                        : c.eos_token_ids.size() == 1 ? nlohmann::json(c.eos_token_ids[0])
+                                                      : nlohmann::json(c.eos_token_ids);
+  }
   j["torch_dtype"] = torch_dtype;
   return j;
 }

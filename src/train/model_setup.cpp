@@ -82,7 +82,6 @@ ModelConfig random_model_config(const ModelSection& m, int64_t data_vocab, int64
   c.norm_eps = 1e-5;
   c.tie_word_embeddings = m.tie_word_embeddings;
   c.bos_token_id = bos;
-  c.eos_token_id = eos;
   if (eos >= 0) c.eos_token_ids = {eos};
   if (m.hidden_size % m.num_heads != 0) {
     throw InputError(str_cat("model.hidden_size ", m.hidden_size, " is not divisible by model.num_heads ",

@@ -145,6 +145,7 @@ class Trainer {
   void setup();
   void train_step();
   void log_step(double step_seconds);
+  void start_interval();
   void maybe_evaluate(bool force);
   void save_checkpoint();
 
@@ -180,9 +181,9 @@ class Trainer {
   // Sums since the last log record (tokens/s over the interval).
   double interval_seconds_ = 0.0;
   int64_t interval_tokens_ = 0;
-  // CPU clocks at the start of the interval (process, communication thread).
-  Clock::time_point interval_start_ = Clock::now();
-  double interval_cpu_process_ = process_cpu_seconds();
+  // Wall and CPU clocks at the start of the interval (process, communication thread).
+  Clock::time_point interval_start_;
+  double interval_cpu_process_ = 0.0;
   double interval_cpu_comm_ = 0.0;
 };
 
@@ -419,6 +420,10 @@ void Trainer::log_step(double step_seconds) {
                   tokens_per_s, peak_flops_ > 0 ? str_cat(" mfu ", util * 100, "%").c_str() : "");
     log::info(line);
   }
+  start_interval();
+}
+
+void Trainer::start_interval() {
   interval_seconds_ = 0.0;
   interval_tokens_ = 0;
   interval_start_ = Clock::now();
@@ -499,9 +504,7 @@ TrainSummary Trainer::run() {
   summary_.first_step = step_;
   summary_.metrics_file = metrics_path(config_);
   if (config_.eval.at_start) maybe_evaluate(/*force=*/true);
-  interval_start_ = Clock::now();
-  interval_cpu_process_ = process_cpu_seconds();
-  interval_cpu_comm_ = comm_->thread_cpu_seconds();
+  start_interval();
   while (step_ < config_.train.steps && !stop_) {
     train_step();
     maybe_evaluate(/*force=*/false);

@@ -42,14 +42,18 @@ struct ModelConfig {
   double rope_high_freq_factor = 4.0;
   int64_t rope_original_max_positions = 0;
   int64_t bos_token_id = -1;
-  int64_t eos_token_id = -1;             // the first end-of-sequence id
-  std::vector<int64_t> eos_token_ids;    // all of them (config.json may list several)
+  std::vector<int64_t> eos_token_ids;  // end-of-sequence ids (config.json may list several)
 
   // The config.json this came from (kept so an export writes it back with the
   // keys shardtune does not interpret); empty for configs built in code.
   nlohmann::json source;
   std::string origin;  // where it was read from, for error messages; empty when built in code
 };
+
+// j[key] as token ids: one id, or a list of them (llama 3's eos_token_id);
+// empty when absent or null. Anything else throws InputError
+// "where: key: expected a token id or a list of them".
+std::vector<int64_t> token_ids_from_json(const nlohmann::json& j, const char* key, const std::string& where);
 
 // Parses an HF config.json object; `where` names it in errors (InputError).
 // Accepts exactly what the models implement: a key whose value would change
