@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -19,21 +20,27 @@
 int main(int argc, char** argv) {
   std::string spec, input;
   int rounds = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
+    if (i + 1 == argc) {
+      std::fprintf(stderr, "bench_tokenize: %s needs a value\n", flag.c_str());
+      return 2;
+    }
     if (flag == "--tokenizer") {
       spec = argv[i + 1];
     } else if (flag == "--input") {
       input = argv[i + 1];
     } else if (flag == "--rounds") {
-      rounds = std::stoi(argv[i + 1]);
+      char* end = nullptr;
+      const long n = std::strtol(argv[i + 1], &end, 10);
+      rounds = *end == '\0' && n >= 1 && n <= 1000 ? static_cast<int>(n) : 0;
     } else {
       std::fprintf(stderr, "bench_tokenize: unknown flag %s\n", flag.c_str());
       return 2;
     }
   }
   if (spec.empty() || input.empty() || rounds < 1) {
-    std::fprintf(stderr, "usage: shardtune_bench_tokenize --tokenizer SPEC --input DOCS.jsonl [--rounds N]\n");
+    std::fprintf(stderr, "usage: shardtune_bench_tokenize --tokenizer SPEC --input DOCS.jsonl [--rounds 1..1000]\n");
     return 2;
   }
   try {

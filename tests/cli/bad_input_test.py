@@ -157,6 +157,8 @@ log: {progress: "off"}
         ("generate: generation_config.json eos_token_id of the wrong type",
          [a.shardtune, "generate", "--model", model_with("m_gen", generation={"eos_token_id": ["x"]}), "--prompt-ids", "1"],
          "generation_config.json: eos_token_id: expected a token id or a list of them"),
+        ("config: dist.retain_host_memory not a boolean", [a.shardtune, "config", cfg, "dist.retain_host_memory=sometimes"],
+         "dist.retain_host_memory: expected a boolean (true or false)"),
         ("config: checkpoint.overwrite not a boolean", [a.shardtune, "config", cfg, "checkpoint.overwrite=maybe"],
          "checkpoint.overwrite: expected a boolean (true or false)"),
         ("export: a checkpoint whose trainer_state.json has a value of the wrong type",
