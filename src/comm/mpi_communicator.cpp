@@ -7,6 +7,13 @@
 // would make no communication progress; and the blocking calls are the ones
 // MPI libraries tune best, so shardtune's collectives cost what raw MPI does.
 //
+// Small all_reduces (up to kInlineBytes) issued while the thread has nothing
+// to do run on the caller's thread instead: the hand-off to the thread and
+// back costs more than the collective itself at a few KiB. The call returns
+// with the collective done. The idle thread watches such a call's deadline,
+// since a blocking MPI call cannot be unwound: a timeout there prints the
+// same report and ends every rank, as the NCCL watchdog does.
+//
 // A status thread per rank answers "how far are you?" on a communicator of
 // its own (polling with a sleep, never spinning). When a collective times
 // out, the waiting rank asks every other one and names those that never
@@ -20,6 +27,7 @@
 #include <atomic>
 #include <climits>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -31,6 +39,7 @@
 
 #include "shardtune/comm/communicator.h"
 #include "shardtune/core/strings.h"
+#include "shardtune/dist/dist.h"
 
 #include "collective_checks.h"
 #include "mpi_check.h"
@@ -63,6 +72,15 @@ void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
   }
 }
 
+std::string timeout_report(const CollectiveDesc& desc, std::chrono::milliseconds timeout,
+                           detail::StatusBoard* board) {
+  const double waited = std::chrono::duration<double>(timeout).count();
+  const std::string where = board ? board->diagnose(desc.seq, waited)
+                                  : "a rank has stopped, or the ranks issued different collectives";
+  return str_cat(desc.name(), " did not complete within ", waited, " s (comm.timeout_s): ", where,
+                 " (comm.check_collectives=true compares the ranks' collectives)");
+}
+
 class MpiWork final : public Work {
  public:
   MpiWork(const CollectiveDesc& desc, Clock::time_point deadline,
@@ -79,12 +97,8 @@ class MpiWork final : public Work {
     std::unique_lock<std::mutex> lock(mu_);
     if (!cv_.wait_until(lock, deadline_, [&] { return done_; })) {
       broken_->store(true);
-      const double waited = std::chrono::duration<double>(timeout_).count();
       const auto board = board_.lock();
-      std::string where = board ? board->diagnose(desc_.seq, waited)
-                                : "a rank has stopped, or the ranks issued different collectives";
-      throw CommError(str_cat(desc_.name(), " did not complete within ", waited, " s (comm.timeout_s): ", where,
-                              " (comm.check_collectives=true compares the ranks' collectives)"));
+      throw CommError(timeout_report(desc_, timeout_, board.get()));
     }
     if (!error_.empty()) throw CommError(error_);
   }
@@ -117,6 +131,19 @@ class MpiWork final : public Work {
   std::condition_variable cv_;
   bool done_ = false;
   std::string error_;
+};
+
+// The Work of a collective that ran on the caller's thread: already done.
+class DoneWork final : public Work {
+ public:
+  explicit DoneWork(std::string error) : error_(std::move(error)) {}
+  void wait() override {
+    if (!error_.empty()) throw CommError(error_);
+  }
+  bool is_completed() override { return true; }
+
+ private:
+  const std::string error_;
 };
 
 class MpiCommunicator final : public Communicator {
@@ -172,18 +199,11 @@ class MpiCommunicator final : public Communicator {
   WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) override {
     check_tensor(tensor, "all_reduce", "tensor");
     const int64_t n = tensor.numel();
-    return enqueue(CollectiveOp::kAllReduce, op, tensor, n, {tensor}, [this, tensor, op, n] {
-      char* data = static_cast<char*>(tensor.data_ptr());
-      const size_t elem = tensor.element_size();
-      // MPI counts are ints: reduce in pieces of at most 2^30 elements.
-      for (int64_t done = 0; done < n; done += kMaxChunk) {
-        const int count = static_cast<int>(std::min<int64_t>(kMaxChunk, n - done));
-        check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + done * elem, count, mpi_type(tensor),
-                                mpi_op(tensor, op), comm_),
-                  "MPI_Allreduce");
-      }
-      finish_avg(tensor, op);
-    });
+    if (size_ > 1 && n * static_cast<int64_t>(tensor.element_size()) <= kInlineBytes && worker_idle()) {
+      return run_inline(CollectiveOp::kAllReduce, op, tensor, n, [&] { reduce_all(tensor, op); });
+    }
+    return enqueue(CollectiveOp::kAllReduce, op, tensor, n, {tensor},
+                   [this, tensor, op] { reduce_all(tensor, op); });
   }
 
   WorkPtr reduce_scatter(const torch::Tensor& input, const torch::Tensor& output,
@@ -304,13 +324,28 @@ class MpiCommunicator final : public Communicator {
  private:
   static constexpr int64_t kMaxChunk = int64_t{1} << 30;
 
+  void reduce_all(const torch::Tensor& tensor, ReduceOp op) {
+    char* data = static_cast<char*>(tensor.data_ptr());
+    const int64_t n = tensor.numel();
+    const size_t elem = tensor.element_size();
+    // MPI counts are ints: reduce in pieces of at most 2^30 elements.
+    for (int64_t done = 0; done < n; done += kMaxChunk) {
+      const int count = static_cast<int>(std::min<int64_t>(kMaxChunk, n - done));
+      check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + done * elem, count, mpi_type(tensor), mpi_op(tensor, op), comm_),
+                "MPI_Allreduce");
+    }
+    finish_avg(tensor, op);
+  }
+  // All-reduces up to this size run on the caller's thread when the
+  // communication thread is idle (the hand-off costs more than they do).
+  static constexpr int64_t kInlineBytes = int64_t{256} << 10;
+
   struct Task {
     std::shared_ptr<MpiWork> work;
     std::function<void()> run;
   };
 
-  WorkPtr enqueue(CollectiveOp op, ReduceOp reduce, const torch::Tensor& described, int64_t n,
-                  std::vector<torch::Tensor> tensors, std::function<void()> run) {
+  CollectiveDesc describe(CollectiveOp op, ReduceOp reduce, const torch::Tensor& described, int64_t n) {
     if (broken_->load()) {
       throw CommError(str_cat(to_string(op),
                               ": the communicator is broken by an earlier failed collective"));
@@ -321,9 +356,70 @@ class MpiCommunicator final : public Communicator {
     desc.dtype = described.defined() ? described.scalar_type() : c10::ScalarType::Undefined;
     desc.count = n;
     desc.seq = ++seq_;
+    return desc;
+  }
+
+  // True when no collective is queued or running: one issued now may run on
+  // the caller's thread without overtaking any. (Only the caller's thread
+  // queues, so this stays true until it queues again.)
+  bool worker_idle() const { return pending_.load(std::memory_order_acquire) == 0; }
+
+  // Runs a collective on the caller's thread while the communication thread
+  // watches its deadline (see watch_inline).
+  template <typename Run>
+  WorkPtr run_inline(CollectiveOp op, ReduceOp reduce, const torch::Tensor& described, int64_t n,
+                     const Run& run) {
+    const CollectiveDesc desc = describe(op, reduce, described, n);
+    if (board_) board_->issued.store(static_cast<int64_t>(desc.seq));
+    inline_.op.store(static_cast<int64_t>(desc.op), std::memory_order_relaxed);
+    inline_.reduce.store(static_cast<int64_t>(desc.reduce), std::memory_order_relaxed);
+    inline_.dtype.store(static_cast<int64_t>(desc.dtype), std::memory_order_relaxed);
+    inline_.count.store(desc.count, std::memory_order_relaxed);
+    inline_.seq.store(desc.seq, std::memory_order_relaxed);
+    inline_.deadline_ns.store((Clock::now() + options_.timeout).time_since_epoch().count(),
+                              std::memory_order_release);
+    std::string error;
+    try {
+      run();
+      if (board_) board_->completed.fetch_add(1);
+    } catch (const std::exception& e) {
+      broken_->store(true);
+      error = str_cat(desc.name(), " failed on rank ", rank_, ": ", e.what());
+    }
+    inline_.deadline_ns.store(0, std::memory_order_release);
+    if (error.empty()) return done_;
+    return std::make_shared<DoneWork>(std::move(error));
+  }
+
+  // On the communication thread while it is idle: a collective running on
+  // the caller's thread past its deadline is stuck in a blocking MPI call
+  // that cannot be unwound, so report it and end every rank.
+  void watch_inline() {
+    const int64_t deadline = inline_.deadline_ns.load(std::memory_order_acquire);
+    if (deadline == 0 || Clock::now().time_since_epoch().count() < deadline) return;
+    CollectiveDesc desc;
+    desc.op = static_cast<CollectiveOp>(inline_.op.load(std::memory_order_relaxed));
+    desc.reduce = static_cast<ReduceOp>(inline_.reduce.load(std::memory_order_relaxed));
+    desc.dtype = static_cast<c10::ScalarType>(inline_.dtype.load(std::memory_order_relaxed));
+    desc.count = inline_.count.load(std::memory_order_relaxed);
+    desc.seq = inline_.seq.load(std::memory_order_relaxed);
+    // Read again: the fields belong to this deadline's collective only if it
+    // is still running.
+    if (inline_.deadline_ns.load(std::memory_order_acquire) != deadline) return;
+    broken_->store(true);
+    const std::string report = timeout_report(desc, options_.timeout, board_.get());
+    std::fprintf(stderr, "shardtune: error on rank %d of %d: %s\n", rank_, size_, report.c_str());
+    std::fflush(stderr);
+    DistContext::abort_all(kCommFailureExit);
+  }
+
+  WorkPtr enqueue(CollectiveOp op, ReduceOp reduce, const torch::Tensor& described, int64_t n,
+                  std::vector<torch::Tensor> tensors, std::function<void()> run) {
+    const CollectiveDesc desc = describe(op, reduce, described, n);
     auto work = std::make_shared<MpiWork>(desc, Clock::now() + options_.timeout, options_.timeout,
                                           broken_, std::move(tensors), board_);
     if (board_) board_->issued.store(static_cast<int64_t>(desc.seq));
+    pending_.fetch_add(1, std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lock(mu_);
       queue_.push_back(Task{work, std::move(run)});
@@ -337,24 +433,29 @@ class MpiCommunicator final : public Communicator {
       Task task;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        // Idle: wake now and then to watch a collective on the caller's thread.
+        while (!cv_.wait_for(lock, kWatchPeriod, [&] { return stop_ || !queue_.empty(); })) {
+          watch_inline();
+        }
         if (queue_.empty()) return;  // stop_ and nothing left to do
         task = std::move(queue_.front());
         queue_.pop_front();
       }
+      std::string error;
       if (broken_->load()) {
-        task.work->finish(str_cat(task.work->name(),
-                                  ": not run, the communicator is broken by an earlier failure"));
-        continue;
+        error = str_cat(task.work->name(), ": not run, the communicator is broken by an earlier failure");
+      } else {
+        try {
+          task.run();
+          if (board_) board_->completed.fetch_add(1);
+        } catch (const std::exception& e) {
+          broken_->store(true);
+          error = str_cat(task.work->name(), " failed on rank ", rank_, ": ", e.what());
+        }
       }
-      try {
-        task.run();
-        if (board_) board_->completed.fetch_add(1);
-        task.work->finish("");
-      } catch (const std::exception& e) {
-        broken_->store(true);
-        task.work->finish(str_cat(task.work->name(), " failed on rank ", rank_, ": ", e.what()));
-      }
+      // Before finish(): a caller woken by it finds the thread idle.
+      pending_.fetch_sub(1, std::memory_order_release);
+      task.work->finish(std::move(error));
     }
   }
 
@@ -420,6 +521,20 @@ class MpiCommunicator final : public Communicator {
   std::condition_variable cv_;
   std::deque<Task> queue_;
   bool stop_ = false;
+  std::atomic<int64_t> pending_{0};  // collectives queued or running on the thread
+
+  // The collective running on the caller's thread: its description, in
+  // atomics the watching thread may read, and its deadline (steady clock
+  // ns; 0 when none runs).
+  struct InlineCall {
+    std::atomic<int64_t> op{0}, reduce{0}, dtype{0}, count{0};
+    std::atomic<uint64_t> seq{0};
+    std::atomic<int64_t> deadline_ns{0};
+  };
+  static constexpr std::chrono::milliseconds kWatchPeriod{250};
+  static constexpr int kCommFailureExit = 1;
+  InlineCall inline_;
+  const WorkPtr done_ = std::make_shared<DoneWork>("");
 };
 
 }  // namespace

@@ -3,6 +3,8 @@
 //   throw     rank 1 throws after a collective; the others wait in the next one
 //   crash     rank 1 dies from SIGKILL; the others wait in a collective
 //   timeout   rank 1 stays away from a collective; rank 0's wait times out (2 s)
+//             (a small one, which runs on rank 0's own thread)
+//   timeout_large  the same for a collective on the communication thread
 //   stop      rank 1's process is stopped (SIGSTOP): it cannot even answer
 //   mismatch  with checking on, rank 0 calls all_reduce and the others all_gather
 #include <torch/torch.h>
@@ -33,7 +35,7 @@ int main(int argc, char** argv) {
     if (mode == "crash" && dist.rank() == 1) {
       std::raise(SIGKILL);
     }
-    if (mode == "timeout" && dist.rank() == 1) {
+    if ((mode == "timeout" || mode == "timeout_large") && dist.rank() == 1) {
       std::this_thread::sleep_for(std::chrono::seconds(60));
     }
     if (mode == "stop" && dist.rank() == 1) std::raise(SIGSTOP);  // the whole process halts
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
         comm->all_gather(torch::ones({own.length}), out)->wait();
       }
     }
+    if (mode == "timeout_large") t = torch::ones({1 << 20});  // 4 MiB
     comm->all_reduce(t, ReduceOp::kSum)->wait();  // call #2 for the others
     return 0;  // not reached when mode is valid
   });

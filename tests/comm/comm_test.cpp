@@ -231,6 +231,41 @@ TEST(Communicator, ManyOutstandingCollectivesCompleteInOrder) {
   }
 }
 
+// Small all_reduces run on the caller's thread when nothing is pending and
+// queue behind pending ones otherwise; either way results come in issue
+// order, with a broadcast and a barrier in between.
+TEST(Communicator, SmallAndLargeCollectivesInterleaveInIssueOrder) {
+  const int world = comm().size();
+  const int64_t large = int64_t{1} << 20;  // 4 MiB: queued
+  std::vector<torch::Tensor> tensors;
+  std::vector<WorkPtr> works;
+  for (int k = 0; k < 12; ++k) {
+    const int64_t n = k % 3 == 0 ? large : 16 + k;
+    tensors.push_back(torch::full({n}, comm().rank() + k, torch::kFloat32));
+    works.push_back(comm().all_reduce(tensors.back(), ReduceOp::kSum));
+    if (k == 5) works.push_back(comm().barrier());
+  }
+  torch::Tensor root = torch::full({8}, comm().rank() == 0 ? 7.0 : -1.0, torch::kInt64);
+  works.push_back(comm().broadcast(root, 0));
+  for (auto it = works.rbegin(); it != works.rend(); ++it) (*it)->wait();
+  for (int k = 0; k < 12; ++k) {
+    const double want = world * (world - 1) / 2.0 + world * k;
+    const torch::Tensor& t = tensors[static_cast<size_t>(k)];
+    EXPECT_EQ(t.min().item<double>(), want) << k;
+    EXPECT_EQ(t.max().item<double>(), want) << k;
+  }
+  EXPECT_EQ(root.min().item<int64_t>(), 7);
+  EXPECT_EQ(root.max().item<int64_t>(), 7);
+  // With nothing pending, a small one is done when the call returns.
+  torch::Tensor small = torch::ones({4}, torch::kInt64);
+  WorkPtr w = comm().all_reduce(small, ReduceOp::kAvg);
+  if (world > 1) {
+    EXPECT_TRUE(w->is_completed());
+  }
+  w->wait();
+  EXPECT_EQ(small.min().item<int64_t>(), 1);
+}
+
 TEST(Communicator, RejectsBadArgumentsOnEveryRankAlike) {
   // These throw before anything is sent, identically on every rank.
   torch::Tensor half = torch::ones({4}, torch::kFloat16);

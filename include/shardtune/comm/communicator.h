@@ -7,6 +7,8 @@
 //  - Each call returns at once with a Work; the collective runs in the
 //    background, in issue order. The caller must neither read nor write the
 //    tensors passed in until wait() has returned; the Work keeps them alive.
+//    (MPI runs a small all_reduce issued while nothing else is pending on the
+//    caller's thread, and returns with it done: faster than a hand-off.)
 //  - After Work::wait() returns, what the caller does next sees the result:
 //    for CPU tensors (MPI) wait() blocks the host until the collective is
 //    done; for CUDA tensors (NCCL) it orders the caller's current CUDA stream
@@ -14,7 +16,8 @@
 //  - A collective that fails, or has not finished `timeout` after it was
 //    issued, is reported with its name and sequence number: MPI throws
 //    CommError from wait(); NCCL's watchdog thread prints the error and ends
-//    every rank, since a GPU hang cannot be unwound. After a failure the
+//    every rank, since a GPU hang cannot be unwound, and so does MPI's for a
+//    collective stuck on the caller's thread. After a failure the
 //    communicator is broken and every later call throws at once.
 //  - One thread issues collectives on a communicator (it is not thread-safe).
 //  - Sizes for reduce_scatter and all_gather follow shard_range(): any
