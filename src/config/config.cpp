@@ -316,10 +316,35 @@ Config resolve(YAML::Node root, Origins& origins, const std::vector<std::string>
   Reader reader(root, "", origins);
   config.visit(reader);
   reader.reject_unknown_keys();
+  // Across sections: what ZeRO 3 cannot do, named where it was set.
+  try {
+    checkpoint_every(config);
+  } catch (const InputError& e) {
+    const char* key = config.train.activation_checkpointing == "none" ? "activation_checkpointing" : "checkpoint_every";
+    const YAML::Node train = root["train"];
+    const YAML::Node node = train && train.IsMap() ? train[key] : YAML::Node();
+    throw InputError(str_cat(origins.where(str_cat("train.", key), node ? node : root), ": ", e.what()));
+  }
   return config;
 }
 
 }  // namespace
+
+int64_t checkpoint_every(const Config& config) {
+  const TrainSection& t = config.train;
+  if (config.parallel.zero_stage == 3) {
+    if (t.activation_checkpointing == "none") {
+      throw InputError("train.activation_checkpointing: none is not available at parallel.zero_stage 3, which "
+                       "recomputes every block (it frees each block's parameters after its forward)");
+    }
+    if (t.checkpoint_every != 1) {
+      throw InputError(str_cat("train.checkpoint_every: ", t.checkpoint_every,
+                               " is not available at parallel.zero_stage 3, which recomputes every block"));
+    }
+    return 1;
+  }
+  return t.activation_checkpointing == "blocks" ? t.checkpoint_every : 0;
+}
 
 Config parse_config(const std::string& yaml_text, const std::string& source_name,
                     const std::vector<std::string>& overrides) {

@@ -43,6 +43,16 @@ DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const D
   if (options.zero_stage == 3 && lm == nullptr) {
     throw InputError("ZeRO stage 3 needs a CausalLM: it gathers and frees parameters block by block");
   }
+  if (options.checkpoint_every < 0) {
+    throw InputError(str_cat("activation checkpointing every ", options.checkpoint_every, " blocks is not available"));
+  }
+  if (options.zero_stage == 3 && options.checkpoint_every > 1) {
+    throw InputError(str_cat("ZeRO stage 3 recomputes every block (it frees each block's parameters after its "
+                             "forward); checkpointing every ", options.checkpoint_every, " blocks is not available"));
+  }
+  if (options.checkpoint_every > 0 && lm == nullptr) {
+    throw InputError("activation checkpointing needs a CausalLM: it recomputes transformer blocks");
+  }
   auto named = model.named_parameters();
   for (auto it = named.end(); it != named.begin();) {  // reverse registration order
     --it;
@@ -168,10 +178,19 @@ DataParallel::DataParallel(torch::nn::Module& model, Communicator& comm, const D
       return run_block_sharded(block, x, std::move(fn));
     });
     block_fns_.resize(num_blocks_);
+    lm_ = lm;
+  } else if (options.checkpoint_every > 0) {
+    lm->set_block_runner([this](size_t block, const torch::Tensor& x, CausalLM::BlockFn fn) {
+      return run_block_checkpointed(block, x, std::move(fn));
+    });
+    block_fns_.resize(lm->blocks().size());
+    lm_ = lm;
   }
 }
 
-DataParallel::~DataParallel() = default;
+DataParallel::~DataParallel() {
+  if (lm_ != nullptr) lm_->set_block_runner(nullptr);  // it calls this engine
+}
 
 void DataParallel::begin_micro_step(bool first, bool last) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -302,19 +321,59 @@ void DataParallel::publish_master() {
   if (options_.zero_stage >= 1 && comm_.size() > 1) comm_.all_gather(own, flat_param_)->wait();
 }
 
-// ---------------------------------------------------------------- stage 3
+// ------------------------------------------ recomputed blocks (stage 3, checkpointing)
 
 namespace {
 
-// A block as one autograd node: forward without keeping activations; backward
-// gathers the block again, recomputes it with grad and differentiates it (the
-// parameters' gradients reach their accumulators, and so the buckets), then
-// frees it.
-struct ShardedBlock : torch::autograd::Function<ShardedBlock> {
+// The default generators' states (the CPU's, and the device's for a CUDA
+// input): a recomputed block must draw the same dropout masks as its forward.
+struct RngStates {
+  torch::Tensor cpu, device;
+};
+
+RngStates rng_states(const torch::Device& device) {
+  RngStates s;
+  at::Generator cpu = at::detail::getDefaultCPUGenerator();
+  {
+    std::lock_guard<std::mutex> lock(cpu.mutex());
+    s.cpu = cpu.get_state();
+  }
+  if (device.is_cuda()) {
+    at::Generator gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    s.device = gen.get_state();
+  }
+  return s;
+}
+
+void set_rng_states(const torch::Device& device, const RngStates& s) {
+  at::Generator cpu = at::detail::getDefaultCPUGenerator();
+  {
+    std::lock_guard<std::mutex> lock(cpu.mutex());
+    cpu.set_state(s.cpu);
+  }
+  if (device.is_cuda() && s.device.defined()) {
+    at::Generator gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(s.device);
+  }
+}
+
+// A block as one autograd node: forward without keeping activations (only
+// the block's input, and the random generators' states); backward recomputes
+// the block with grad from its input, under the same generator states, and
+// differentiates it, so the parameters' gradients reach their accumulators
+// (and so the buckets) as without recomputation. Stage 3 gathers the block
+// before the recomputation (prefetching the one backward reaches next) and
+// frees it after.
+struct RecomputedBlock : torch::autograd::Function<RecomputedBlock> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, int64_t block,
                                int64_t engine) {
     ctx->saved_data["block"] = block;
     ctx->saved_data["engine"] = engine;
+    const RngStates rng = rng_states(x.device());
+    ctx->saved_data["rng_cpu"] = rng.cpu;
+    if (rng.device.defined()) ctx->saved_data["rng_device"] = rng.device;
     ctx->save_for_backward({x});
     auto* dp = reinterpret_cast<DataParallel*>(engine);
     return dp->block_fns()[static_cast<size_t>(block)](x);
@@ -325,32 +384,56 @@ struct ShardedBlock : torch::autograd::Function<ShardedBlock> {
     const auto block = static_cast<size_t>(ctx->saved_data["block"].toInt());
     auto* dp = reinterpret_cast<DataParallel*>(ctx->saved_data["engine"].toInt());
     const torch::Tensor x = ctx->get_saved_variables()[0];
-    dp->ensure_gathered(block);
-    if (block > 0) dp->gather_unit(block - 1);  // prefetch the block backward reaches next
+    const bool sharded = dp->sharded_parameters();
+    if (sharded) {
+      dp->ensure_gathered(block);
+      if (block > 0) dp->gather_unit(block - 1);  // prefetch the block backward reaches next
+    }
+    RngStates forward_rng;
+    forward_rng.cpu = ctx->saved_data["rng_cpu"].toTensor();
+    if (ctx->saved_data.count("rng_device") != 0) forward_rng.device = ctx->saved_data["rng_device"].toTensor();
+    const RngStates now = rng_states(x.device());
+    set_rng_states(x.device(), forward_rng);
     torch::Tensor input = x.detach().requires_grad_(true);
     torch::Tensor y;
     {
       torch::AutoGradMode with_grad(true);
       y = dp->block_fns()[block](input);
     }
+    set_rng_states(x.device(), now);
     torch::autograd::backward({y}, {grad_out[0]});
-    dp->free_unit(block);
+    if (sharded) dp->free_unit(block);
     return {input.grad(), torch::Tensor(), torch::Tensor()};
   }
 };
 
+// The block's trainable parameters are not inputs of the autograd node, so
+// its input must need a gradient for backward to reach it (with frozen
+// embeddings, the first block's input does not).
+torch::Tensor apply_recomputed(const torch::Tensor& x, size_t block, DataParallel* engine) {
+  const torch::Tensor input = x.requires_grad() ? x : x.detach().requires_grad_(true);
+  return RecomputedBlock::apply(input, static_cast<int64_t>(block), reinterpret_cast<int64_t>(engine));
+}
+
 }  // namespace
+
+torch::Tensor DataParallel::run_block_checkpointed(size_t block, const torch::Tensor& x,
+                                                   std::function<torch::Tensor(const torch::Tensor&)> fn) {
+  // Evaluation (no grad) keeps nothing anyway, and blocks between the
+  // checkpointed ones keep their activations.
+  if (!torch::GradMode::is_enabled() || block % static_cast<size_t>(options_.checkpoint_every) != 0) return fn(x);
+  block_fns_[block] = std::move(fn);
+  return apply_recomputed(x, block, this);
+}
+
+// ---------------------------------------------------------------- stage 3
 
 torch::Tensor DataParallel::run_block_sharded(size_t block, const torch::Tensor& x,
                                               std::function<torch::Tensor(const torch::Tensor&)> fn) {
   ensure_gathered(block);
   if (block + 1 < num_blocks_) gather_unit(block + 1);  // prefetch the next block
   block_fns_[block] = std::move(fn);
-  // The block's trainable parameters are not inputs of the autograd node, so
-  // its input must need a gradient for backward to reach it (with frozen
-  // embeddings, the first block's input does not).
-  const torch::Tensor input = x.requires_grad() ? x : x.detach().requires_grad_(true);
-  torch::Tensor y = ShardedBlock::apply(input, static_cast<int64_t>(block), reinterpret_cast<int64_t>(this));
+  torch::Tensor y = apply_recomputed(x, block, this);
   free_unit(block);
   return y;
 }

@@ -266,6 +266,7 @@ void Trainer::setup() {
   o.adamw.eps = config_.optim.eps;
   o.adamw.weight_decay = config_.optim.weight_decay;
   o.decay_all = config_.optim.decay_all;
+  o.checkpoint_every = static_cast<int>(checkpoint_every(config_));
   dp_ = std::make_unique<DataParallel>(*model_, *comm_, o);
   layout_ = layout_signature(dp_->param_names(), dp_->param_numels());
 
@@ -309,7 +310,11 @@ void Trainer::setup() {
     progress_ = std::make_unique<ProgressBar>(config_.train.steps, show);
     log::info("training ", model_->config().model_type, " (", parameter_count(model_->config()), " parameters, ",
               dp_->num_params(), " trainable) on ", world_, " rank(s), ", device_.str(), ", ", config_.model.dtype,
-              ", ZeRO ", o.zero_stage, o.offload_optimizer ? " + offload" : "", "; global batch ", d.global_batch,
+              ", ZeRO ", o.zero_stage, o.offload_optimizer ? " + offload" : "",
+              o.checkpoint_every > 0 ? str_cat(", activation checkpointing every ", o.checkpoint_every,
+                                               o.checkpoint_every == 1 ? " block" : " blocks")
+                                     : std::string(),
+              "; global batch ", d.global_batch,
               " x ", d.seq_len, " tokens (micro-batch ", d.micro_batch, ", accumulation ", accumulation_, "); ",
               train_data_->num_samples(), " training samples");
   }

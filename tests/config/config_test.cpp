@@ -223,6 +223,29 @@ TEST(ConfigErrors, ValueOutOfRange) {
             "configs/x.yaml:2: parallel.zero_stage: expected an integer from 0 to 3, got \"4\"");
 }
 
+TEST(Config, ActivationCheckpointingResolvesPerStage) {
+  EXPECT_EQ(checkpoint_every(default_config()), 0);
+  EXPECT_EQ(checkpoint_every(default_config({"parallel.zero_stage=3"})), 1);  // auto: it recomputes anyway
+  EXPECT_EQ(checkpoint_every(default_config({"train.activation_checkpointing=blocks"})), 1);
+  EXPECT_EQ(checkpoint_every(default_config({"train.activation_checkpointing=blocks", "train.checkpoint_every=3",
+                                             "parallel.zero_stage=2"})),
+            3);
+  EXPECT_EQ(checkpoint_every(default_config({"train.checkpoint_every=3"})), 0);  // auto at stage 2: none
+}
+
+TEST(ConfigErrors, WhatZeroThreeCannotDoIsNamedWhereItWasSet) {
+  EXPECT_EQ(error_of("parallel:\n  zero_stage: 3\ntrain:\n  activation_checkpointing: none\n"),
+            "configs/x.yaml:4: train.activation_checkpointing: none is not available at parallel.zero_stage 3, "
+            "which recomputes every block (it frees each block's parameters after its forward)");
+  EXPECT_EQ(error_of("parallel:\n  zero_stage: 3\n", {"train.checkpoint_every=2"}),
+            "override 'train.checkpoint_every=2': train.checkpoint_every: 2 is not available at "
+            "parallel.zero_stage 3, which recomputes every block");
+  EXPECT_EQ(error_of("train:\n  activation_checkpointing: some\n"),
+            "configs/x.yaml:2: train.activation_checkpointing: expected one of auto, none, blocks, got \"some\"");
+  EXPECT_EQ(error_of("train:\n  checkpoint_every: 0\n"),
+            "configs/x.yaml:2: train.checkpoint_every: expected a positive integer, got \"0\"");
+}
+
 TEST(Config, IsOverride) {
   EXPECT_TRUE(is_override("a.b=1"));
   EXPECT_FALSE(is_override("configs/x.yaml"));

@@ -51,7 +51,7 @@ struct Models {
   std::shared_ptr<Toy> toy;
 };
 
-Models make(Kind kind) {
+Models make(Kind kind, double lora_dropout = 0.0) {
   torch::manual_seed(1);
   Models m;
   if (kind == Kind::kToy) {
@@ -69,7 +69,7 @@ Models make(Kind kind) {
   m.lm = make_causal_lm(model_config_from_json(j, "test"));
   m.lm->init_weights(7);
   if (kind == Kind::kGpt2Lora) {
-    m.lm->enable_lora({"c_attn", "c_fc"}, 2, 4.0, 0.0);
+    m.lm->enable_lora({"c_attn", "c_fc"}, 2, 4.0, lora_dropout);
     torch::NoGradGuard g;
     auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
     for (auto& p : m.lm->named_parameters()) {
@@ -139,10 +139,13 @@ void train_reference(const Models& m, Kind kind, int accum, int world) {
   }
 }
 
-void train_data_parallel(const Models& m, Kind kind, int accum, int stage, bool offload, Communicator& comm) {
+// Returns each micro-step's loss.
+std::vector<double> train_data_parallel(const Models& m, Kind kind, int accum, int stage, bool offload,
+                                        Communicator& comm, int checkpoint_every = 0) {
   DataParallelOptions o;
   o.zero_stage = stage;
   o.offload_optimizer = offload;
+  o.checkpoint_every = checkpoint_every;
   o.first_bucket_mb = 128.0 / (1 << 20);  // 128 B, then 512 B buckets: many buckets for tiny models
   o.bucket_mb = 512.0 / (1 << 20);
   o.adamw.beta2 = 0.95;
@@ -150,15 +153,19 @@ void train_data_parallel(const Models& m, Kind kind, int accum, int stage, bool 
   DataParallel dp(*m.module, comm, o);
   EXPECT_GT(dp.buckets().size(), 1u);
   const int64_t global_rows = kRowsPerRank * comm.size();
+  std::vector<double> losses;
   for (int step = 0; step < kSteps; ++step) {
     for (int a = 0; a < accum; ++a) {
       dp.begin_micro_step(a == 0, a == accum - 1);
-      loss_of(m, kind, step, a, comm.rank() * kRowsPerRank, kRowsPerRank, global_rows, accum).backward();
+      torch::Tensor loss = loss_of(m, kind, step, a, comm.rank() * kRowsPerRank, kRowsPerRank, global_rows, accum);
+      losses.push_back(loss.item<double>());
+      loss.backward();
       dp.end_micro_step();
     }
     dp.step(lr_at(schedule(), step), kMaxNorm);
   }
   dp.gather_parameters();  // stage 3: full parameters back in the model
+  return losses;
 }
 
 double max_relative_difference(torch::nn::Module& a, torch::nn::Module& b) {
@@ -222,6 +229,69 @@ INSTANTIATE_TEST_SUITE_P(Offload, DataParallelMatchesOneProcess,
                          ::testing::Combine(::testing::Values(Kind::kLlama), ::testing::Values(0, 2, 3),
                                             ::testing::Values(3), ::testing::Values(true)),
                          name);
+
+// Activation checkpointing: recomputing blocks in backward (all of them, or
+// every second one) ends with bitwise the parameters, and gives bitwise the
+// losses, of keeping the activations, at stages 0-2; LoRA dropout draws the
+// same masks in the recomputation. Stage 3 always recomputes: it matches
+// stage 2 keeping activations, dropout included.
+using CheckpointCase = std::tuple<Kind, int, int>;  // model, stage, checkpoint every
+
+class CheckpointingMatchesKeepingActivations : public ::testing::TestWithParam<CheckpointCase> {};
+
+TEST_P(CheckpointingMatchesKeepingActivations, AfterFiveSteps) {
+  const auto [kind, stage, every] = GetParam();
+  CommOptions co;
+  co.timeout = std::chrono::seconds(60);
+  auto comm = make_checking_communicator(make_mpi_communicator(co));
+  const double dropout = kind == Kind::kGpt2Lora ? 0.3 : 0.0;
+  const int accum = 2;
+
+  const Models kept = make(kind, dropout);
+  const std::vector<double> kept_losses =
+      train_data_parallel(kept, kind, accum, stage == 3 ? 2 : stage, false, *comm, 0);
+  const Models recomputed = make(kind, dropout);
+  const std::vector<double> losses = train_data_parallel(recomputed, kind, accum, stage, false, *comm, every);
+
+  ASSERT_EQ(losses.size(), kept_losses.size());
+  auto p = recomputed.module->named_parameters(), k = kept.module->named_parameters();
+  if (stage < 3) {
+    for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(losses[i], kept_losses[i]) << "micro-step " << i;
+    for (const auto& item : p) EXPECT_TRUE(torch::equal(item.value(), k[item.key()])) << item.key();
+  } else {
+    for (size_t i = 0; i < losses.size(); ++i) EXPECT_NEAR(losses[i], kept_losses[i], 1e-6) << "micro-step " << i;
+    EXPECT_LE(max_relative_difference(*recomputed.module, *kept.module), 1e-6);
+  }
+  EXPECT_GT(max_relative_difference(*recomputed.module, *make(kind, dropout).module), 1e-3);  // it trained
+}
+
+std::string checkpoint_name(const ::testing::TestParamInfo<CheckpointCase>& info) {
+  const char* kinds[] = {"llama", "gpt2_lora_dropout", "unused_param"};
+  return str_cat(kinds[static_cast<int>(std::get<0>(info.param))], "_stage", std::get<1>(info.param), "_every",
+                 std::get<2>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, CheckpointingMatchesKeepingActivations,
+                         ::testing::Combine(::testing::Values(Kind::kLlama, Kind::kGpt2Lora),
+                                            ::testing::Values(0, 1, 2), ::testing::Values(1, 2)),
+                         checkpoint_name);
+INSTANTIATE_TEST_SUITE_P(Stage3, CheckpointingMatchesKeepingActivations,
+                         ::testing::Combine(::testing::Values(Kind::kLlama, Kind::kGpt2Lora), ::testing::Values(3),
+                                            ::testing::Values(1)),
+                         checkpoint_name);
+
+TEST(DataParallel, CheckpointingRefusesWhatItCannotDo) {
+  CommOptions co;
+  auto comm = make_mpi_communicator(co);
+  const Models toy = make(Kind::kToy);
+  DataParallelOptions o;
+  o.checkpoint_every = 1;
+  EXPECT_THROW(DataParallel(*toy.module, *comm, o), InputError);  // no blocks to recompute
+  const Models lm = make(Kind::kLlama);
+  o.zero_stage = 3;
+  o.checkpoint_every = 2;
+  EXPECT_THROW(DataParallel(*lm.module, *comm, o), InputError);
+}
 
 TEST(DataParallel, ShardsCoverTheFlatBufferAndStateShrinksWithStage) {
   CommOptions co;

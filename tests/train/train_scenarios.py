@@ -166,6 +166,31 @@ def golden(env, update):
     check(runs[1][20] < runs[1][1] - 1.0, "the loss falls")
 
 
+def checkpointing(env, _):
+    """Activation checkpointing (recomputed blocks) gives bitwise the losses
+    and parameters of keeping activations, at ZeRO 0-2 on 1 and 2 ranks;
+    ZeRO 3, which always recomputes, refuses to keep them."""
+    base = ["train.steps=6", "checkpoint.every=6"]
+    for np_ in (1, 2):
+        for stage in (0, 1, 2):
+            over = base + [f"parallel.zero_stage={stage}"]
+            _, ref, _ = env.train(np_, f"ckpt_none_np{np_}_z{stage}", over + ["train.activation_checkpointing=none"])
+            for every in (1, 2):
+                p, out, _ = env.train(np_, f"ckpt_blocks_np{np_}_z{stage}_e{every}",
+                                      over + ["train.activation_checkpointing=blocks", f"train.checkpoint_every={every}"])
+                check(f"activation checkpointing every {every} block" in p.stderr, "the run says it recomputes")
+                a, b = losses(ref), losses(out)
+                check(len(a) == 6 and all(a[s] == b[s] for s in a),
+                      f"{np_} rank(s), ZeRO {stage}, every {every}: losses bitwise equal")
+                pa, pb = params(latest(ref)), params(latest(out))
+                check(all(np.array_equal(pa[k], pb[k]) for k in pa),
+                      f"{np_} rank(s), ZeRO {stage}, every {every}: parameters bitwise equal")
+    p = env.run(0, "config", env.config("ckpt_z3_none"), "parallel.zero_stage=3",
+                "train.activation_checkpointing=none", expect_rc=2)
+    check("train.activation_checkpointing: none is not available at parallel.zero_stage 3" in p.stderr,
+          "ZeRO 3 without recomputation is refused by name")
+
+
 def resume_kill(env, _):
     """SIGKILL at step 7 and resume on the same world size: bitwise equal."""
     over = ["parallel.zero_stage=2", "checkpoint.every=4"]
@@ -386,7 +411,7 @@ def export_roundtrip(env, _):
     check("val_loss" in p.stdout, "eval of the LoRA checkpoint on 2 ranks")
 
 
-SCENARIOS = {f.__name__: f for f in (golden, resume_kill, reshard, kill_mid_checkpoint, prune_kill,
+SCENARIOS = {f.__name__: f for f in (golden, checkpointing, resume_kill, reshard, kill_mid_checkpoint, prune_kill,
                                       prune_newer_and_fresh_start, corrupt, sigterm, failing_rank, export_roundtrip)}
 
 

@@ -228,12 +228,19 @@ struct TrainSection {
   int64_t steps = 1000;
   int64_t seed = 1234;
   std::string output_dir = "runs/shardtune";
+  std::string activation_checkpointing = "auto";
+  int64_t checkpoint_every = 1;
 
   template <class V>
   void visit(V& v) {
     v.field("steps", steps, Positive{}, "optimizer steps of the whole run (a resumed run continues to it)");
     v.field("seed", seed, NonNegative{}, "random init, LoRA init and dropout");
     v.field("output_dir", output_dir, AnyValue{}, "where metrics and (by default) checkpoints go");
+    v.field("activation_checkpointing", activation_checkpointing, OneOf{{"auto", "none", "blocks"}},
+            "blocks = keep only transformer blocks' inputs and recompute the blocks in backward (less memory, "
+            "about a third more compute); none; auto = blocks at ZeRO 3 (which always recomputes), else none");
+    v.field("checkpoint_every", checkpoint_every, Positive{},
+            "with blocks: recompute every n-th block (1 = all; 2 = half of them); ZeRO 3 needs 1");
   }
 };
 
@@ -316,6 +323,11 @@ Config default_config(const std::vector<std::string>& overrides = {});
 
 // The resolved config as YAML, every field present, with its help as a comment.
 std::string to_yaml(const Config& config);
+
+// Activation checkpointing as the engine takes it: 0 = keep activations, n =
+// recompute every n-th block. Throws InputError for what ZeRO 3 cannot do
+// (it always recomputes every block).
+int64_t checkpoint_every(const Config& config);
 
 // True for a command-line argument of the form key.path=value.
 bool is_override(std::string_view arg);

@@ -57,12 +57,15 @@
 
 namespace shardtune {
 
+class CausalLM;
+
 // Peak bytes the CUDA caching allocator has handed out on device since start
 // (0 for a CPU device or a build without CUDA). With peak_host_memory_bytes
 // (core/strings.h), the measured side of the memory accounting.
 int64_t peak_device_memory_bytes(const torch::Device& device);
 
-// The forward function of each block of the current micro-step (stage 3).
+// The forward function of each block of the current micro-step (stage 3,
+// and the blocks that activation checkpointing recomputes).
 using CausalLMBlockFns = std::vector<std::function<torch::Tensor(const torch::Tensor&)>>;
 
 struct DataParallelOptions {
@@ -73,6 +76,12 @@ struct DataParallelOptions {
   AdamWOptions adamw;
   // Weight decay for biases, norm scales and embeddings too (default: off for them).
   bool decay_all = false;
+  // Activation checkpointing (needs a CausalLM): 0 keeps every activation
+  // for backward; n > 0 keeps only the input of every n-th block (0, n, 2n,
+  // ...) and recomputes that block in backward, with the random generators
+  // as in its forward, so losses and gradients are those without it. Stage 3
+  // always recomputes every block (0 or 1).
+  int checkpoint_every = 0;
 };
 
 class DataParallel {
@@ -209,9 +218,13 @@ class DataParallel {
   void ensure_gathered(size_t u);
   void free_unit(size_t u);
   CausalLMBlockFns& block_fns() { return block_fns_; }
+  bool sharded_parameters() const { return !units_.empty(); }
 
  private:
   torch::Tensor run_block_sharded(size_t block, const torch::Tensor& x, std::function<torch::Tensor(const torch::Tensor&)> fn);
+  torch::Tensor run_block_checkpointed(size_t block, const torch::Tensor& x,
+                                       std::function<torch::Tensor(const torch::Tensor&)> fn);
+  CausalLM* lm_ = nullptr;  // whose block runner calls this engine
   std::vector<Unit> units_;  // one per block, then the root unit
   size_t num_blocks_ = 0;
   torch::Tensor param_shard_;
