@@ -24,6 +24,7 @@
 #include "shardtune/tokenize/chat.h"
 #include "shardtune/tokenize/tokenizer.h"
 #include "shardtune/model/hf_checkpoint.h"
+#include "shardtune/train/plan.h"
 #include "shardtune/train/trainer.h"
 #include "shardtune/version.h"
 
@@ -79,6 +80,15 @@ commands:
       tokenizer.json, tokenizer_config.json, generation_config.json); a folder
       SRC becomes the .gguf DST (llama, mistral, qwen2; 2-D weights as
       --gguf-type [f32], with the tokenizer)
+  plan CONFIG [key=value ...] [--ranks N] [--device KIND] [--json] [options]
+      predict, without training, each rank's memory (params, grads,
+      optimizer, activations, buffers, total) and the step time and tokens/s
+      of CONFIG on N [1] ranks of KIND: cpu (this machine; a short
+      calibration run times the model here), h100, h200, a100-80gb,
+      a100-40gb, l40s [cpu]; say whether it fits and the smallest rank count
+      that does. Options: --ranks-per-node N [cpu: N; GPUs: 8], --mfu F (GPU
+      compute at F x peak) [0.4], --busbw GB/s (within a node), --inter-busbw
+      GB/s (across nodes), --memory-gib G (per GPU, or per CPU node)
   version
       print the version and the build's features
 
@@ -500,6 +510,71 @@ int cmd_convert(const DistContext& dist, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int cmd_plan(const DistContext& dist, const std::vector<std::string>& args) {
+  if (dist.rank() != 0) return kExitOk;
+  Flags f(args, {"--json"}, "plan");
+  const bool json = f.has("--json");
+  const int ranks = static_cast<int>(f.integer("--ranks", 1, 1, 1 << 20));
+  const std::string kind = f.get("--device", "cpu");
+  const int64_t per_node = f.integer("--ranks-per-node", 0, 1, 1 << 20);
+  const double mfu = f.number("--mfu", -1), busbw = f.number("--busbw", -1), inter = f.number("--inter-busbw", -1);
+  const double memory_gib = f.number("--memory-gib", -1);
+  f.done();
+  for (auto [name, v] : {std::pair{"--mfu", mfu}, {"--busbw", busbw}, {"--inter-busbw", inter}, {"--memory-gib", memory_gib}}) {
+    if (v != -1 && (v <= 0 || (std::string(name) == "--mfu" && v > 1))) {
+      throw InputError(str_cat("plan: ", name, ": expected a positive number", std::string(name) == "--mfu" ? " up to 1" : "",
+                               ", got ", v));
+    }
+  }
+  const Config config = resolve_config(parse_config_args(f.positional(), /*require_path=*/true));
+  setup_rank(dist, config);  // the process as training sets it up (allocator; threads are set per calibration)
+  const DataSection& d = config.data;
+  if (d.global_batch % (d.micro_batch * ranks) != 0) {
+    throw InputError(str_cat("data.global_batch ", d.global_batch, " is not a multiple of data.micro_batch (",
+                             d.micro_batch, ") x ranks (", ranks, ")"));
+  }
+  int64_t data_vocab = 0;
+  if (config.model.init.empty() && config.model.config.empty() && config.model.vocab_size == 0 && !d.train.empty()) {
+    data_vocab = TokenShardReader(expand_data_paths(d.train, "data.train").front()).attrs().vocab_size;
+  }
+  PlanInput in;
+  in.config = config;
+  in.ranks = ranks;
+  in.model = planned_model_config(config, data_vocab);
+  in.device = plan_device(kind, ranks);
+  if (per_node > 0) in.device.ranks_per_node = static_cast<int>(per_node);
+  if (mfu > 0) in.device.mfu = mfu;
+  if (busbw > 0) in.device.busbw_intra = busbw * 1e9;
+  if (inter > 0) in.device.busbw_inter = inter * 1e9;
+  if (memory_gib > 0) in.device.memory_bytes = memory_gib * 1073741824.0;
+  if (kind == "cpu") {
+    const int threads = intra_op_threads(static_cast<int>(config.dist.intra_op_threads), cores_on_node(),
+                                         cores_available(), std::min(ranks, in.device.ranks_per_node));
+    in.calibration = calibrate_cpu(in, threads);
+  }
+  const Plan p = make_plan(in);
+  if (json) {
+    std::cout << plan_to_json(in, p).dump(1) << std::endl;
+    return kExitOk;
+  }
+  const double gib = 1073741824.0;
+  std::printf("plan: %s, %d rank(s) on %s, ZeRO %lld%s%s\n", in.model.model_type.c_str(), ranks, kind.c_str(),
+              static_cast<long long>(config.parallel.zero_stage), config.optim.offload == "cpu" ? " + offload" : "",
+              p.checkpoint_every > 0 ? str_cat(", recomputing every ", p.checkpoint_every, " block(s)").c_str() : "");
+  std::printf("  parameters   %.3f B trainable, %.3f B frozen\n", p.trainable / 1e9, p.frozen / 1e9);
+  std::printf("  memory/rank  params %.2f GiB, grads %.2f, optimizer %.2f%s, activations %.2f, buffers %.2f\n",
+              p.memory.params / gib, p.memory.grads / gib, p.memory.optimizer / gib,
+              p.memory.optimizer_on_host > 0 ? " (host)" : "", p.memory.activations / gib, p.memory.buffers / gib);
+  std::printf("  total        %.2f GiB of %.2f GiB: %s; smallest rank count that fits: %s\n", p.memory.total / gib,
+              rank_memory_bytes(in.device, ranks) / gib, p.fits ? "fits" : "DOES NOT FIT",
+              p.smallest_ranks > 0 ? std::to_string(p.smallest_ranks).c_str() : "none up to 65536");
+  std::printf("  step         %.3f s (compute %.3f, optimizer %.3f, offload %.3f, exposed comm %.3f of %.3f); "
+              "%.1f tokens/s\n",
+              p.step_s, p.compute_s, p.optimizer_s, p.offload_s, p.exposed_comm_s, p.comm_s, p.tokens_per_s);
+  std::printf("  assumes      %s\n", p.note.c_str());
+  return kExitOk;
+}
+
 int cmd_version(const DistContext& dist) {
   if (dist.rank() != 0) return kExitOk;
   std::printf("shardtune %s (libtorch %s, CUDA support in build: %s, CUDA devices: %d)\n",
@@ -524,6 +599,7 @@ int dispatch(DistContext& dist, const std::vector<std::string>& argv) {
   if (command == "eval") return cmd_eval(dist, args);
   if (command == "export") return cmd_export(dist, args);
   if (command == "convert") return cmd_convert(dist, args);
+  if (command == "plan") return cmd_plan(dist, args);
   if (command == "version" || command == "--version") return cmd_version(dist);
   throw InputError(str_cat("unknown command '", command, "'\n", kUsage));
 }
