@@ -49,6 +49,14 @@ torch::Device pick_device(const ModelSection& m, const DistInfo& dist) {
   return torch::kCPU;
 }
 
+double device_memory_bytes(const torch::Device& device) {
+#if SHARDTUNE_WITH_CUDA
+  if (device.is_cuda()) return static_cast<double>(at::cuda::getDeviceProperties(device.index())->totalGlobalMem);
+#endif
+  (void)device;
+  return 0;
+}
+
 std::string device_name(const torch::Device& device) {
 #if SHARDTUNE_WITH_CUDA
   if (device.is_cuda()) return at::cuda::getDeviceProperties(device.index())->name;

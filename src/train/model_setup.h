@@ -17,6 +17,8 @@ namespace shardtune {
 // cuda:<local rank> or the CPU, as model.device says.
 torch::Device pick_device(const ModelSection& m, const DistInfo& dist);
 torch::Dtype parse_dtype(const std::string& name);
+// A GPU's memory in bytes (0 for the CPU).
+double device_memory_bytes(const torch::Device& device);
 // The GPU's name as CUDA reports it ("NVIDIA H100 80GB HBM3"); device.str() otherwise.
 std::string device_name(const torch::Device& device);
 

@@ -26,6 +26,7 @@
 #include "shardtune/model/hf_checkpoint.h"
 #include "shardtune/optim/schedule.h"
 #include "shardtune/parallel/data_parallel.h"
+#include "shardtune/train/plan.h"
 
 namespace shardtune {
 namespace {
@@ -143,6 +144,7 @@ class Trainer {
 
  private:
   void setup();
+  void check_fit() const;
   void train_step();
   void log_step(double step_seconds);
   void start_interval();
@@ -249,6 +251,7 @@ void Trainer::setup() {
   TrainerState state;
   if (!resume_from.empty()) state = validate_checkpoint(resume_from);
 
+  if (config_.train.check_fit) check_fit();
   model_ = build_model(config_, train_data_->attrs(), resume_from, device_);
   if (d.seq_len > model_->config().max_positions && model_->config().family == Family::kGpt2) {
     throw InputError(str_cat("data.seq_len ", d.seq_len, " exceeds the model's ", model_->config().max_positions,
@@ -318,6 +321,38 @@ void Trainer::setup() {
               " x ", d.seq_len, " tokens (micro-batch ", d.micro_batch, ", accumulation ", accumulation_, "); ",
               train_data_->num_samples(), " training samples");
   }
+}
+
+// The planner's memory for this run on this device; a rank that would not
+// fit is refused before anything is allocated (train.check_fit=false
+// starts anyway). Every rank computes the same verdict.
+void Trainer::check_fit() const {
+  PlanInput in;
+  in.config = config_;
+  in.ranks = world_;
+  in.model = planned_model_config(config_, train_data_->attrs().vocab_size);
+  if (device_.is_cuda()) {
+    in.device.kind = "cuda";
+    in.device.memory_bytes = device_memory_bytes(device_);
+  } else {
+    in.device = plan_device("cpu", world_);
+    in.device.ranks_per_node = dist_.info().local_world_size;
+  }
+  const Plan::Memory m = plan_memory(in);
+  const double have = rank_memory_bytes(in.device, world_);
+  if (have <= 0 || m.total <= have) return;
+  const double gib = 1073741824.0;
+  char numbers[512];
+  std::snprintf(numbers, sizeof numbers,
+                "params %.2f, grads %.2f, optimizer %.2f%s, activations %.2f, buffers %.2f GiB", m.params / gib,
+                m.grads / gib, m.optimizer / gib, m.optimizer_on_host > 0 ? " (on the host)" : "",
+                m.activations / gib, m.buffers / gib);
+  throw InputError(str_cat("the planner predicts ", std::round(m.total / gib * 100) / 100, " GiB per rank (", numbers,
+                           ") but ", device_.is_cuda() ? device_name(device_) : "this node's memory over its ranks",
+                           " has ", std::round(have / gib * 100) / 100,
+                           " GiB: more ranks, a higher parallel.zero_stage, optim.offload=cpu, "
+                           "train.activation_checkpointing=blocks or a smaller data.micro_batch would lower it "
+                           "(shardtune plan CONFIG --ranks N shows each); train.check_fit=false starts anyway"));
 }
 
 void Trainer::train_step() {

@@ -230,6 +230,7 @@ struct TrainSection {
   std::string output_dir = "runs/shardtune";
   std::string activation_checkpointing = "auto";
   int64_t checkpoint_every = 1;
+  bool check_fit = true;
 
   template <class V>
   void visit(V& v) {
@@ -241,6 +242,8 @@ struct TrainSection {
             "about a third more compute); none; auto = blocks at ZeRO 3 (which always recomputes), else none");
     v.field("checkpoint_every", checkpoint_every, Positive{},
             "with blocks: recompute every n-th block (1 = all; 2 = half of them); ZeRO 3 needs 1");
+    v.field("check_fit", check_fit, AnyValue{},
+            "refuse to start when the planner (shardtune plan) predicts a rank's memory exceeds its device's");
   }
 };
 
