@@ -277,8 +277,10 @@ Plan make_plan(const PlanInput& in) {
     const double frac = static_cast<double>(w - 1) / w;
     const double bytes = static_cast<double>(s.padded) * s.elem;
     const double nbuckets = std::max(1.0, std::ceil(bytes / (cfg.parallel.bucket_mb * 1048576.0)));
-    auto all_reduce = [&](double b, double n) { return 2 * frac * b / bw + n * d.latency_s; };
-    auto half = [&](double b, double n) { return frac * b / bw + n * d.latency_s; };  // reduce-scatter, all-gather
+    // Latency per collective grows with the depth of a tree over the ranks.
+    const double alpha = d.latency_s * std::ceil(std::log2(static_cast<double>(w)));
+    auto all_reduce = [&](double b, double n) { return 2 * frac * b / bw + n * alpha; };
+    auto half = [&](double b, double n) { return frac * b / bw + n * alpha; };  // reduce-scatter, all-gather
     const double last_bucket = std::min(bytes, cfg.parallel.bucket_mb * 1048576.0);
     double grads = 0, after = 0, exposed = 0;
     if (s.stage <= 1) {
