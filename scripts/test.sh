@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The test command: sets up, builds, and runs every test (ctest, including the
-# multi-rank ones under mpirun -np 2 and -np 4), then builds the torch-free
+# The test command: sets up, builds, starts a local one-node Slurm
+# (scripts/slurm_local.sh) and runs every test (ctest, including the
+# multi-rank ones under mpirun -np 2 and -np 4 and the slurm_* ones under
+# sbatch and srun), then builds the torch-free
 # modules with AddressSanitizer + UndefinedBehaviorSanitizer and runs their
 # tests, then runs the libFuzzer harnesses for 15 s each (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 start=$(date +%s)
 bash scripts/build.sh
+# A one-node Slurm for the slurm_* tests (installs slurm-wlm and munge if needed).
+bash scripts/slurm_local.sh start
 (cd build && ctest --output-on-failure --timeout 600)
 
 echo "== torch-free modules under ASan + UBSan"

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -143,9 +144,13 @@ int cmd_info(const DistContext& dist, const std::vector<std::string>& args) {
 
   // Every rank contributes its placement; rank 0 prints the table.
   const DistInfo& info = dist.info();
-  constexpr int kFields = 4;
-  torch::Tensor mine = torch::tensor(
-      std::vector<int64_t>{info.rank, info.local_rank, info.local_world_size, threads});
+  // rank, local rank, local world, threads, then the host name in 64 bytes.
+  constexpr int kHostWords = 8;
+  constexpr int kFields = 4 + kHostWords;
+  std::vector<int64_t> fields{info.rank, info.local_rank, info.local_world_size, threads};
+  fields.resize(kFields, 0);
+  std::memcpy(fields.data() + 4, info.hostname.data(), std::min<size_t>(info.hostname.size(), 8 * kHostWords - 1));
+  torch::Tensor mine = torch::tensor(fields);
   torch::Tensor all = torch::empty({dist.world_size() * kFields}, torch::kInt64);
   comm->all_gather(mine, all)->wait();
 
@@ -159,12 +164,14 @@ int cmd_info(const DistContext& dist, const std::vector<std::string>& args) {
   if (dist.rank() == 0) {
     std::printf("shardtune %s: %d rank(s), backend %s, all_reduce check passed\n",
                 kShardtuneVersion, dist.world_size(), comm->backend().c_str());
-    std::printf("%6s %11s %11s %8s\n", "rank", "local_rank", "local_world", "threads");
+    std::printf("%6s %11s %11s %8s  %s\n", "rank", "local_rank", "local_world", "threads", "host");
     const int64_t* v = all.data_ptr<int64_t>();
     for (int r = 0; r < dist.world_size(); ++r) {
-      std::printf("%6ld %11ld %11ld %8ld\n", static_cast<long>(v[r * kFields]),
+      char host[8 * kHostWords] = {};
+      std::memcpy(host, v + r * kFields + 4, sizeof host - 1);
+      std::printf("%6ld %11ld %11ld %8ld  %s\n", static_cast<long>(v[r * kFields]),
                   static_cast<long>(v[r * kFields + 1]), static_cast<long>(v[r * kFields + 2]),
-                  static_cast<long>(v[r * kFields + 3]));
+                  static_cast<long>(v[r * kFields + 3]), host);
     }
     std::fflush(stdout);
   }

@@ -86,7 +86,7 @@ class StopSignals {
 //                      rank 0 pauses in the middle of deleting an old
 //                      checkpoint after completing the one of step STEP
 struct Faults {
-  enum Kind { kNone, kThrow, kKill, kStallCheckpoint, kStallPrune } kind = kNone;
+  enum Kind { kNone, kThrow, kKill, kStallCheckpoint, kStallPrune, kSlow } kind = kNone;
   int rank = -1;
   int64_t step = -1;
   double seconds = 0.0;
@@ -107,16 +107,19 @@ struct Faults {
       f = {kStallCheckpoint, 0, step, secs};
     } else if (std::sscanf(spec.c_str(), "stall_prune@%lld:%lf", &step, &secs) == 2) {
       f = {kStallPrune, 0, step, secs};
+    } else if (std::sscanf(spec.c_str(), "slow@%lf", &secs) == 1 && secs >= 0) {
+      f = {kSlow, -1, -1, secs};  // every step of every rank (a long run for signal tests)
     } else {
       throw InputError(str_cat("SHARDTUNE_FAULT: '", spec,
-                               "' is not throw@RANK:STEP, kill@RANK:STEP, stall_checkpoint@STEP:SECONDS or "
-                               "stall_prune@STEP:SECONDS"));
+                               "' is not throw@RANK:STEP, kill@RANK:STEP, stall_checkpoint@STEP:SECONDS, "
+                               "stall_prune@STEP:SECONDS or slow@SECONDS"));
     }
     return f;
   }
 
   // Called mid-step (before the last micro-step's forward).
   void at_step(int my_rank, int64_t my_step) const {
+    if (kind == kSlow) std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
     if (rank != my_rank || step != my_step) return;
     if (kind == kThrow) throw Error(str_cat("injected failure (SHARDTUNE_FAULT) on rank ", my_rank, " in step ", my_step));
     if (kind == kKill) std::raise(SIGKILL);
