@@ -4,7 +4,7 @@
 # multi-rank ones under mpirun -np 2 and -np 4 and the slurm_* ones under
 # sbatch and srun), then builds the torch-free
 # modules with AddressSanitizer + UndefinedBehaviorSanitizer and runs their
-# tests, then runs the libFuzzer harnesses for 15 s each (scripts/fuzz.sh).
+# tests, then runs the libFuzzer harnesses for 10 s each (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 start=$(date +%s)
@@ -18,6 +18,6 @@ SHARDTUNE_BUILD_DIR=build-asan bash scripts/build.sh \
   -DSHARDTUNE_WITH_TORCH=OFF -DSHARDTUNE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 (cd build-asan && ctest --output-on-failure --timeout 300)
 
-echo "== fuzzers (libFuzzer, ASan + UBSan), 15 s each"
-bash scripts/fuzz.sh 15
+echo "== fuzzers (libFuzzer, ASan + UBSan), 10 s each"
+bash scripts/fuzz.sh 10
 echo "test.sh: all tests passed in $(( $(date +%s) - start )) s"

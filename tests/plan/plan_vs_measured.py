@@ -34,11 +34,9 @@ dist: {intra_op_threads: 1}
 # ranks, ZeRO stage, activation checkpointing, optimizer offload
 CASES = [
     (1, 0, "none", "none"),
-    (2, 0, "none", "none"),
     (2, 1, "blocks", "none"),
     (2, 2, "none", "none"),
     (2, 3, "auto", "cpu"),
-    (4, 2, "blocks", "none"),
     (4, 3, "auto", "none"),
 ]
 
