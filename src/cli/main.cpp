@@ -524,22 +524,25 @@ int cmd_plan(const DistContext& dist, const std::vector<std::string>& args) {
   const int ranks = static_cast<int>(f.integer("--ranks", 1, 1, 1 << 20));
   const std::string kind = f.get("--device", "cpu");
   const int64_t per_node = f.integer("--ranks-per-node", 0, 1, 1 << 20);
-  const double mfu = f.number("--mfu", -1), busbw = f.number("--busbw", -1), inter = f.number("--inter-busbw", -1);
-  const double memory_gib = f.number("--memory-gib", -1);
-  f.done();
-  for (auto [name, v] : {std::pair{"--mfu", mfu}, {"--busbw", busbw}, {"--inter-busbw", inter}, {"--memory-gib", memory_gib}}) {
-    if (v != -1 && (v <= 0 || (std::string(name) == "--mfu" && v > 1))) {
-      throw InputError(str_cat("plan: ", name, ": expected a positive number", std::string(name) == "--mfu" ? " up to 1" : "",
-                               ", got ", v));
+  // A positive number up to `most`, or 0 when the flag is not given.
+  auto read = [&f](const char* name, double most) {
+    const std::string text = f.get(name, "");
+    if (text.empty()) return 0.0;
+    char* end = nullptr;
+    const double v = std::strtod(text.c_str(), &end);
+    if (*end != '\0' || !std::isfinite(v) || v <= 0 || v > most) {
+      throw InputError(str_cat("plan: ", name, ": expected a positive number",
+                               most < 1e300 ? str_cat(" up to ", most) : std::string(), ", got ", capped(text)));
     }
-  }
+    return v;
+  };
+  const double mfu = read("--mfu", 1), busbw = read("--busbw", 1e308), inter = read("--inter-busbw", 1e308);
+  const double memory_gib = read("--memory-gib", 1e308);
+  f.done();
   const Config config = resolve_config(parse_config_args(f.positional(), /*require_path=*/true));
   setup_rank(dist, config);  // the process as training sets it up (allocator; threads are set per calibration)
   const DataSection& d = config.data;
-  if (d.global_batch % (d.micro_batch * ranks) != 0) {
-    throw InputError(str_cat("data.global_batch ", d.global_batch, " is not a multiple of data.micro_batch (",
-                             d.micro_batch, ") x ranks (", ranks, ")"));
-  }
+  accumulation_steps(d, ranks);  // refuse a batch the ranks cannot split before calibrating
   int64_t data_vocab = 0;
   if (config.model.init.empty() && config.model.config.empty() && config.model.vocab_size == 0 && !d.train.empty()) {
     data_vocab = TokenShardReader(expand_data_paths(d.train, "data.train").front()).attrs().vocab_size;

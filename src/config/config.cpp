@@ -304,6 +304,28 @@ void apply_override(YAML::Node& root, const std::string& text, Origins& origins)
   origins.overrides[path] = text;
 }
 
+// A train key that contradicts another section: the key (nullptr when
+// none) and what is wrong.
+struct KeyProblem {
+  const char* key = nullptr;
+  std::string what;
+};
+
+KeyProblem checkpointing_problem(const Config& config) {
+  const TrainSection& t = config.train;
+  if (config.parallel.zero_stage != 3) return {};
+  if (t.activation_checkpointing == "none") {
+    return {"activation_checkpointing",
+            "none is not available at parallel.zero_stage 3, which recomputes every block (it frees each block's "
+            "parameters after its forward)"};
+  }
+  if (t.checkpoint_every != 1) {
+    return {"checkpoint_every", str_cat(t.checkpoint_every,
+                                        " is not available at parallel.zero_stage 3, which recomputes every block")};
+  }
+  return {};
+}
+
 Config resolve(YAML::Node root, Origins& origins, const std::vector<std::string>& overrides) {
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) {
@@ -317,13 +339,11 @@ Config resolve(YAML::Node root, Origins& origins, const std::vector<std::string>
   config.visit(reader);
   reader.reject_unknown_keys();
   // Across sections: what ZeRO 3 cannot do, named where it was set.
-  try {
-    checkpoint_every(config);
-  } catch (const InputError& e) {
-    const char* key = config.train.activation_checkpointing == "none" ? "activation_checkpointing" : "checkpoint_every";
+  const KeyProblem p = checkpointing_problem(config);
+  if (p.key != nullptr) {
     const YAML::Node train = root["train"];
-    const YAML::Node node = train && train.IsMap() ? train[key] : YAML::Node();
-    throw InputError(str_cat(origins.where(str_cat("train.", key), node ? node : root), ": ", e.what()));
+    const YAML::Node node = train && train.IsMap() ? train[p.key] : YAML::Node();
+    fail(origins.where(str_cat("train.", p.key), node ? node : root), str_cat("train.", p.key), p.what);
   }
   return config;
 }
@@ -331,19 +351,18 @@ Config resolve(YAML::Node root, Origins& origins, const std::vector<std::string>
 }  // namespace
 
 int64_t checkpoint_every(const Config& config) {
-  const TrainSection& t = config.train;
-  if (config.parallel.zero_stage == 3) {
-    if (t.activation_checkpointing == "none") {
-      throw InputError("train.activation_checkpointing: none is not available at parallel.zero_stage 3, which "
-                       "recomputes every block (it frees each block's parameters after its forward)");
-    }
-    if (t.checkpoint_every != 1) {
-      throw InputError(str_cat("train.checkpoint_every: ", t.checkpoint_every,
-                               " is not available at parallel.zero_stage 3, which recomputes every block"));
-    }
-    return 1;
+  const KeyProblem p = checkpointing_problem(config);
+  if (p.key != nullptr) throw InputError(str_cat("train.", p.key, ": ", p.what));
+  if (config.parallel.zero_stage == 3) return 1;
+  return config.train.activation_checkpointing == "blocks" ? config.train.checkpoint_every : 0;
+}
+
+int64_t accumulation_steps(const DataSection& d, int ranks) {
+  if (d.global_batch % (d.micro_batch * ranks) != 0) {
+    throw InputError(str_cat("data.global_batch ", d.global_batch, " is not a multiple of data.micro_batch (",
+                             d.micro_batch, ") x ranks (", ranks, ")"));
   }
-  return t.activation_checkpointing == "blocks" ? t.checkpoint_every : 0;
+  return d.global_batch / (d.micro_batch * ranks);
 }
 
 Config parse_config(const std::string& yaml_text, const std::string& source_name,

@@ -102,11 +102,8 @@ void count_parameters(const ModelConfig& c, const LoraConfig& lora, int64_t* tra
   }
   const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
   const int64_t f = c.intermediate_size, r = lora.rank;
-  std::vector<std::string> targets = lora.targets;
-  if (targets.empty()) targets = c.family == Family::kGpt2 ? std::vector<std::string>{"c_attn"}
-                                                         : std::vector<std::string>{"q_proj", "v_proj"};
   int64_t per_layer = 0;
-  for (const std::string& t : targets) {
+  for (const std::string& t : lora_targets(lora, c)) {
     int64_t n = -1;
     if (c.family == Family::kGpt2) {
       if (t == "c_attn") n = lora_params(h, 3 * h, r);
@@ -227,7 +224,7 @@ Plan make_plan(const PlanInput& in) {
   p.frozen = s.frozen;
   p.checkpoint_every = s.every;
   const int64_t per_round = cfg.data.micro_batch * s.world;
-  p.accumulation = static_cast<int>(std::max<int64_t>(1, cfg.data.global_batch / per_round));
+  p.accumulation = static_cast<int>(accumulation_steps(cfg.data, s.world));
   const double layers = static_cast<double>(c.num_layers);
   const double recomputed = static_cast<double>(s.blocks_recomputed);
 
@@ -390,7 +387,7 @@ CpuCalibration calibrate_cpu(const PlanInput& in, int threads) {
   proxy.windowed_layers.clear();
 
   struct Times {
-    double fwd = 1e30, bwd = 1e30;
+    double fwd, bwd;
   };
   auto time_model = [&](int64_t layers) {
     ModelConfig c = proxy;
@@ -455,9 +452,6 @@ CpuCalibration calibrate_cpu(const PlanInput& in, int threads) {
   const double block_fwd = std::max(0.0, many.fwd - one.fwd) / blocks;
   const double block_bwd = std::max(0.0, many.bwd - one.bwd) / blocks;
   // Scale to the real sizes by FLOPs.
-  ModelConfig real_one = in.model, proxy_one = proxy, real_none = in.model, proxy_none = proxy;
-  real_one.num_layers = proxy_one.num_layers = 1;
-  real_none.num_layers = proxy_none.num_layers = 0;
   const double tok_ratio = static_cast<double>(in.config.data.micro_batch) / static_cast<double>(mb);
   const double block_ratio =
       tok_ratio * (block_params(in.model) + 2.0 * seq * in.model.hidden_size) /

@@ -214,11 +214,7 @@ void Trainer::setup() {
                                train_data_->attrs().tokenizer));
     }
   }
-  if (d.global_batch % (d.micro_batch * world_) != 0) {
-    throw InputError(str_cat("data.global_batch ", d.global_batch, " is not a multiple of data.micro_batch (",
-                             d.micro_batch, ") x ranks (", world_, ")"));
-  }
-  accumulation_ = d.global_batch / (d.micro_batch * world_);
+  accumulation_ = accumulation_steps(d, world_);
 
   // Resume?
   std::string resume_from;

@@ -327,6 +327,10 @@ Config default_config(const std::vector<std::string>& overrides = {});
 // The resolved config as YAML, every field present, with its help as a comment.
 std::string to_yaml(const Config& config);
 
+// Micro-steps per optimizer step on `ranks` ranks: global_batch /
+// (micro_batch x ranks). Throws InputError when that does not divide.
+int64_t accumulation_steps(const DataSection& data, int ranks);
+
 // Activation checkpointing as the engine takes it: 0 = keep activations, n =
 // recompute every n-th block. Throws InputError for what ZeRO 3 cannot do
 // (it always recomputes every block).
