@@ -20,6 +20,9 @@ import statistics
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from scenario import prep_licences  # noqa: E402
+
 MPI_FLAGS = ["--oversubscribe", "--bind-to", "none"]
 CONFIG = """
 model: {arch: gpt2, hidden_size: 256, num_layers: 4, num_heads: 4, max_positions: 256, vocab_size: 8192}
@@ -50,15 +53,7 @@ def main():
     args = ap.parse_args()
     work = os.path.abspath(args.work)
     data = os.path.join(work, "data")
-    os.makedirs(data, exist_ok=True)
-    if not os.path.exists(os.path.join(data, "lic-train-00000.h5")):
-        texts = []
-        for name in ("GPL-3", "Apache-2.0", "LGPL-3"):
-            dst = os.path.join(data, name + ".txt")
-            shutil.copy(os.path.join("/usr/share/common-licenses", name), dst)
-            texts += ["--input", dst]
-        subprocess.run([args.shardtune, "prep", "--tokenizer", "byte", *texts, "--output",
-                        os.path.join(data, "lic"), "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+    prep_licences(args.shardtune, data, ("GPL-3", "Apache-2.0", "LGPL-3"))
     cfg = os.path.join(work, "plan.yaml")
     with open(cfg, "w") as f:
         f.write(CONFIG.replace("DATA", data).replace("STEPS", str(args.steps)))

@@ -27,6 +27,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from scenario import Fail, check, losses, prep_licences  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SBATCH = os.path.join(HERE, "..", "..", "launch", "slurm.sbatch")
 TINY = """
@@ -41,30 +44,12 @@ dist: {intra_op_threads: 1}
 """
 
 
-class Fail(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Fail(what)
-    print("ok:", what)
-
-
 class Env:
     def __init__(self, args):
         self.bin = os.path.abspath(args.shardtune)
         self.work = os.path.abspath(args.work)
         self.data = os.path.join(self.work, "data")
-        os.makedirs(self.data, exist_ok=True)
-        if not os.path.exists(os.path.join(self.data, "lic-train-00000.h5")):
-            texts = []
-            for name in ("GPL-3", "Apache-2.0"):
-                dst = os.path.join(self.data, name + ".txt")
-                shutil.copy(os.path.join("/usr/share/common-licenses", name), dst)
-                texts += ["--input", dst]
-            subprocess.run([self.bin, "prep", "--tokenizer", "byte", *texts, "--output",
-                            os.path.join(self.data, "lic"), "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+        prep_licences(self.bin, self.data, ("GPL-3", "Apache-2.0"))
 
     def config(self, name, steps):
         out = os.path.join(self.work, name)
@@ -114,16 +99,6 @@ def wait_step(out, step, timeout=120):
                 return
         time.sleep(0.2)
     raise Fail(f"{path} never reached step {step}")
-
-
-def losses(out):
-    got = {}
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            if r["type"] == "train":
-                got[r["step"]] = r["loss"]
-    return got
 
 
 def read(path):

@@ -22,6 +22,9 @@ import time
 import numpy as np
 from safetensors.numpy import load_file
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from scenario import Fail, check, losses, prep_licences  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "..", "assets", "losses", "tiny_gpt2.json")
 MPI_FLAGS = ["--oversubscribe", "--bind-to", "none"]
@@ -38,16 +41,6 @@ dist: {intra_op_threads: 1}
 """
 
 
-class Fail(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Fail(what)
-    print("ok:", what)
-
-
 class Env:
     def __init__(self, args):
         self.bin = args.shardtune
@@ -57,17 +50,7 @@ class Env:
 
     def prepare(self):
         os.makedirs(self.work, exist_ok=True)
-        if os.path.exists(os.path.join(self.data, "lic-train-00000.h5")):
-            return
-        os.makedirs(self.data, exist_ok=True)
-        texts = []
-        for name in ("GPL-3", "Apache-2.0", "Artistic"):
-            dst = os.path.join(self.data, name + ".txt")
-            shutil.copy(os.path.join("/usr/share/common-licenses", name), dst)
-            texts += ["--input", dst]
-        subprocess.run([self.bin, "prep", "--tokenizer", "byte", *texts, "--output",
-                        os.path.join(self.data, "lic"), "--val-fraction", "0.05", "--overwrite"],
-                       check=True, stdout=subprocess.DEVNULL)
+        prep_licences(self.bin, self.data, ("GPL-3", "Apache-2.0", "Artistic"), val_fraction=0.05)
 
     def config(self, name, extra=""):
         path = os.path.join(self.work, name + ".yaml")
@@ -94,17 +77,6 @@ class Env:
         shutil.rmtree(out, ignore_errors=True)
         cfg = self.config(name, extra)
         return self.run(np_, "train", cfg, f"train.output_dir={out}", *overrides, **kw), out, cfg
-
-
-def losses(out):
-    """step -> loss, the last record of each step (a resumed run appends)."""
-    got = {}
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            if r["type"] == "train":
-                got[r["step"]] = r["loss"]
-    return got
 
 
 def params(ckpt):
