@@ -200,6 +200,10 @@ class Gpt2LM final : public CausalLM {
   torch::Tensor project(const torch::Tensor& h) override {
     return lm_head ? lm_head(h) : F::linear(h, transformer->wte->weight);
   }
+  torch::Tensor output_weight() override {
+    if (!lm_head) return transformer->wte->weight;
+    return lm_head->has_lora() || lm_head->bias.defined() ? torch::Tensor() : lm_head->weight;
+  }
 
   std::vector<std::shared_ptr<torch::nn::Module>> blocks() override {
     return std::vector<std::shared_ptr<torch::nn::Module>>(transformer->h->begin(),
@@ -356,6 +360,10 @@ class LlamaLM final : public CausalLM {
   }
   torch::Tensor project(const torch::Tensor& h) override {
     return lm_head ? lm_head(h) : F::linear(h, model->embed_tokens->weight);
+  }
+  torch::Tensor output_weight() override {
+    if (!lm_head) return model->embed_tokens->weight;
+    return lm_head->has_lora() || lm_head->bias.defined() ? torch::Tensor() : lm_head->weight;
   }
 
   std::vector<std::shared_ptr<torch::nn::Module>> blocks() override {

@@ -12,9 +12,11 @@
 
 #include "shardtune/core/error.h"
 #include "shardtune/core/strings.h"
+#include "shardtune/data/dataset.h"
 #include "shardtune/dist/dist.h"
 #include "shardtune/formats/gguf.h"
 #include "shardtune/model/gguf_model.h"
+#include "shardtune/model/loss.h"
 #include "shardtune/model/transformer.h"
 #include "shardtune/optim/adamw.h"
 
@@ -204,9 +206,12 @@ Plan::Memory plan_memory(const PlanInput& in) {
     // Recomputed blocks keep their input; backward holds one of them whole.
     blocks = per_block * (layers - recomputed) + recomputed * t * h * e + per_block;
   }
-  // Embedding output, final norm, logits, their float32 log-softmax and its
-  // gradient (plus a float32 copy of bfloat16 logits).
-  const double head = t * (3 * h * e + v * (e + 8 + (e < 4 ? 4 : 0)));
+  // Embedding output, final norm, and the loss's buffers: float32 on the CPU
+  // fuses the projection with the loss into one [vocab, tokens] buffer
+  // (loss.h); otherwise logits, their float32 log-softmax and its gradient
+  // (plus a float32 copy of bfloat16 logits).
+  const bool fused_loss = in.device.kind == "cpu" && e == 4;
+  const double head = t * (3 * h * e + v * (fused_loss ? 4 : e + 8 + (e < 4 ? 4 : 0)));
   m.activations = blocks + head;
   const double on_device_optimizer = m.optimizer - m.optimizer_on_host;
   m.total = m.params + m.grads + on_device_optimizer + m.activations + m.buffers;
@@ -407,9 +412,8 @@ CpuCalibration calibrate_cpu(const PlanInput& in, int threads) {
     for (int i = 0; i < 5; ++i) {  // the first one warms up; the median of up to 4 more (3 s)
       const auto t0 = std::chrono::steady_clock::now();
       if (i > 2 && std::chrono::duration<double>(t0 - start).count() > 3.0) break;
-      torch::Tensor logits = model->forward(input);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(logits.reshape({-1, c.vocab_size}).to(torch::kFloat32),
-                                                                labels);
+      torch::Tensor hidden = model->hidden_states(input);
+      torch::Tensor loss = cross_entropy_sum(*model, hidden.reshape({-1, hidden.size(-1)}), labels, kIgnoreIndex);
       const auto t1 = std::chrono::steady_clock::now();
       loss.backward();
       const auto t2 = std::chrono::steady_clock::now();

@@ -6,6 +6,7 @@
 
 #include "shardtune/core/error.h"
 #include "shardtune/data/torch_batch.h"
+#include "shardtune/model/loss.h"
 
 namespace shardtune {
 std::string checkpoint_dir(const Config& c) {
@@ -34,10 +35,7 @@ torch::Tensor loss_sum(CausalLM& model, const TorchBatch& b) {
     h = h.index_select(0, b.scored_rows);
     labels = labels.index_select(0, b.scored_rows);
   }
-  torch::Tensor logits = model.project(h);
-  return torch::nn::functional::cross_entropy(
-      logits.to(torch::kFloat32), labels,
-      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
+  return cross_entropy_sum(model, h, labels, kIgnoreIndex);
 }
 
 EvalResult evaluate(CausalLM& model, DataParallel* dp, TokenDataset& data, Communicator& comm, int64_t micro_batch,

@@ -11,11 +11,13 @@
 #include "support/test_util.h"
 #include "shardtune/model/generate.h"
 #include "shardtune/model/hf_checkpoint.h"
+#include "shardtune/model/loss.h"
 #include "shardtune/model/safetensors.h"
 
 namespace shardtune {
 namespace {
 namespace fs = std::filesystem;
+namespace F = torch::nn::functional;
 
 std::string temp_dir(const std::string& name) { return testing::temp_dir("shardtune_model_test", name); }
 using testing::input_error;
@@ -192,6 +194,118 @@ TEST_P(ModelFamilies, LoraMergedEqualsAdapterAndOnlyAdaptersTrain) {
   EXPECT_NE(input_error([&] { tiny_model(GetParam())->enable_lora({"nonexistent_proj"}, 4, 8, 0); })
                 .find("LoRA target 'nonexistent_proj' names no layer"),
             std::string::npos);
+}
+
+
+// ---------------------------------------------------------------- loss
+
+// torch's own: logits, then cross_entropy summed over rows not ignored.
+torch::Tensor reference_loss(const torch::Tensor& logits, const torch::Tensor& labels) {
+  return F::cross_entropy(logits, labels, F::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+TEST(FusedLoss, MatchesTorchCrossEntropyOfTheLogitsAndItsGradients) {
+  torch::manual_seed(3);
+  struct Case {
+    int64_t n, vocab, dim;
+    double scale;  // of the weights: 30 gives logits in the hundreds
+    int ignore_every;  // 0: none ignored; 1: all ignored
+  };
+  // 300 x 1000 spans two softmax slices; 1 x 61 and 0 rows are the edges.
+  for (const Case& c : {Case{37, 61, 16, 0.3, 3}, Case{300, 1000, 24, 0.3, 4}, Case{300, 1000, 24, 30.0, 0},
+                        Case{1, 61, 16, 0.3, 0}, Case{12, 61, 16, 0.3, 1}, Case{0, 61, 16, 0.3, 0}}) {
+    SCOPED_TRACE(::testing::Message() << "n " << c.n << " vocab " << c.vocab << " scale " << c.scale
+                                      << " ignore_every " << c.ignore_every);
+    const torch::Tensor h0 = torch::randn({c.n, c.dim});
+    const torch::Tensor w0 = torch::randn({c.vocab, c.dim}) * c.scale;
+    torch::Tensor labels = torch::randint(0, c.vocab, {c.n});
+    if (c.ignore_every > 0 && c.n > 0) labels.index_put_({torch::arange(0, c.n, c.ignore_every)}, -100);
+    torch::Tensor h1 = h0.clone().requires_grad_(true), w1 = w0.clone().requires_grad_(true);
+    torch::Tensor h2 = h0.clone().requires_grad_(true), w2 = w0.clone().requires_grad_(true);
+    const torch::Tensor want = reference_loss(F::linear(h1, w1), labels);
+    want.backward();
+    const torch::Tensor got = projected_cross_entropy_sum(h2, w2, labels, -100);
+    got.backward();
+    EXPECT_EQ(got.dim(), 0);
+    EXPECT_NEAR(got.item<double>(), want.item<double>(), 1e-5 * (1.0 + std::abs(want.item<double>())));
+    if (c.n == 0) continue;
+    const double grad_scale = 1.0 + w1.grad().abs().max().item<double>();
+    EXPECT_LT(max_diff(h2.grad(), h1.grad()), 2e-5 * grad_scale);
+    EXPECT_LT(max_diff(w2.grad(), w1.grad()), 2e-5 * grad_scale);
+    if (c.ignore_every == 1) {
+      EXPECT_EQ(got.item<double>(), 0.0);
+      EXPECT_EQ(w2.grad().abs().max().item<double>(), 0.0);
+    }
+  }
+}
+
+TEST(FusedLoss, GivesGradientsOnlyWhereRequiredAndBackwardRunsOnce) {
+  torch::manual_seed(4);
+  const torch::Tensor labels = torch::randint(0, 61, {9});
+  torch::Tensor frozen_w = torch::randn({61, 16});
+  torch::Tensor h = torch::randn({9, 16}).requires_grad_(true);
+  projected_cross_entropy_sum(h, frozen_w, labels, -100).backward();
+  EXPECT_TRUE(h.grad().defined());
+  EXPECT_FALSE(frozen_w.grad().defined());
+
+  torch::Tensor w = torch::randn({61, 16}).requires_grad_(true);
+  torch::Tensor frozen_h = torch::randn({9, 16});
+  torch::Tensor loss = projected_cross_entropy_sum(frozen_h, w, labels, -100);
+  loss.backward({}, /*retain_graph=*/true);
+  EXPECT_TRUE(w.grad().defined());
+  EXPECT_FALSE(frozen_h.grad().defined());
+  EXPECT_THROW(loss.backward(), std::exception);
+  // Without grad, the loss alone.
+  torch::NoGradGuard no_grad;
+  EXPECT_NEAR(projected_cross_entropy_sum(frozen_h, w, labels, -100).item<double>(),
+              reference_loss(F::linear(frozen_h, w), labels).item<double>(), 1e-4);
+}
+
+// The model's loss equals torch's cross_entropy of its logits, with the same
+// gradient in every parameter: tied (GPT-2) and untied (Llama) output
+// weights, and LoRA on lm_head (no fusion).
+TEST_P(ModelFamilies, CrossEntropySumEqualsTorchOnTheLogits) {
+  for (const bool lora_head : {false, true}) {
+    SCOPED_TRACE(lora_head ? "LoRA on lm_head" : "plain head");
+    auto a = tiny_model(GetParam(), 5), b = tiny_model(GetParam(), 5);
+    a->train();
+    b->train();
+    if (lora_head) {
+      if (GetParam() == "gpt2") continue;  // tied: GPT-2 has no lm_head Linear
+      for (auto* m : {a.get(), b.get()}) {
+        m->enable_lora({"lm_head"}, 4, 8.0, 0.0);
+        torch::NoGradGuard g;
+        for (auto& p : m->named_parameters()) {
+          if (p.key().find(".lora_B") != std::string::npos) p.value().fill_(0.01);
+        }
+      }
+      torch::NoGradGuard g;
+      auto from = a->named_parameters();
+      for (auto& p : b->named_parameters()) p.value().copy_(from[p.key()]);  // the same adapter A
+      EXPECT_FALSE(a->output_weight().defined());
+    } else {
+      EXPECT_TRUE(a->output_weight().defined());
+    }
+    torch::Tensor ids = torch::randint(0, 61, {3, 10});
+    torch::Tensor labels = torch::randint(0, 61, {30});
+    labels.index_put_({torch::arange(0, 30, 4)}, -100);
+    torch::Tensor ha = a->hidden_states(ids);
+    const torch::Tensor want = reference_loss(a->project(ha).reshape({-1, 61}), labels);
+    want.backward();
+    torch::Tensor hb = b->hidden_states(ids);
+    const torch::Tensor got = cross_entropy_sum(*b, hb.reshape({-1, hb.size(-1)}), labels, -100);
+    got.backward();
+    EXPECT_NEAR(got.item<double>(), want.item<double>(), 1e-5 * want.item<double>());
+    auto pa = a->named_parameters(), pb = b->named_parameters();
+    for (const auto& p : pa) {
+      if (!p.value().requires_grad()) continue;
+      SCOPED_TRACE(p.key());
+      ASSERT_TRUE(pb[p.key()].grad().defined());
+      EXPECT_LT(max_diff(pb[p.key()].grad(), p.value().grad()), 1e-5);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, ModelFamilies, ::testing::Values("gpt2", "llama"));

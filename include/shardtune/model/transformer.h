@@ -66,6 +66,10 @@ class CausalLM : public torch::nn::Module {
   // forward in two parts, so a loss can project only the positions it scores.
   virtual torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache = nullptr) = 0;
   virtual torch::Tensor project(const torch::Tensor& hidden) = 0;
+  // The weight W [vocab, hidden] when project(h) is exactly h W^T, so a loss
+  // may fuse the projection (loss.h); undefined when the projection is more
+  // (a LoRA adapter on lm_head).
+  virtual torch::Tensor output_weight() = 0;
 
   // The transformer blocks, in order.
   virtual std::vector<std::shared_ptr<torch::nn::Module>> blocks() = 0;
