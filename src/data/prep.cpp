@@ -1,11 +1,15 @@
 #include "shardtune/data/prep.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
@@ -20,7 +24,11 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// A block, the unit a worker converts: up to 512 lines or documents, ending
+// at the first past 256 KiB, so that even a few MB of long documents spread
+// over every thread.
 constexpr size_t kBlockLines = 512;
+constexpr int64_t kBlockBytes = 256 << 10;
 
 struct Line {
   std::string text;
@@ -168,12 +176,16 @@ class LineSource {
         // Documents are separated by blank lines.
         std::string doc;
         int64_t first = 0;
-        while (block.size() < kBlockLines && std::getline(in_, line)) {
+        int64_t block_bytes = 0;  // of the documents in the block: it ends between two
+        while (block.size() < kBlockLines && block_bytes < kBlockBytes && std::getline(in_, line)) {
           ++lineno_;
           bytes_ += static_cast<int64_t>(line.size()) + 1;
           if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF files
           if (trim(line).empty()) {
-            if (!doc.empty()) block.push_back({doc, str_cat(name, ":", first)});
+            if (!doc.empty()) {
+              block_bytes += static_cast<int64_t>(doc.size());
+              block.push_back({doc, str_cat(name, ":", first)});
+            }
             doc.clear();
             continue;
           }
@@ -182,11 +194,13 @@ class LineSource {
         }
         if (!doc.empty()) block.push_back({doc, str_cat(name, ":", first)});
       } else {
-        while (block.size() < kBlockLines && std::getline(in_, line)) {
+        int64_t block_bytes = 0;
+        while (block.size() < kBlockLines && block_bytes < kBlockBytes && std::getline(in_, line)) {
           ++lineno_;
           bytes_ += static_cast<int64_t>(line.size()) + 1;
           if (!line.empty() && line.back() == '\r') line.pop_back();
           if (trim(line).empty()) continue;
+          block_bytes += static_cast<int64_t>(line.size());
           block.push_back({std::move(line), str_cat(name, ":", lineno_)});
         }
       }
@@ -209,6 +223,96 @@ class LineSource {
   std::ifstream in_;
   int64_t lineno_ = 0;
   int64_t bytes_ = 0;
+};
+
+// Blocks converted by a pool of threads and handed back in the order they
+// were submitted, so the caller reads and writes while the workers convert.
+// One caller thread submits and takes; the destructor stops and joins the
+// workers, also when the caller leaves by an exception.
+class ConvertPool {
+ public:
+  ConvertPool(const Converter& convert, int threads) : convert_(convert) {
+    for (int t = 0; t < threads; ++t) workers_.emplace_back([this] { work(); });
+  }
+  ~ConvertPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+  ConvertPool(const ConvertPool&) = delete;
+  ConvertPool& operator=(const ConvertPool&) = delete;
+
+  void submit(std::vector<Line> lines, bool plain) {
+    auto job = std::make_shared<Job>();
+    job->lines = std::move(lines);
+    job->plain = plain;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      order_.push_back(job);
+      todo_.push_back(job);
+    }
+    work_cv_.notify_one();
+  }
+  size_t in_flight() const { return order_.size(); }  // the caller's thread alone changes it
+
+  // The oldest submitted block's examples, waiting for its conversion;
+  // rethrows what the conversion threw. Requires in_flight() > 0.
+  std::vector<Example> next() {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_cv_.wait(lock, [&] { return order_.front()->done; });
+      job = std::move(order_.front());
+      order_.pop_front();
+    }
+    if (job->error) std::rethrow_exception(job->error);
+    return std::move(job->out);
+  }
+
+ private:
+  struct Job {
+    std::vector<Line> lines;
+    bool plain = false;
+    std::vector<Example> out;
+    std::exception_ptr error;
+    bool done = false;  // guarded by mu_
+  };
+
+  void work() {
+    while (true) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        work_cv_.wait(lock, [&] { return stop_ || !todo_.empty(); });
+        if (stop_) return;
+        job = std::move(todo_.front());
+        todo_.pop_front();
+      }
+      try {
+        job->out.reserve(job->lines.size());
+        for (const auto& line : job->lines) job->out.push_back(convert_.convert(line, job->plain));
+      } catch (...) {
+        job->error = std::current_exception();
+      }
+      job->lines = {};
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        job->done = true;
+      }
+      done_cv_.notify_one();
+    }
+  }
+
+  const Converter& convert_;
+  std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<std::shared_ptr<Job>> order_;  // submitted, not yet taken by next()
+  std::deque<std::shared_ptr<Job>> todo_;   // submitted, not yet started
+  bool stop_ = false;
+  std::vector<std::thread> workers_;
 };
 
 std::string shard_name(const std::string& prefix, int split, int index) {
@@ -283,47 +387,37 @@ PrepSummary run_prep(const PrepOptions& o) {
   LineSource source(o.inputs);
   auto last_progress = Clock::now();
   try {
+    // Workers convert while this thread reads ahead (up to 4 blocks a
+    // worker) and writes the converted blocks in input order.
+    ConvertPool pool(convert, threads);
+    const size_t ahead = static_cast<size_t>(threads) * 4;
+    bool read_all = false;
     while (true) {
-      // A wave: up to `threads` blocks, converted in parallel, written in order.
-      std::vector<std::vector<Line>> blocks;
-      std::vector<bool> plain;
-      for (int i = 0; i < threads * 4; ++i) {
-        bool p = false;
-        auto b = source.next_block(p);
-        if (b.empty()) break;
-        blocks.push_back(std::move(b));
-        plain.push_back(p);
+      while (!read_all && pool.in_flight() < ahead) {
+        bool plain = false;
+        auto block = source.next_block(plain);
+        if (block.empty()) {
+          read_all = true;
+        } else {
+          pool.submit(std::move(block), plain);
+        }
       }
-      if (blocks.empty()) break;
-      std::vector<std::vector<Example>> results(blocks.size());
-      std::atomic<size_t> next{0};
-      auto work = [&] {
-        for (size_t b; (b = next++) < blocks.size();) {
-          results[b].reserve(blocks[b].size());
-          for (const auto& line : blocks[b]) results[b].push_back(convert.convert(line, plain[b]));
+      if (pool.in_flight() == 0) break;
+      std::vector<Example> block = pool.next();
+      for (auto& ex : block) {
+        if (!ex.error.empty()) {
+          if (!o.skip_bad) throw InputError(ex.error + " (--skip-bad skips such lines)");
+          ++sum.skipped;
+          continue;
         }
-      };
-      std::vector<std::thread> pool;
-      for (int t = 1; t < std::min<int>(threads, static_cast<int>(blocks.size())); ++t) pool.emplace_back(work);
-      work();
-      for (auto& t : pool) t.join();
-
-      for (auto& block : results) {
-        for (auto& ex : block) {
-          if (!ex.error.empty()) {
-            if (!o.skip_bad) throw InputError(ex.error + " (--skip-bad skips such lines)");
-            ++sum.skipped;
-            continue;
-          }
-          const int s = ex.split;
-          const auto n = static_cast<int64_t>(ex.ids.size());
-          if (writer[s] && writer[s]->docs() > 0 && writer[s]->tokens() + n > o.shard_tokens) finish_shard(s);
-          if (!writer[s]) writer[s].emplace(shard_name(o.output, s, index[s]) + ".part", attrs, true);
-          writer[s]->add(ex.ids.data(), ex.mask.data(), ex.ids.size());
-          sum.examples[s] += 1;
-          sum.tokens[s] += n;
-          sum.targets[s] += std::count(ex.mask.begin(), ex.mask.end(), uint8_t{1});
-        }
+        const int s = ex.split;
+        const auto n = static_cast<int64_t>(ex.ids.size());
+        if (writer[s] && writer[s]->docs() > 0 && writer[s]->tokens() + n > o.shard_tokens) finish_shard(s);
+        if (!writer[s]) writer[s].emplace(shard_name(o.output, s, index[s]) + ".part", attrs, true);
+        writer[s]->add(ex.ids.data(), ex.mask.data(), ex.ids.size());
+        sum.examples[s] += 1;
+        sum.tokens[s] += n;
+        sum.targets[s] += std::count(ex.mask.begin(), ex.mask.end(), uint8_t{1});
       }
       if (o.progress && Clock::now() - last_progress > std::chrono::milliseconds(500)) {
         last_progress = Clock::now();

@@ -28,6 +28,14 @@ DistContext::DistContext() {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) {
+    // Started without a launcher, Open MPI spawns a helper (a singleton)
+    // that authenticates to this process with PMIx's security plugins, munge
+    // first: where munge is installed but its daemon is not running, that
+    // retries for over 2 s on every command. The two are one user on one
+    // host, which the native plugin covers. A launcher's environment, or the
+    // user's own PMIX_MCA_psec, is left as it is.
+    const bool launched = std::getenv("PMIX_RANK") != nullptr || std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr;
+    if (!launched) setenv("PMIX_MCA_psec", "native", /*overwrite=*/0);
     int provided = MPI_THREAD_SINGLE;
     check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided),
               "MPI_Init_thread");

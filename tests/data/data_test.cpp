@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "shardtune/core/error.h"
@@ -452,6 +453,56 @@ TEST(Prep, SplitAndShardsAreDeterministicWhateverTheThreads) {
     contents.push_back(all);
   }
   EXPECT_EQ(contents[0], contents[1]);
+}
+
+// Documents of 20-90 kB: blocks end at 256 KiB, between documents, so 3
+// threads share 2 MB of them; every document arrives whole and in order,
+// from JSONL lines and from .txt paragraphs, and a bad line far into the
+// input is named and leaves nothing behind.
+TEST(Prep, LongDocumentsSpreadOverBlocksAndStayWhole) {
+  const std::string d = temp_dir("prep_long");
+  std::vector<std::string> docs, jsonl;
+  std::string txt;
+  for (int i = 0; i < 40; ++i) {
+    std::string doc;
+    const int lines = 200 + (i * 37) % 700;  // 20 to 90 kB
+    for (int l = 0; l < lines; ++l) doc += (l ? "\n" : "") + str_cat("document ", i, " line ", l, " ", std::string(l % 80, 'x'));
+    docs.push_back(doc);
+    jsonl.push_back(nlohmann::json{{"text", doc}}.dump());
+    txt += doc + "\n\n";
+  }
+  const std::string in_jsonl = write_lines(d + "/in.jsonl", jsonl);
+  { std::ofstream(d + "/in.txt") << txt; }
+  auto tok = load_tokenizer("byte");
+  for (const std::string in : {in_jsonl, d + "/in.txt"}) {
+    for (int threads : {1, 3}) {
+      SCOPED_TRACE(in + " threads " + std::to_string(threads));
+      PrepOptions o;
+      o.inputs = {in};
+      o.output = d + "/out" + std::to_string(threads);
+      o.threads = threads;
+      o.overwrite = true;
+      const PrepSummary sum = run_prep(o);
+      ASSERT_EQ(sum.examples[0], 40);
+      TokenShardReader r(find_shards(o.output, "train").at(0));
+      ASSERT_EQ(r.num_docs(), 40);
+      std::vector<int32_t> t(static_cast<size_t>(r.num_tokens()));
+      r.read_tokens(0, r.num_tokens(), t.data());
+      for (size_t i = 0; i < docs.size(); ++i) {
+        const std::vector<int32_t> one(t.begin() + r.doc_offsets()[i], t.begin() + r.doc_offsets()[i + 1]);
+        EXPECT_EQ(tok->decode(one), docs[i] + "<|endoftext|>") << "document " << i;
+      }
+    }
+  }
+  jsonl[38] = "{not json";
+  const std::string bad = write_lines(d + "/bad.jsonl", jsonl);
+  PrepOptions o;
+  o.inputs = {bad};
+  o.output = d + "/bad";
+  o.threads = 3;
+  const std::string e = input_error([&] { run_prep(o); });
+  EXPECT_NE(e.find(bad + ":39: "), std::string::npos) << e;
+  EXPECT_TRUE(find_shards(o.output, "train").empty()) << "a failed run left shards";
 }
 
 TEST(Prep, RefusesExistingOutputUnlessOverwriteAndReadsPlainText) {
