@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The peers of benchmarks/peers/train_gpt2.sh: the same GPT-2 training step
-with transformers' GPT2LMHeadModel (from the same config.json) on the CPU,
+"""The peers of benchmarks/peers/train_gpt2.sh: the same training step with
+transformers' model of the same config.json (GPT2LMHeadModel or
+LlamaForCausalLM) on the CPU,
 torch.distributed over gloo, in one of three set-ups a user would pick:
 
   ddp       DistributedDataParallel + torch.optim.AdamW           (ZeRO 0)
@@ -31,14 +32,14 @@ def worker(rank, a, port, out):
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     torch.set_num_threads(a.threads)
     dist.init_process_group("gloo", rank=rank, world_size=a.ranks)
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import AutoConfig, AutoModelForCausalLM
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config.from_pretrained(a.config)).float()
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(a.config)).float()
     model.train()
     accum = a.global_batch // (a.micro_batch * a.ranks)
     if a.mode == "fsdp2":
         from torch.distributed.fsdp import fully_shard
-        for block in model.transformer.h:
+        for block in (model.transformer.h if hasattr(model, "transformer") else model.model.layers):
             fully_shard(block)
         fully_shard(model)
         wrapped = model

@@ -13,7 +13,10 @@
 #
 # Environment: LAYERS [4], WIDTH [256], HEADS [4], VOCAB [50257], SEQ [256],
 # MICRO_BATCH [4], GLOBAL_BATCH [8], STEPS [8 timed], WARMUP [3], RANKS [2],
-# STAGES ["0 1 2 3"], LOAD [0: with LOAD=1 one busy process per core runs
+# STAGES ["0 1 2 3"], FAMILY [gpt2; llama: a Llama-shaped config.json of
+# the same sizes, transformers' LlamaForCausalLM on the peer's side, with FFN
+# [WIDTH*8/3], KV_HEADS [HEADS] and TIE [false] for tie_word_embeddings],
+# LOAD [0: with LOAD=1 one busy process per core runs
 # beside both sides, to measure them on a loaded machine], OUT_DIR
 # [build/bench-train-peers], LAUNCH [scripts/mpirun.sh: shardtune's
 # launcher: any that takes "-np N CMD...", e.g. "mpirun --bind-to none"].
@@ -27,17 +30,31 @@ rounds=${1:-2}
 layers=${LAYERS:-4}; width=${WIDTH:-256}; heads=${HEADS:-4}; vocab=${VOCAB:-50257}
 seq=${SEQ:-256}; mb=${MICRO_BATCH:-4}; gb=${GLOBAL_BATCH:-8}; steps=${STEPS:-8}; warmup=${WARMUP:-3}
 ranks=${RANKS:-2}; stages=${STAGES:-0 1 2 3}; load=${LOAD:-0}
+family=${FAMILY:-gpt2}; ffn=${FFN:-$((width * 8 / 3))}; kv_heads=${KV_HEADS:-$heads}; tie=${TIE:-false}
 venv=${SHARDTUNE_VENV:-/opt/shardtune/venv}
 st=${SHARDTUNE:-$here/build/shardtune}
 out=${OUT_DIR:-$here/build/bench-train-peers}
 launch=${LAUNCH:-bash $here/scripts/mpirun.sh}
 mkdir -p "$out/gpt2"
-cat >"$out/gpt2/config.json" <<JSON
+if [ "$family" = gpt2 ]; then
+  cat >"$out/gpt2/config.json" <<JSON
 {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": $vocab, "n_positions": $seq,
  "n_embd": $width, "n_layer": $layers, "n_head": $heads, "activation_function": "gelu_new",
  "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "layer_norm_epsilon": 1e-5,
  "tie_word_embeddings": true, "torch_dtype": "float32"}
 JSON
+elif [ "$family" = llama ]; then
+  cat >"$out/gpt2/config.json" <<JSON
+{"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": $vocab,
+ "max_position_embeddings": $seq, "hidden_size": $width, "intermediate_size": $ffn,
+ "num_hidden_layers": $layers, "num_attention_heads": $heads, "num_key_value_heads": $kv_heads,
+ "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "attention_dropout": 0.0,
+ "tie_word_embeddings": $tie, "torch_dtype": "float32"}
+JSON
+else
+  echo "FAMILY must be gpt2 or llama, not '$family'" >&2
+  exit 2
+fi
 if [ ! -f "$out/text-train-00000.h5" ]; then
   cat /usr/share/common-licenses/{GPL-3,Apache-2.0,LGPL-3,MPL-2.0,GFDL-1.3} >"$out/text.txt"
   "$st" prep --tokenizer byte --input "$out/text.txt" --output "$out/text" --overwrite >/dev/null
@@ -105,7 +122,7 @@ for line in open(sys.argv[1]):
     z, st, stc, stm, pt, ptc = line.split()
     rows.setdefault(z, []).append((float(st), float(stc), float(stm), float(pt), float(ptc)))
 peer = {"0": "DDP", "1": "DDP + ZeroRedundancyOptimizer", "2": "DDP + ZeroRedundancyOptimizer", "3": "FSDP2"}
-print(f"GPT-2 {$layers} layers, width {$width}, vocab {$vocab}, seq {$seq}, micro-batch {$mb}, global batch {$gb}, "
+print(f"{'GPT-2' if '$family' == 'gpt2' else 'Llama'} {$layers} layers, width {$width}, vocab {$vocab}, seq {$seq}, micro-batch {$mb}, global batch {$gb}, "
       f"{$ranks} ranks x 1 thread, float32; median of {len(next(iter(rows.values())))} rounds"
       + (", with one busy process per core" if "$load" == "1" else ""))
 print("%-5s %15s %30s %11s %6s %15s %12s" % ("ZeRO", "shardtune tok/s", "peer", "peer tok/s", "ratio",
