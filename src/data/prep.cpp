@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <exception>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
