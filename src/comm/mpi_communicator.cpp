@@ -365,47 +365,55 @@ class MpiCommunicator final : public Communicator {
   bool worker_idle() const { return pending_.load(std::memory_order_acquire) == 0; }
 
   // Runs a collective on the caller's thread while the communication thread
-  // watches its deadline (see watch_inline).
+  // watches it (see watch_inline). No clock is read here: on a small
+  // all-reduce it would cost a noticeable part of the call.
   template <typename Run>
   WorkPtr run_inline(CollectiveOp op, ReduceOp reduce, const torch::Tensor& described, int64_t n,
                      const Run& run) {
     const CollectiveDesc desc = describe(op, reduce, described, n);
-    if (board_) board_->issued.store(static_cast<int64_t>(desc.seq));
+    if (board_) board_->issued.store(static_cast<int64_t>(desc.seq), std::memory_order_relaxed);
     inline_.op.store(static_cast<int64_t>(desc.op), std::memory_order_relaxed);
     inline_.reduce.store(static_cast<int64_t>(desc.reduce), std::memory_order_relaxed);
     inline_.dtype.store(static_cast<int64_t>(desc.dtype), std::memory_order_relaxed);
     inline_.count.store(desc.count, std::memory_order_relaxed);
-    inline_.seq.store(desc.seq, std::memory_order_relaxed);
-    inline_.deadline_ns.store((Clock::now() + options_.timeout).time_since_epoch().count(),
-                              std::memory_order_release);
+    inline_.running.store(desc.seq, std::memory_order_release);
     std::string error;
     try {
       run();
-      if (board_) board_->completed.fetch_add(1);
+      if (board_) board_->completed.fetch_add(1, std::memory_order_relaxed);
     } catch (const std::exception& e) {
       broken_->store(true);
       error = str_cat(desc.name(), " failed on rank ", rank_, ": ", e.what());
     }
-    inline_.deadline_ns.store(0, std::memory_order_release);
+    inline_.running.store(0, std::memory_order_release);
     if (error.empty()) return done_;
     return std::make_shared<DoneWork>(std::move(error));
   }
 
-  // On the communication thread while it is idle: a collective running on
-  // the caller's thread past its deadline is stuck in a blocking MPI call
-  // that cannot be unwound, so report it and end every rank.
+  // On the communication thread while it is idle, every kWatchPeriod: a
+  // collective seen running on the caller's thread for longer than the
+  // timeout (the same sequence number at both ends, so it ran throughout)
+  // is stuck in a blocking MPI call that cannot be unwound, so report it and
+  // end every rank. It is caught between timeout and timeout + 2 periods
+  // after it began.
   void watch_inline() {
-    const int64_t deadline = inline_.deadline_ns.load(std::memory_order_acquire);
-    if (deadline == 0 || Clock::now().time_since_epoch().count() < deadline) return;
+    const uint64_t seq = inline_.running.load(std::memory_order_acquire);
+    const Clock::time_point now = Clock::now();
+    if (seq == 0 || seq != watched_seq_) {
+      watched_seq_ = seq;
+      watched_since_ = now;
+      return;
+    }
+    if (now - watched_since_ < options_.timeout) return;
     CollectiveDesc desc;
     desc.op = static_cast<CollectiveOp>(inline_.op.load(std::memory_order_relaxed));
     desc.reduce = static_cast<ReduceOp>(inline_.reduce.load(std::memory_order_relaxed));
     desc.dtype = static_cast<c10::ScalarType>(inline_.dtype.load(std::memory_order_relaxed));
     desc.count = inline_.count.load(std::memory_order_relaxed);
-    desc.seq = inline_.seq.load(std::memory_order_relaxed);
-    // Read again: the fields belong to this deadline's collective only if it
-    // is still running.
-    if (inline_.deadline_ns.load(std::memory_order_acquire) != deadline) return;
+    desc.seq = seq;
+    // Read again: the fields belong to this collective only if it is still
+    // running.
+    if (inline_.running.load(std::memory_order_acquire) != seq) return;
     broken_->store(true);
     const std::string report = timeout_report(desc, options_.timeout, board_.get());
     std::fprintf(stderr, "shardtune: error on rank %d of %d: %s\n", rank_, size_, report.c_str());
@@ -524,13 +532,15 @@ class MpiCommunicator final : public Communicator {
   std::atomic<int64_t> pending_{0};  // collectives queued or running on the thread
 
   // The collective running on the caller's thread: its description, in
-  // atomics the watching thread may read, and its deadline (steady clock
-  // ns; 0 when none runs).
+  // atomics the watching thread may read, and its sequence number (0 when
+  // none runs). The watcher's own record: which one it saw running, since
+  // when.
   struct InlineCall {
     std::atomic<int64_t> op{0}, reduce{0}, dtype{0}, count{0};
-    std::atomic<uint64_t> seq{0};
-    std::atomic<int64_t> deadline_ns{0};
+    std::atomic<uint64_t> running{0};
   };
+  uint64_t watched_seq_ = 0;
+  Clock::time_point watched_since_{};
   static constexpr std::chrono::milliseconds kWatchPeriod{250};
   static constexpr int kCommFailureExit = 1;
   InlineCall inline_;
