@@ -619,6 +619,9 @@ int dispatch(DistContext& dist, const std::vector<std::string>& argv) {
 
 int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
+  // Before MPI starts: a time-limit or preemption signal that comes while
+  // the ranks start up stops training at its first step, saved.
+  if (!args.empty() && args[0] == "train") shardtune::catch_stop_signals();
   return shardtune::run_rank_main(
       [&](shardtune::DistContext& dist) { return shardtune::dispatch(dist, args); });
 }

@@ -47,21 +47,30 @@ double process_cpu_seconds() {
 
 // Set by SIGTERM / SIGUSR1; the ranks agree on it at each step boundary.
 std::atomic<int> g_stop_signal{0};
+// Whether catch_stop_signals() installed the handlers for the whole process.
+std::atomic<bool> g_caught_for_process{false};
 
 extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 
-// Installs the handlers for the trainer's lifetime.
+void install_stop_handlers(struct sigaction* old_term, struct sigaction* old_usr1) {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, old_term);
+  sigaction(SIGUSR1, &sa, old_usr1);
+}
+
+// Installs the handlers for the trainer's lifetime, unless they are the
+// process's already (then a signal caught before this run is kept).
 class StopSignals {
  public:
-  StopSignals() {
+  StopSignals() : own_(!g_caught_for_process.load()) {
+    if (!own_) return;
     g_stop_signal.store(0);
-    struct sigaction sa {};
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, &old_term_);
-    sigaction(SIGUSR1, &sa, &old_usr1_);
+    install_stop_handlers(&old_term_, &old_usr1_);
   }
   ~StopSignals() {
+    if (!own_) return;
     sigaction(SIGTERM, &old_term_, nullptr);
     sigaction(SIGUSR1, &old_usr1_, nullptr);
   }
@@ -69,6 +78,7 @@ class StopSignals {
   StopSignals& operator=(const StopSignals&) = delete;
 
  private:
+  const bool own_;
   struct sigaction old_term_ {}, old_usr1_ {};
 };
 
@@ -566,5 +576,10 @@ TrainSummary Trainer::run() {
 }  // namespace
 
 TrainSummary train(const Config& config, DistContext& dist) { return Trainer(config, dist).run(); }
+
+void catch_stop_signals() {
+  if (g_caught_for_process.exchange(true)) return;
+  install_stop_handlers(nullptr, nullptr);
+}
 
 }  // namespace shardtune

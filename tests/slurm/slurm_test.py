@@ -9,7 +9,11 @@
                step boundary, the job requeues itself and resumes from that
                checkpoint, and ends with the losses of an uninterrupted run
     time_limit the time-limit warning (--signal=B:USR1@S) saves and ends the
-               job COMPLETED before its limit (SHARDTUNE_REQUEUE=0)
+               job COMPLETED before its limit (SHARDTUNE_REQUEUE=0); a
+               warning before training began ends it at once, unsaved, and
+               the job is submitted again
+    early_stop USR1 while the job prints its rank table: it ends at once,
+               COMPLETED, with nothing trained or saved (SHARDTUNE_REQUEUE=0)
     rank_killed one rank killed (SIGKILL) ends the job within seconds, with
                srun's error naming the task in the log
     srun_info  `srun -n 2 shardtune info` prints the rank table
@@ -168,19 +172,49 @@ def preempt(env):
 
 
 def time_limit(env):
-    cfg, out = env.config("time_limit", 100000)
-    t0 = time.time()
-    jobid, log = env.sbatch("time_limit", cfg, "--time=1", "--signal=B:USR1@50", "--no-requeue",
-                            env={"SHARDTUNE_FAULT": "slow@0.05", "SHARDTUNE_REQUEUE": "0"})
-    j = wait_job(jobid, timeout=150)
-    elapsed = time.time() - t0
+    # Slurm sends the warning at the resolution of its own timers: it can come
+    # while the job still prints its rank table, before training began. The
+    # script then stops at once with nothing new to save, and says so; the
+    # job is submitted again (at most 3 times) for the save this checks.
+    for attempt in range(1, 4):
+        cfg, out = env.config("time_limit", 100000)
+        t0 = time.time()
+        jobid, log = env.sbatch("time_limit", cfg, "--time=1", "--signal=B:USR1@50", "--no-requeue",
+                                env={"SHARDTUNE_FAULT": "slow@0.05", "SHARDTUNE_REQUEUE": "0"})
+        j = wait_job(jobid, timeout=150)
+        elapsed = time.time() - t0
+        text = read(log)
+        print(text[-1500:])
+        check(j["JobState"] == "COMPLETED" and j["ExitCode"] == "0:0", f"job COMPLETED, exit 0:0 before its 60 s limit ({j['JobState']}, {elapsed:.0f} s)")
+        check("SIGUSR1: the ranks save and stop" in text, "the time-limit warning reached the batch script")
+        if "stopped before training began" in text:
+            check(not os.path.exists(os.path.join(out, "checkpoints")),
+                  f"job {attempt}: the warning came before training began; nothing trained, nothing saved")
+            continue
+        saved = re.findall(r"checkpoint \S+step_(\d+)", text)
+        check(saved and os.path.exists(os.path.join(out, "checkpoints", f"step_{int(saved[-1]):08d}", "DONE")),
+              f"a complete checkpoint at step {saved[-1] if saved else '?'}")
+        return
+    raise Fail("in 3 jobs the time-limit warning came before training began")
+
+
+def early_stop(env):
+    cfg, out = env.config("early_stop", 100)
+    jobid, log = env.sbatch("early_stop", cfg, "--no-requeue", env={"SHARDTUNE_REQUEUE": "0"})
+    deadline = time.time() + 60
+    while not (os.path.exists(log) and "task(s)" in read(log)):  # the script's first line: its trap is next
+        if time.time() > deadline:
+            raise Fail(f"job {jobid} never started")
+        time.sleep(0.05)
+    time.sleep(0.2)  # the rank table's srun takes a second or more
+    subprocess.run(["scancel", "--signal=USR1", "--batch", jobid], check=True)
+    j = wait_job(jobid, timeout=60)
     text = read(log)
     print(text[-1500:])
-    check(j["JobState"] == "COMPLETED" and j["ExitCode"] == "0:0", f"job COMPLETED, exit 0:0 before its 60 s limit ({j['JobState']}, {elapsed:.0f} s)")
-    check("SIGUSR1: the ranks save and stop" in text, "the time-limit warning reached the batch script")
-    saved = re.findall(r"checkpoint \S+step_(\d+)", text)
-    check(saved and os.path.exists(os.path.join(out, "checkpoints", f"step_{int(saved[-1]):08d}", "DONE")),
-          f"a complete checkpoint at step {saved[-1] if saved else '?'}")
+    check(j["JobState"] == "COMPLETED" and j["ExitCode"] == "0:0", f"job COMPLETED, exit 0:0 ({j['JobState']} {j['ExitCode']})")
+    check("stopped before training began" in text and "training gpt2" not in text,
+          "the warning during the rank table stops the job before training")
+    check(not os.path.exists(os.path.join(out, "checkpoints")), "nothing saved")
 
 
 def rank_killed(env):
@@ -209,7 +243,7 @@ def srun_info(env):
     check(rank_table(p.stdout) == [(0, 0, 2, host), (1, 1, 2, host)], "the rank table has ranks 0 and 1 on this host")
 
 
-SCENARIOS = {f.__name__: f for f in (batch, preempt, time_limit, rank_killed, srun_info)}
+SCENARIOS = {f.__name__: f for f in (batch, preempt, time_limit, early_stop, rank_killed, srun_info)}
 
 
 def main():

@@ -8,7 +8,8 @@ what the issue asks: golden losses, bitwise resume after SIGKILL,
 resharded resume, kill -9 mid-checkpoint and mid-pruning, pruning that
 spares newer checkpoints, fresh starts refused beside old checkpoints,
 corrupted checkpoints (flipped bytes too) refused,
-SIGTERM saves and exits 0, a failing rank ends all ranks, export.
+SIGTERM saves and exits 0, a signal while the ranks start stops at step 1
+saved, a failing rank ends all ranks, export.
 """
 import argparse
 import json
@@ -340,6 +341,77 @@ def sigterm(env, _):
           "both ranks saved their optimizer state")
 
 
+def proc_status(pid):
+    """/proc/PID/status as a dict, or {} once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def children(pid):
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(d))
+    return found
+
+
+def signal_at_start(env, _):
+    """SIGUSR1 while the ranks start, before MPI is up: they train one step,
+    save it and exit 0 (the signal is neither fatal nor lost)."""
+    cfg = env.config("signal_at_start")
+    out = os.path.join(env.work, "signal_at_start")
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.Popen(env.cmd(2, "train", cfg, f"train.output_dir={out}", "train.steps=1000000"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    usr1 = 1 << (signal.SIGUSR1 - 1)
+    binary = os.path.realpath(env.bin)
+    signalled = {}  # pid: its thread count when signalled
+    deadline = time.time() + 60
+    while len(signalled) < 2:
+        if proc.poll() is not None:
+            stdout, stderr = proc.communicate()
+            print(stdout[-1500:], stderr[-1500:])
+            raise Fail(f"the job ended (exit {proc.returncode}) before both ranks were signalled ({signalled})")
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise Fail(f"the 2 ranks never caught SIGUSR1 (signalled: {signalled})")
+        for pid in children(proc.pid):
+            st = proc_status(pid)
+            # Once the rank (shardtune already, not the launcher's fork
+            # before exec, which passes a pending signal on) catches USR1.
+            try:
+                exe = os.path.realpath(f"/proc/{pid}/exe")
+            except OSError:
+                continue
+            if pid not in signalled and exe == binary and int(st.get("SigCgt", "0"), 16) & usr1:
+                os.kill(pid, signal.SIGUSR1)
+                signalled[pid] = int(st["Threads"])
+        time.sleep(0.001)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise Fail("the job did not end after SIGUSR1")
+    print(stdout[-1500:], stderr[-1500:])
+    # MPI's start makes threads: a rank signalled with one thread had not begun it.
+    check(1 in signalled.values(), f"a rank was signalled before MPI started (threads then: {signalled})")
+    check(proc.returncode == 0, f"mpirun exited 0 (got {proc.returncode})")
+    check("steps 0 -> 1 " in stdout and "stopped by a signal, saved" in stdout,
+          "the ranks trained one step, saved and stopped")
+    check(sorted(losses(out)) == [1], "metrics for step 1 alone")
+    check(os.path.exists(os.path.join(out, "checkpoints", "step_00000001", "DONE")),
+          "the checkpoint of step 1 is complete")
+
+
 def failing_rank(env, _):
     """A rank that throws mid-step ends every rank, non-zero, promptly."""
     start = time.time()
@@ -384,7 +456,8 @@ def export_roundtrip(env, _):
 
 
 SCENARIOS = {f.__name__: f for f in (golden, checkpointing, resume_kill, reshard, kill_mid_checkpoint, prune_kill,
-                                      prune_newer_and_fresh_start, corrupt, sigterm, failing_rank, export_roundtrip)}
+                                      prune_newer_and_fresh_start, corrupt, sigterm, signal_at_start, failing_rank,
+                                      export_roundtrip)}
 
 
 def main():

@@ -41,6 +41,12 @@ struct TrainSummary {
 
 TrainSummary train(const Config& config, DistContext& dist);
 
+// Catches SIGTERM and SIGUSR1 from now until the process ends, so that one
+// arriving while the ranks start up (MPI, config, model) is not fatal:
+// train() then acts on it at its first step boundary. Without this call,
+// train() catches them only while it runs. `shardtune train` calls it first.
+void catch_stop_signals();
+
 struct EvalResult {
   double loss = 0.0;        // mean over target tokens
   double perplexity = 0.0;  // exp(loss)
