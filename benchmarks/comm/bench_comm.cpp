@@ -6,8 +6,8 @@
 // the reduce_scatter input, the all_gather output) it runs shardtune's
 // collective once on known data and counts wrong elements (#wrong), then
 // times `iters` back-to-back collectives (issued, then waited for, as
-// nccl-tests does; --blocking waits for each). time is the mean per
-// collective of the slowest rank. Each timed batch pays once for waking the
+// nccl-tests does; --blocking waits for each) in --rounds rounds. time is
+// the slowest rank's time per collective in the median round. Each timed batch pays once for waking the
 // communicator's thread and the waiting caller (tens of microseconds on a
 // loaded machine), so a batch should hold enough collectives to amortize it,
 // as a backward pass's buckets do: the defaults time 2 rounds of 50.
@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -277,6 +278,12 @@ class Row {
   std::vector<int> displs_;
 };
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 // Seconds for `iters` collectives on the slowest rank.
 double time_shardtune(Row& row, int iters, bool blocking, MPI_Comm world) {
   MPI_Barrier(world);
@@ -343,16 +350,17 @@ int run(DistContext& dist, const std::vector<std::string>& args) {
 
         time_shardtune(row, o.warmup, o.blocking, raw_comm);
         if (with_raw) time_raw(row, o.warmup, raw_comm);
-        double t_st = 0, t_raw = 0;
+        std::vector<double> t_st, t_raw;  // seconds per round
         const int per_round = std::max(1, o.iters / o.rounds);
         for (int r = 0; r < o.rounds; ++r) {
           // Alternate which path goes first, so neither always runs warm.
-          if (with_raw && r % 2 == 1) t_raw += time_raw(row, per_round, raw_comm);
-          t_st += time_shardtune(row, per_round, o.blocking, raw_comm);
-          if (with_raw && r % 2 == 0) t_raw += time_raw(row, per_round, raw_comm);
+          if (with_raw && r % 2 == 1) t_raw.push_back(time_raw(row, per_round, raw_comm));
+          t_st.push_back(time_shardtune(row, per_round, o.blocking, raw_comm));
+          if (with_raw && r % 2 == 0) t_raw.push_back(time_raw(row, per_round, raw_comm));
         }
-        const int timed = per_round * o.rounds;
-        const double us = t_st / timed * 1e6;
+        // The median round: a burst of other load on the host spoils a round
+        // or two, not the figure.
+        const double us = median(t_st) / per_round * 1e6;
         const double algbw = static_cast<double>(size) / (us * 1e-6) / 1e9;
         const double busbw = algbw * bus_factor(op, world);
         sum_busbw += busbw;
@@ -376,7 +384,7 @@ int run(DistContext& dist, const std::vector<std::string>& args) {
                       us, algbw, busbw, static_cast<long>(wrong));
         }
         if (with_raw) {
-          const double raw_us = t_raw / timed * 1e6;
+          const double raw_us = median(t_raw) / per_round * 1e6;
           const double raw_busbw =
               static_cast<double>(size) / (raw_us * 1e-6) / 1e9 * bus_factor(op, world);
           sum_raw_busbw += raw_busbw;
