@@ -391,7 +391,10 @@ class MpiCommunicator final : public Communicator {
       run();
       // Only this thread counts now (the communication thread is idle and
       // counted before it said so), so no atomic read-modify-write.
-      if (board_) board_->completed.store(board_->completed.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      if (board_) {
+        auto& completed = board_->completed;
+        completed.store(completed.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      }
     } catch (const std::exception& e) {
       broken_->store(true);
       error = str_cat(desc.name(), " failed on rank ", rank_, ": ", e.what());
