@@ -7,10 +7,11 @@
 // collective once on known data and counts wrong elements (#wrong), then
 // times `iters` back-to-back collectives (issued, then waited for, as
 // nccl-tests does; --blocking waits for each) in --rounds rounds. time is
-// the slowest rank's time per collective in the median round. Each timed batch pays once for waking the
-// communicator's thread and the waiting caller (tens of microseconds on a
-// loaded machine), so a batch should hold enough collectives to amortize it,
-// as a backward pass's buckets do: the defaults time 2 rounds of 50.
+// the slowest rank's time per collective in the median round. Each round
+// pays once for waking the communicator's thread and the waiting caller
+// (tens of microseconds on a loaded machine), so a round should hold enough
+// collectives to amortize it, as a backward pass's buckets do: the defaults
+// time 2 rounds of 50.
 //   algbw = size / time
 //   busbw = algbw * 2(n-1)/n (all_reduce), * (n-1)/n (reduce_scatter,
 //           all_gather), * 1 (broadcast)

@@ -31,6 +31,12 @@ layers=${LAYERS:-4}; width=${WIDTH:-256}; heads=${HEADS:-4}; vocab=${VOCAB:-5025
 seq=${SEQ:-256}; mb=${MICRO_BATCH:-4}; gb=${GLOBAL_BATCH:-8}; steps=${STEPS:-8}; warmup=${WARMUP:-3}
 ranks=${RANKS:-2}; stages=${STAGES:-0 1 2 3}; load=${LOAD:-0}
 family=${FAMILY:-gpt2}; ffn=${FFN:-$((width * 8 / 3))}; kv_heads=${KV_HEADS:-$heads}; tie=${TIE:-false}
+bad() { echo "train_gpt2.sh: $1" >&2; exit 2; }
+for v in FFN:$ffn KV_HEADS:$kv_heads; do
+  [[ ${v#*:} =~ ^[1-9][0-9]*$ ]] || bad "${v%%:*} must be a positive integer, not '${v#*:}'"
+done
+[ $((heads % kv_heads)) = 0 ] || bad "KV_HEADS ($kv_heads) must divide HEADS ($heads)"
+[ "$tie" = true ] || [ "$tie" = false ] || bad "TIE must be true or false, not '$tie'"
 venv=${SHARDTUNE_VENV:-/opt/shardtune/venv}
 st=${SHARDTUNE:-$here/build/shardtune}
 out=${OUT_DIR:-$here/build/bench-train-peers}
@@ -52,8 +58,7 @@ elif [ "$family" = llama ]; then
  "tie_word_embeddings": $tie, "torch_dtype": "float32"}
 JSON
 else
-  echo "FAMILY must be gpt2 or llama, not '$family'" >&2
-  exit 2
+  bad "FAMILY must be gpt2 or llama, not '$family'"
 fi
 if [ ! -f "$out/text-train-00000.h5" ]; then
   cat /usr/share/common-licenses/{GPL-3,Apache-2.0,LGPL-3,MPL-2.0,GFDL-1.3} >"$out/text.txt"

@@ -310,37 +310,6 @@ def prune_newer_and_fresh_start(env, _):
     check(sorted(os.listdir(ck)) == ["latest", "step_00000004"], "checkpoint.overwrite: a fresh run replaces them")
 
 
-def sigterm(env, _):
-    """SIGTERM to one rank under mpirun: every rank saves, all exit 0."""
-    cfg = env.config("sigterm")
-    out = os.path.join(env.work, "sigterm")
-    shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.Popen(env.cmd(2, "train", cfg, f"train.output_dir={out}", "train.steps=1000000",
-                                    "log.every=1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    metrics = os.path.join(out, "metrics.jsonl")
-    deadline = time.time() + 120
-    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
-        if time.time() > deadline or proc.poll() is not None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise Fail("training never started")
-        time.sleep(0.05)
-    ranks = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    check(len(ranks) == 2, f"found the 2 rank processes {ranks}")
-    os.kill(int(ranks[1]), signal.SIGTERM)
-    try:
-        stdout, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise Fail("the job did not end after SIGTERM")
-    check(proc.returncode == 0, f"mpirun exited 0 (got {proc.returncode})")
-    check("stopped by a signal, saved" in stdout, "the trainer says it stopped and saved")
-    ckpt = latest(out)
-    check(os.path.exists(os.path.join(ckpt, "DONE")), f"a complete checkpoint: {os.path.basename(ckpt)}")
-    check(all(os.path.exists(os.path.join(ckpt, "optim", f"rank_0000{r}.safetensors")) for r in (0, 1)),
-          "both ranks saved their optimizer state")
-
-
 def proc_status(pid):
     """/proc/PID/status as a dict, or {} once the process is gone."""
     try:
@@ -362,6 +331,37 @@ def children(pid):
             if int(fields[1]) == pid:
                 found.append(int(d))
     return found
+
+
+def sigterm(env, _):
+    """SIGTERM to one rank under mpirun: every rank saves, all exit 0."""
+    cfg = env.config("sigterm")
+    out = os.path.join(env.work, "sigterm")
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.Popen(env.cmd(2, "train", cfg, f"train.output_dir={out}", "train.steps=1000000",
+                                    "log.every=1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = os.path.join(out, "metrics.jsonl")
+    deadline = time.time() + 120
+    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+        if time.time() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise Fail("training never started")
+        time.sleep(0.05)
+    ranks = children(proc.pid)
+    check(len(ranks) == 2, f"found the 2 rank processes {ranks}")
+    os.kill(int(ranks[1]), signal.SIGTERM)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise Fail("the job did not end after SIGTERM")
+    check(proc.returncode == 0, f"mpirun exited 0 (got {proc.returncode})")
+    check("stopped by a signal, saved" in stdout, "the trainer says it stopped and saved")
+    ckpt = latest(out)
+    check(os.path.exists(os.path.join(ckpt, "DONE")), f"a complete checkpoint: {os.path.basename(ckpt)}")
+    check(all(os.path.exists(os.path.join(ckpt, "optim", f"rank_0000{r}.safetensors")) for r in (0, 1)),
+          "both ranks saved their optimizer state")
 
 
 def signal_at_start(env, _):
