@@ -2,6 +2,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cmath>
+#include <cstring>
+#include <map>
 #include <set>
 
 #include "shardtune/core/error.h"
@@ -51,10 +54,13 @@ ModelConfig gguf_model_config(const GgufFile& file) { return model_config_from_j
 
 void load_gguf_weights(CausalLM& model, const GgufFile& file) {
   const ModelConfig& c = model.config();
+  ST_CHECK(c.arch != nullptr, "load_gguf_weights: not a decoder model");
+  const Architecture& a = *c.arch;
   const std::string arch = file.get_string("general.architecture");
   std::map<std::string, const GgufTensorInfo*> by_hf;
   for (const auto& t : file.tensors()) {
-    const std::string hf = gguf_to_hf_name(t.name);
+    if (t.name == "rope_freqs.weight") continue;  // read into the config (gguf_hf_config)
+    const std::string hf = gguf_to_hf_name(a, t.name);
     if (hf.empty()) {
       throw InputError(str_cat(file.path(), ": unexpected tensor '", t.name, "' (not part of a ", arch, " model)"));
     }
@@ -67,7 +73,7 @@ void load_gguf_weights(CausalLM& model, const GgufFile& file) {
     if (name.find(".lora_") != std::string::npos) continue;
     const auto it = by_hf.find(name);
     if (it == by_hf.end()) {
-      throw InputError(str_cat(file.path(), ": tensor '", hf_to_gguf_name(name), "' (", name,
+      throw InputError(str_cat(file.path(), ": tensor '", hf_to_gguf_name(a, name), "' (", name,
                                ") is missing; a model with this metadata has it"));
     }
     const GgufTensorInfo& t = *it->second;
@@ -77,11 +83,14 @@ void load_gguf_weights(CausalLM& model, const GgufFile& file) {
                                ", the metadata implies ", shape_str(dst.sizes().vec())));
     }
     std::vector<float> v = file.dequantized(t);
-    if (gguf_rope_permuted(arch, name)) {
+    if (gguf_rope_permuted(a, name)) {
       const bool q = name.find("q_proj") != std::string::npos;
       const int64_t rows = t.shape()[0];
       const int64_t cols = t.shape().size() > 1 ? t.shape()[1] : 1;
       gguf_unpermute_rows(v.data(), rows, cols, q ? c.num_heads : c.num_kv_heads);
+    }
+    if (gguf_norm_offset(a, name)) {
+      for (float& x : v) x -= 1.0f;  // GGUF stores gemma's 1 + w
     }
     dst.copy_(torch::from_blob(v.data(), dst.sizes(), torch::kFloat32));
     used.insert(name);
@@ -102,32 +111,125 @@ std::shared_ptr<CausalLM> load_gguf_model(const std::string& path, torch::Dtype 
   return model;
 }
 
+namespace {
+
+// general.* and <arch>.* metadata for c, as llama.cpp reads them; a model
+// whose math llama.cpp's architecture would not reproduce is refused by name.
+void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& name, const std::string& where) {
+  const Architecture& a = *c.arch;
+  const std::string& arch = a.gguf_arch;
+  auto refuse = [&](const std::string& what) {
+    throw InputError(str_cat(where, ": ", what, " is not written to GGUF (llama.cpp's ", arch, " has none)"));
+  };
+  if (!a.gguf_supported) {
+    throw InputError(str_cat(where, ": a ", c.model_type, " model is not written to GGUF (", architecture_names(true),
+                             ")"));
+  }
+  if (c.mlp_bias) refuse("mlp_bias");
+  if (c.rotary_dim > 0 && c.rotary_dim != c.head_dim) refuse("a partial rotary embedding");
+  const bool gemma2 = arch == "gemma2", gemma3 = arch == "gemma3";
+  if (gemma2 || gemma3) {
+    const bool big = (gemma2 && c.num_layers == 46) || (gemma3 && c.num_layers == 62);
+    const double want = 1.0 / std::sqrt(static_cast<double>(big ? c.hidden_size / c.num_heads : c.head_dim));
+    if (std::abs(c.query_scale - want) > 1e-12 * want) {
+      refuse(str_cat("query_pre_attn_scalar ", 1.0 / (c.query_scale * c.query_scale), " (llama.cpp scales by ",
+                     big ? "hidden_size / heads" : "head_dim", ")"));
+    }
+    const int64_t pattern = gemma2 ? 2 : 6;
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      if (layer_windowed(c, i) != ((i + 1) % pattern != 0)) {
+        refuse(str_cat("this sliding-window layer pattern (llama.cpp's ", arch, " windows all but every ", pattern,
+                       "th layer)"));
+      }
+    }
+    if (gemma3 && (c.attn_softcap > 0 || c.final_softcap > 0)) refuse("soft-capping");
+  } else if (c.sliding_window > 0) {
+    refuse("sliding_window");
+  }
+  if (c.model_type == "smollm3") {
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      if (layer_has_rope(c, i) != ((i + 1) % 4 != 0)) refuse("this no_rope_layers pattern (llama.cpp's: every 4th)");
+    }
+  } else if (!c.rope_layers.empty()) {
+    refuse("no_rope_layers");
+  }
+  const RopeSpec& r = c.rope;
+  const bool llama3_ok = arch == "llama" || arch == "qwen3" || arch == "smollm3";
+  if (r.kind == RopeSpec::Kind::kLlama3 && !llama3_ok) refuse("llama3 rope scaling");
+  if (r.kind == RopeSpec::Kind::kLinear && !gemma3) refuse("linear rope scaling");
+  if (r.kind == RopeSpec::Kind::kLongrope) refuse("longrope scaling");
+  if (c.local_rope && (!gemma3 || c.rope_local.kind != RopeSpec::Kind::kDefault)) refuse("this local rotary embedding");
+  const std::string p = arch + ".";
+  w.add_string("general.architecture", arch);
+  w.add_string("general.type", "model");
+  w.add_string("general.name", name);
+  w.add_uint32(p + "block_count", static_cast<uint32_t>(c.num_layers));
+  w.add_uint32(p + "context_length", static_cast<uint32_t>(c.max_positions));
+  w.add_uint32(p + "embedding_length", static_cast<uint32_t>(c.hidden_size));
+  w.add_uint32(p + "feed_forward_length", static_cast<uint32_t>(c.intermediate_size));
+  w.add_uint32(p + "attention.head_count", static_cast<uint32_t>(c.num_heads));
+  w.add_uint32(p + "attention.head_count_kv", static_cast<uint32_t>(c.num_kv_heads));
+  w.add_float32(p + "rope.freq_base", static_cast<float>(r.theta));
+  w.add_float32(p + "attention.layer_norm_rms_epsilon", static_cast<float>(c.norm_eps));
+  if (c.head_dim != c.hidden_size / c.num_heads) {
+    w.add_uint32(p + "attention.key_length", static_cast<uint32_t>(c.head_dim));
+    w.add_uint32(p + "attention.value_length", static_cast<uint32_t>(c.head_dim));
+  }
+  w.add_uint32(p + "vocab_size", static_cast<uint32_t>(c.vocab_size));
+  w.add_uint32(p + "rope.dimension_count", static_cast<uint32_t>(c.head_dim));
+  if (gemma2 || gemma3) w.add_uint32(p + "attention.sliding_window", static_cast<uint32_t>(c.sliding_window));
+  if (gemma2) {
+    if (c.attn_softcap > 0) w.add_float32(p + "attn_logit_softcapping", static_cast<float>(c.attn_softcap));
+    if (c.final_softcap > 0) w.add_float32(p + "final_logit_softcapping", static_cast<float>(c.final_softcap));
+  }
+  if (gemma3) {
+    w.add_float32(p + "rope.freq_base_swa", static_cast<float>(c.local_rope ? c.rope_local.theta : r.theta));
+    if (r.kind == RopeSpec::Kind::kLinear) {
+      w.add_string(p + "rope.scaling.type", "linear");
+      w.add_float32(p + "rope.scaling.factor", static_cast<float>(r.factor));
+    }
+  }
+}
+
+}  // namespace
+
 void save_gguf_model(CausalLM& model, const std::string& path, const nlohmann::json& tokenizer_json,
                      const nlohmann::json& tokenizer_config, const GgufExportOptions& o) {
   if (model.has_lora()) throw Error("save_gguf_model: the model has LoRA adapters; merge them first");
   if (fs::exists(path) && !o.overwrite) throw InputError(str_cat(path, ": exists already (--overwrite to replace it)"));
   const ModelConfig& c = model.config();
   if (c.family != Family::kLlama) {
-    throw InputError(str_cat(path, ": a ", c.model_type, " model is not written to GGUF (llama, mistral, qwen2)"));
+    throw InputError(str_cat(path, ": a ", c.model_type, " model is not written to GGUF (", architecture_names(true),
+                             ")"));
   }
+  const Architecture& a = *c.arch;
   const nlohmann::json hf_config = model_config_to_json(c, "float32");
   GgufWriter w;
-  add_gguf_model_metadata(w, hf_config, o.name.empty() ? fs::path(path).stem().string() : o.name, path);
+  add_model_metadata(w, c, o.name.empty() ? fs::path(path).stem().string() : o.name, path);
   const uint32_t file_type = o.type == GgmlType::kF32 ? 0 : o.type == GgmlType::kF16 ? 1 : o.type == GgmlType::kQ8_0 ? 7 : 32;
   w.add_uint32("general.file_type", file_type);
   if (o.type == GgmlType::kQ8_0) w.add_uint32("general.quantization_version", 2);
   add_gguf_tokenizer(w, tokenizer_json, tokenizer_config, hf_config, path);
-  const std::string arch = c.model_type == "qwen2" ? "qwen2" : "llama";
+  if (c.rope.kind == RopeSpec::Kind::kLlama3) {
+    const RopeSpec& r = c.rope;
+    const std::vector<double> f = llama3_rope_factors(c.head_dim, r.theta, r.factor, r.low_freq_factor,
+                                                      r.high_freq_factor, static_cast<double>(r.original_max_positions));
+    std::vector<float> v(f.begin(), f.end());
+    std::vector<uint8_t> bytes(v.size() * sizeof(float));
+    std::memcpy(bytes.data(), v.data(), bytes.size());
+    w.add_tensor("rope_freqs.weight", {static_cast<int64_t>(v.size())}, GgmlType::kF32, std::move(bytes));
+  }
   for (auto& [name, tensor] : hf_state_dict(model)) {
     if (c.tie_word_embeddings && name == "lm_head.weight") continue;
-    const std::string gname = hf_to_gguf_name(name);
+    const std::string gname = hf_to_gguf_name(a, name);
     ST_CHECK(!gname.empty(), "no GGUF name for ", name);
     torch::Tensor t = tensor.to(torch::kCPU, torch::kFloat32).contiguous().clone();
     std::vector<int64_t> dims(t.sizes().rbegin(), t.sizes().rend());
-    if (gguf_rope_permuted(arch, name)) {
+    if (gguf_rope_permuted(a, name)) {
       const bool q = name.find("q_proj") != std::string::npos;
       gguf_permute_rows(t.data_ptr<float>(), t.size(0), t.dim() > 1 ? t.size(1) : 1, q ? c.num_heads : c.num_kv_heads);
     }
+    if (gguf_norm_offset(a, name)) t.add_(1.0f);  // gemma's 1 + w, as llama.cpp's converter stores it
     GgmlType type = t.dim() == 1 ? GgmlType::kF32 : o.type;
     if (type == GgmlType::kQ8_0 && dims[0] % 32 != 0) type = GgmlType::kF16;  // rows not whole blocks
     std::vector<uint8_t> bytes(static_cast<size_t>(ggml_row_bytes(type, t.numel())));

@@ -71,38 +71,256 @@ void refuse_unless(const nlohmann::json& j, const char* key, const nlohmann::jso
   throw InputError(str_cat(where, ": ", key, " = ", capped(it->dump(), 200), " is not supported (", why, ")"));
 }
 
-// Sliding-window attention as transformers applies it: mistral windows every
-// layer; qwen2 only when use_sliding_window, and then the layers its
-// layer_types name (default: those from max_window_layers on); llama never.
+// Which layers see a sliding window, as transformers applies it per family:
+// mistral and phi3 window every layer; qwen2, qwen3 and smollm3 only with
+// use_sliding_window, and then the layers layer_types names (default: those
+// from max_window_layers on); gemma2 and gemma3 the layers layer_types names
+// (default: gemma2 every other, from the first; gemma3 all but every
+// sliding_window_pattern-th); llama and olmo2 never.
 void parse_sliding_window(const nlohmann::json& j, ModelConfig& c, const std::string& where) {
+  const std::string& t = c.model_type;
+  if (t == "llama" || t == "olmo2") return;
+  const bool gemma = t == "gemma2" || t == "gemma3_text";
   const auto sw = j.find("sliding_window");
-  if (sw == j.end() || sw->is_null() || c.model_type == "llama") return;
+  if (sw == j.end() || sw->is_null()) {
+    if (gemma) throw InputError(str_cat(where, ": sliding_window is missing (", t, " windows its sliding layers)"));
+    return;
+  }
   if (!sw->is_number_integer() || sw->get<int64_t>() <= 0) {
     throw InputError(str_cat(where, ": sliding_window: expected a positive integer or null, got ", capped(sw->dump(), 200)));
   }
-  if (c.model_type == "mistral") {
+  if (t == "mistral" || t == "phi3") {
     c.sliding_window = sw->get<int64_t>();
     return;
   }
-  // qwen2
-  if (!get_bool(j, "use_sliding_window", false, where)) return;
+  if (!gemma && !get_bool(j, "use_sliding_window", false, where)) return;
   c.sliding_window = sw->get<int64_t>();
   const auto types = j.find("layer_types");
   if (types != j.end() && !types->is_null()) {
     if (!types->is_array() || static_cast<int64_t>(types->size()) != c.num_layers) {
       throw InputError(str_cat(where, ": layer_types: expected a list of ", c.num_layers, " entries"));
     }
-    for (const auto& t : *types) {
-      if (t != "full_attention" && t != "sliding_attention") {
-        throw InputError(str_cat(where, ": layer_types: '", capped(t.dump(), 100),
+    for (const auto& lt : *types) {
+      if (lt != "full_attention" && lt != "sliding_attention") {
+        throw InputError(str_cat(where, ": layer_types: '", capped(lt.dump(), 100),
                                  "' is not supported (full_attention, sliding_attention)"));
       }
-      c.windowed_layers.push_back(t == "sliding_attention");
+      c.windowed_layers.push_back(lt == "sliding_attention");
     }
+    return;
+  }
+  if (t == "gemma2") {
+    for (int64_t i = 0; i < c.num_layers; ++i) c.windowed_layers.push_back(i % 2 == 0);
+    return;
+  }
+  if (t == "gemma3_text") {
+    const int64_t pattern = get_int(j, {"sliding_window_pattern"}, where, 6);
+    if (pattern <= 0) throw InputError(str_cat(where, ": sliding_window_pattern must be positive"));
+    for (int64_t i = 0; i < c.num_layers; ++i) c.windowed_layers.push_back((i + 1) % pattern != 0);
     return;
   }
   const int64_t from = get_int(j, {"max_window_layers"}, where, c.num_layers);
   for (int64_t i = 0; i < c.num_layers; ++i) c.windowed_layers.push_back(i >= from);
+}
+
+std::vector<double> get_doubles(const nlohmann::json& j, const char* key, const std::string& where) {
+  const auto it = j.find(key);
+  if (it == j.end() || !it->is_array()) throw InputError(str_cat(where, ": ", key, ": expected a list of numbers"));
+  std::vector<double> out;
+  for (const auto& v : *it) {
+    if (!v.is_number()) throw InputError(str_cat(where, ": ", key, ": expected a list of numbers"));
+    out.push_back(v.get<double>());
+  }
+  return out;
+}
+
+// One rope_parameters (transformers 5) or rope_scaling (transformers 4)
+// object; theta is the base when the object does not hold one.
+RopeSpec parse_rope(const nlohmann::json* rs, double theta, const nlohmann::json& top, const ModelConfig& c,
+                    const std::string& where) {
+  RopeSpec r;
+  r.theta = theta;
+  if (rs == nullptr || rs->is_null()) return r;
+  if (!rs->is_object()) throw InputError(str_cat(where, ": rope_scaling: expected an object or null"));
+  r.theta = get_double(*rs, "rope_theta", theta, where);
+  const std::string kind = rs->value("rope_type", rs->value("type", std::string("default")));
+  if (kind == "default") return r;
+  if (kind == "linear") {
+    r.kind = RopeSpec::Kind::kLinear;
+    r.factor = get_double(*rs, "factor", 1.0, where);
+    return r;
+  }
+  if (kind == "llama3") {
+    r.kind = RopeSpec::Kind::kLlama3;
+    r.factor = get_double(*rs, "factor", 8.0, where);
+    r.low_freq_factor = get_double(*rs, "low_freq_factor", 1.0, where);
+    r.high_freq_factor = get_double(*rs, "high_freq_factor", 4.0, where);
+    r.original_max_positions = get_int(*rs, {"original_max_position_embeddings"}, where, 8192);
+    return r;
+  }
+  if (kind == "longrope") {
+    r.kind = RopeSpec::Kind::kLongrope;
+    r.short_factor = get_doubles(*rs, "short_factor", where);
+    r.long_factor = get_doubles(*rs, "long_factor", where);
+    r.original_max_positions = rs->contains("original_max_position_embeddings")
+                                   ? get_int(*rs, {"original_max_position_embeddings"}, where)
+                                   : get_int(top, {"original_max_position_embeddings"}, where);
+    if (r.original_max_positions <= 0) throw InputError(str_cat(where, ": original_max_position_embeddings must be positive"));
+    const double factor = get_double(*rs, "factor", static_cast<double>(c.max_positions) /
+                                                        static_cast<double>(r.original_max_positions), where);
+    const auto af = rs->find("attention_factor");
+    if (af != rs->end() && !af->is_null()) {
+      r.attention_factor = get_double(*rs, "attention_factor", 1.0, where);
+    } else {
+      r.attention_factor = factor <= 1.0 ? 1.0
+                                         : std::sqrt(1.0 + std::log(factor) /
+                                                               std::log(static_cast<double>(r.original_max_positions)));
+    }
+    const size_t half = static_cast<size_t>(rotary_dim(c) / 2);
+    if (r.short_factor.size() != half || r.long_factor.size() != half) {
+      throw InputError(str_cat(where, ": longrope short_factor and long_factor must hold ", half,
+                               " numbers each (rotary dimensions / 2), got ", r.short_factor.size(), " and ",
+                               r.long_factor.size()));
+    }
+    return r;
+  }
+  throw InputError(str_cat(where, ": rope_scaling type '", kind, "' is not supported (default, linear, llama3, longrope)"));
+}
+
+double default_theta(const std::string& type) {
+  if (type == "smollm3") return 2000000.0;
+  if (type == "gemma3_text") return 1000000.0;
+  return 10000.0;
+}
+
+// The rotary embeddings: transformers 5's rope_parameters (one object, or
+// one per layer type), or transformers 4's rope_theta + rope_scaling (and
+// gemma3's rope_local_base_freq for its sliding layers).
+void parse_ropes(const nlohmann::json& j, ModelConfig& c, const std::string& where) {
+  const auto params = j.find("rope_parameters");
+  const bool v5 = params != j.end() && params->is_object();
+  double partial = get_double(j, "partial_rotary_factor", 1.0, where);
+  if (v5 && params->contains("partial_rotary_factor")) partial = get_double(*params, "partial_rotary_factor", 1.0, where);
+  if (partial != 1.0) {
+    if (c.model_type != "phi3") {
+      throw InputError(str_cat(where, ": partial_rotary_factor = ", partial, " is not supported for ", c.model_type,
+                               " (rotary embedding over the whole head)"));
+    }
+    if (!(partial > 0.0 && partial < 1.0)) throw InputError(str_cat(where, ": partial_rotary_factor must be in (0, 1]"));
+    c.rotary_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * partial);
+    if (c.rotary_dim <= 0 || c.rotary_dim % 2 != 0) {
+      throw InputError(str_cat(where, ": partial_rotary_factor ", partial, " gives ", c.rotary_dim,
+                               " rotary dimensions of ", c.head_dim, "; they must be positive and even"));
+    }
+  }
+  const double theta0 = default_theta(c.model_type);
+  const bool gemma3 = c.model_type == "gemma3_text";
+  if (v5 && (params->contains("full_attention") || params->contains("sliding_attention"))) {
+    const auto full = params->find("full_attention");
+    const auto sliding = params->find("sliding_attention");
+    c.rope = parse_rope(full == params->end() ? nullptr : &*full, theta0, j, c, where + ": rope_parameters.full_attention");
+    if (sliding != params->end()) {
+      c.rope_local = parse_rope(&*sliding, 10000.0, j, c, where + ": rope_parameters.sliding_attention");
+      c.local_rope = !(c.rope_local == c.rope);
+    }
+  } else if (v5) {
+    c.rope = parse_rope(&*params, theta0, j, c, where);
+  } else {
+    const auto rs = j.find("rope_scaling");
+    c.rope = parse_rope(rs == j.end() ? nullptr : &*rs, get_double(j, "rope_theta", theta0, where), j, c, where);
+    if (gemma3) {
+      c.rope_local.theta = get_double(j, "rope_local_base_freq", 10000.0, where);
+      c.local_rope = !(c.rope_local == c.rope);
+    }
+  }
+  if (c.local_rope && !gemma3) {
+    throw InputError(str_cat(where, ": rope_parameters per layer type are not supported for ", c.model_type));
+  }
+  if (c.rope.kind == RopeSpec::Kind::kLongrope && c.model_type != "phi3") {
+    throw InputError(str_cat(where, ": rope_scaling type 'longrope' is supported for phi3 only"));
+  }
+}
+
+// The no_rope_layers of smollm3: 1 = the layer has a rotary embedding.
+void parse_rope_layers(const nlohmann::json& j, ModelConfig& c, const std::string& where) {
+  if (c.model_type != "smollm3") {
+    refuse_unless(j, "no_rope_layers", nullptr, where, "every layer has a rotary embedding");
+    return;
+  }
+  const auto it = j.find("no_rope_layers");
+  if (it == j.end() || it->is_null()) {
+    const int64_t every = get_int(j, {"no_rope_layer_interval"}, where, 4);
+    if (every <= 0) throw InputError(str_cat(where, ": no_rope_layer_interval must be positive"));
+    for (int64_t i = 0; i < c.num_layers; ++i) c.rope_layers.push_back((i + 1) % every != 0);
+    return;
+  }
+  if (!it->is_array() || static_cast<int64_t>(it->size()) != c.num_layers) {
+    throw InputError(str_cat(where, ": no_rope_layers: expected a list of ", c.num_layers, " entries (0 or 1)"));
+  }
+  for (const auto& v : *it) {
+    if (!v.is_number_integer() || (v.get<int64_t>() != 0 && v.get<int64_t>() != 1)) {
+      throw InputError(str_cat(where, ": no_rope_layers: expected 0 or 1, got ", capped(v.dump(), 50)));
+    }
+    c.rope_layers.push_back(v.get<int64_t>() == 1);
+  }
+}
+
+void parse_decoder(const nlohmann::json& j, const Architecture& a, ModelConfig& c, const std::string& where) {
+  c.family = Family::kLlama;
+  c.arch = &a;
+  c.vocab_size = get_int(j, {"vocab_size"}, where);
+  c.hidden_size = get_int(j, {"hidden_size"}, where);
+  c.num_layers = get_int(j, {"num_hidden_layers"}, where);
+  c.num_heads = get_int(j, {"num_attention_heads"}, where);
+  c.num_kv_heads = get_int(j, {"num_key_value_heads"}, where, c.num_heads);
+  c.intermediate_size = get_int(j, {"intermediate_size"}, where);
+  c.max_positions = get_int(j, {"max_position_embeddings"}, where);
+  c.norm_eps = get_double(j, "rms_norm_eps", a.norm_eps_default, where);
+  c.head_dim = get_int(j, {"head_dim"}, where, c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
+  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", a.tie_default, where);
+  if (a.qkv_bias) {
+    c.attention_bias = true;  // q, k, v carry biases; o does not
+  } else if (a.attention_bias_key) {
+    c.attention_bias = c.attention_out_bias = get_bool(j, "attention_bias", false, where);
+  } else {
+    refuse_unless(j, "attention_bias", false, where, str_cat(a.model_type, " has no attention biases").c_str());
+  }
+  if (a.mlp_bias_key) {
+    c.mlp_bias = get_bool(j, "mlp_bias", false, where);
+  } else {
+    refuse_unless(j, "mlp_bias", false, where, str_cat(a.model_type, " has no MLP biases").c_str());
+  }
+  const char* act_name = a.activation == Activation::kSilu ? "silu" : "gelu_pytorch_tanh";
+  const auto act = j.find(a.activation_key);
+  if (act != j.end() && !act->is_null() && *act != act_name &&
+      !(a.activation == Activation::kGeluTanh && *act == "gelu_new")) {
+    throw InputError(str_cat(where, ": ", a.activation_key, " ", capped(act->dump(), 100), " is not supported (",
+                             act_name, ")"));
+  }
+  const bool gemma = a.norm_offset;
+  if (gemma) {
+    c.attn_softcap = get_double(j, "attn_logit_softcapping", 0.0, where);
+    c.final_softcap = get_double(j, "final_logit_softcapping", 0.0, where);
+    if (c.attn_softcap < 0 || c.final_softcap < 0 || !std::isfinite(c.attn_softcap) || !std::isfinite(c.final_softcap)) {
+      throw InputError(str_cat(where, ": attn_logit_softcapping and final_logit_softcapping must be positive or null"));
+    }
+    const double scalar = get_double(j, "query_pre_attn_scalar", 256.0, where);
+    if (!(scalar > 0) || !std::isfinite(scalar)) throw InputError(str_cat(where, ": query_pre_attn_scalar must be positive"));
+    c.query_scale = 1.0 / std::sqrt(scalar);
+    refuse_unless(j, "use_bidirectional_attention", false, where, "causal attention");
+  } else {
+    for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+      refuse_unless(j, key, nullptr, where, "no soft-capping");
+    }
+  }
+  if (a.qk_norm == QkNorm::kNone) {
+    for (const char* key : {"use_qk_norm", "qk_layernorm", "use_qk_layernorm"}) {
+      refuse_unless(j, key, false, where, "no q/k norm");
+    }
+  }
+  parse_sliding_window(j, c, where);
+  parse_ropes(j, c, where);
+  parse_rope_layers(j, c, where);
 }
 
 }  // namespace
@@ -146,65 +364,36 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& where
       throw InputError(str_cat(where, ": activation_function ", act->dump(),
                                " is not supported (gelu_new)"));
     }
-  } else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2") {
-    c.family = Family::kLlama;
-    c.vocab_size = get_int(j, {"vocab_size"}, where);
-    c.hidden_size = get_int(j, {"hidden_size"}, where);
-    c.num_layers = get_int(j, {"num_hidden_layers"}, where);
-    c.num_heads = get_int(j, {"num_attention_heads"}, where);
-    c.num_kv_heads = get_int(j, {"num_key_value_heads"}, where, c.num_heads);
-    c.intermediate_size = get_int(j, {"intermediate_size"}, where);
-    c.max_positions = get_int(j, {"max_position_embeddings"}, where);
-    c.norm_eps = get_double(j, "rms_norm_eps", 1e-6, where);
-    // RoPE: transformers 4 writes rope_theta and rope_scaling; transformers 5
-    // writes rope_parameters, which holds both.
-    const auto params = j.find("rope_parameters");
-    const bool v5 = params != j.end() && params->is_object();
-    c.rope_theta = v5 ? get_double(*params, "rope_theta", 10000.0, where)
-                      : get_double(j, "rope_theta", 10000.0, where);
-    c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", false, where);
-    if (c.model_type == "qwen2") {
-      c.attention_bias = true;  // q, k, v carry biases; o does not
-    } else {
-      c.attention_bias = c.attention_out_bias = get_bool(j, "attention_bias", false, where);
-    }
-    c.mlp_bias = get_bool(j, "mlp_bias", false, where);
-    const auto act = j.find("hidden_act");
-    if (act != j.end() && act->is_string() && *act != "silu") {
-      throw InputError(str_cat(where, ": hidden_act ", act->dump(), " is not supported (silu)"));
-    }
-    for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
-      refuse_unless(j, key, nullptr, where, "no soft-capping");
-    }
-    refuse_unless(j, "partial_rotary_factor", 1.0, where, "rotary embedding over the whole head");
-    for (const char* key : {"use_qk_norm", "qk_layernorm", "use_qk_layernorm"}) refuse_unless(j, key, false, where, "no q/k norm");
-    parse_sliding_window(j, c, where);
-    const auto rs = v5 ? params : j.find("rope_scaling");
-    if (rs != j.end() && !rs->is_null()) {
-      const std::string kind = rs->value("rope_type", rs->value("type", std::string("?")));
-      if (kind == "llama3") {
-        c.rope_llama3 = true;
-        c.rope_factor = get_double(*rs, "factor", 8.0, where);
-        c.rope_low_freq_factor = get_double(*rs, "low_freq_factor", 1.0, where);
-        c.rope_high_freq_factor = get_double(*rs, "high_freq_factor", 4.0, where);
-        c.rope_original_max_positions =
-            get_int(*rs, {"original_max_position_embeddings"}, where, 8192);
-      } else if (kind != "default") {
-        throw InputError(str_cat(where, ": rope_scaling type '", kind,
-                                 "' is not supported (llama3, default)"));
-      }
-    }
+  } else if (const Architecture* arch = find_architecture(c.model_type)) {
+    parse_decoder(j, *arch, c, where);
   } else {
     throw InputError(str_cat(where, ": model_type '", c.model_type,
-                             "' is not supported (gpt2, llama, mistral, qwen2)"));
+                             "' is not supported (", architecture_names(false), ")"));
   }
-  c.head_dim = get_int(j, {"head_dim"}, where, c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
+  if (c.family == Family::kGpt2) c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
   const auto bos = token_ids_from_json(j, "bos_token_id", where);
   c.bos_token_id = bos.empty() ? -1 : bos[0];
   c.eos_token_ids = token_ids_from_json(j, "eos_token_id", where);
   validate(c, where);
   return c;
 }
+
+bool RopeSpec::operator==(const RopeSpec& o) const {
+  return kind == o.kind && theta == o.theta && factor == o.factor && low_freq_factor == o.low_freq_factor &&
+         high_freq_factor == o.high_freq_factor && original_max_positions == o.original_max_positions &&
+         short_factor == o.short_factor && long_factor == o.long_factor && attention_factor == o.attention_factor;
+}
+
+bool layer_windowed(const ModelConfig& c, int64_t layer) {
+  if (c.sliding_window <= 0) return false;
+  return c.windowed_layers.empty() || c.windowed_layers[static_cast<size_t>(layer)];
+}
+
+bool layer_has_rope(const ModelConfig& c, int64_t layer) {
+  return c.rope_layers.empty() || c.rope_layers[static_cast<size_t>(layer)];
+}
+
+int64_t rotary_dim(const ModelConfig& c) { return c.rotary_dim > 0 ? c.rotary_dim : c.head_dim; }
 
 void validate(const ModelConfig& c, const std::string& where) {
   auto need = [&](bool ok, const std::string& what) {
@@ -224,8 +413,18 @@ void validate(const ModelConfig& c, const std::string& where) {
   need(std::isfinite(c.norm_eps) && c.norm_eps >= 0,
        str_cat(c.family == Family::kGpt2 ? "layer_norm_epsilon " : "rms_norm_eps ", c.norm_eps,
                " must be a finite number >= 0"));
-  need(c.family == Family::kGpt2 || (std::isfinite(c.rope_theta) && c.rope_theta > 0),
-       str_cat("rope_theta ", c.rope_theta, " must be a finite number > 0"));
+  for (const RopeSpec* r : {&c.rope, &c.rope_local}) {
+    need(c.family == Family::kGpt2 || (std::isfinite(r->theta) && r->theta > 0),
+         str_cat("rope_theta ", r->theta, " must be a finite number > 0"));
+    need(std::isfinite(r->factor) && r->factor > 0, str_cat("rope scaling factor ", r->factor, " must be > 0"));
+    need(r->kind != RopeSpec::Kind::kLlama3 ||
+             (r->original_max_positions > 0 && r->high_freq_factor != r->low_freq_factor),
+         "llama3 rope scaling needs original_max_position_embeddings > 0 and high_freq_factor != low_freq_factor");
+  }
+  need(c.rotary_dim >= 0 && c.rotary_dim <= c.head_dim && c.rotary_dim % 2 == 0,
+       str_cat("rotary dimensions ", c.rotary_dim, " must be even and at most head_dim ", c.head_dim));
+  need(c.windowed_layers.empty() || static_cast<int64_t>(c.windowed_layers.size()) == c.num_layers,
+       "the sliding-window layers must name every layer");
   // Sizes past these are no model anyone trains: a typo or a corrupt file,
   // caught before anything is allocated from them.
   need(c.vocab_size <= (int64_t{1} << 24), str_cat("vocab_size ", c.vocab_size, " is larger than 16,777,216"));
@@ -267,10 +466,8 @@ nlohmann::json model_config_to_json(const ModelConfig& c, const std::string& tor
     j["activation_function"] = "gelu_new";
     j["tie_word_embeddings"] = c.tie_word_embeddings;
   } else {
-    const char* arch = c.model_type == "qwen2"     ? "Qwen2ForCausalLM"
-                       : c.model_type == "mistral" ? "MistralForCausalLM"
-                                                   : "LlamaForCausalLM";
-    j["architectures"] = {arch};
+    const Architecture& a = *c.arch;
+    j["architectures"] = {a.hf_class};
     j["hidden_size"] = c.hidden_size;
     j["num_hidden_layers"] = c.num_layers;
     j["num_attention_heads"] = c.num_heads;
@@ -279,11 +476,13 @@ nlohmann::json model_config_to_json(const ModelConfig& c, const std::string& tor
     j["intermediate_size"] = c.intermediate_size;
     j["max_position_embeddings"] = c.max_positions;
     j["rms_norm_eps"] = c.norm_eps;
-    j["rope_theta"] = c.rope_theta;
-    j["hidden_act"] = "silu";
+    // A config read from a file keeps its rotary keys as written; one made
+    // in code (a random init) has the default rotary embedding.
+    if (!j.contains("rope_parameters") && !j.contains("rope_theta")) j["rope_theta"] = c.rope.theta;
+    j[a.activation_key] = a.activation == Activation::kSilu ? "silu" : "gelu_pytorch_tanh";
     j["tie_word_embeddings"] = c.tie_word_embeddings;
-    if (c.model_type != "qwen2") j["attention_bias"] = c.attention_bias;
-    j["mlp_bias"] = c.mlp_bias;
+    if (a.attention_bias_key) j["attention_bias"] = c.attention_bias;
+    if (a.mlp_bias_key) j["mlp_bias"] = c.mlp_bias;
   }
   // null, not absent, for a tokenizer without one (absent means the family's default).
   if (!j.contains("bos_token_id")) j["bos_token_id"] = c.bos_token_id >= 0 ? nlohmann::json(c.bos_token_id) : nullptr;
@@ -310,7 +509,11 @@ int64_t parameter_count(const ModelConfig& c) {
     total += c.max_positions * d + 2 * d;                    // wpe, ln_f
     if (!c.tie_word_embeddings) total += c.vocab_size * d;   // lm_head
   } else {
-    per_layer = d * (q + 2 * kv) + q * d + 3 * d * c.intermediate_size + 2 * d;
+    const Architecture& a = *c.arch;
+    per_layer = d * (q + 2 * kv) + q * d + 3 * d * c.intermediate_size;
+    per_layer += (a.norms == NormPlacement::kSandwich ? 4 : 2) * d;
+    if (a.qk_norm == QkNorm::kPerHead) per_layer += 2 * c.head_dim;
+    if (a.qk_norm == QkNorm::kFullWidth) per_layer += q + kv;
     if (c.attention_bias) per_layer += q + 2 * kv;
     if (c.attention_out_bias) per_layer += d;
     if (c.mlp_bias) per_layer += 2 * c.intermediate_size + d;

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "shardtune/core/error.h"
+#include "model_internal.h"
 
 namespace shardtune {
 namespace F = torch::nn::functional;
@@ -52,14 +53,16 @@ void LinearImpl::merge_lora() {
 
 // ---------------------------------------------------------------- attention
 
-torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
-                               const torch::Tensor& v, AttentionImpl impl, int64_t window) {
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               AttentionImpl impl, const AttentionOptions& o) {
   const int64_t tq = q.size(2);
   const int64_t tk = k.size(2);
   const int64_t rep = q.size(1) / k.size(1);
   torch::Tensor kk = rep > 1 ? k.repeat_interleave(rep, 1) : k;
   torch::Tensor vv = rep > 1 ? v.repeat_interleave(rep, 1) : v;
+  const int64_t window = o.window;
   const bool windowed = window > 0 && tk > window;
+  const double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   // Query i sits at absolute position tk - tq + i and sees keys j <= it (and,
   // with a window, j > it - window).
   auto mask = [&] {
@@ -70,24 +73,31 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
     if (windowed) m = m & (kpos > qpos - window);
     return m;
   };
+  const float neg_inf = -std::numeric_limits<float>::infinity();
   if (impl == AttentionImpl::kReference) {
-    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
     torch::Tensor s = torch::matmul(q.to(torch::kFloat32), kk.to(torch::kFloat32).transpose(-2, -1)) * scale;
-    s = s.masked_fill(mask().logical_not(), -std::numeric_limits<float>::infinity());
+    if (o.softcap > 0) s = torch::tanh(s / o.softcap) * o.softcap;
+    s = s.masked_fill(mask().logical_not(), neg_inf);
     return torch::matmul(torch::softmax(s, -1), vv.to(torch::kFloat32)).to(q.scalar_type());
   }
-  if (!windowed && tq == tk) {
-    return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, /*is_causal=*/true);
+  if (o.softcap > 0) {
+    // Soft-capped scores (no fused kernel takes them): as transformers'
+    // eager attention computes them, the softmax in float32.
+    torch::Tensor s = torch::matmul(q, kk.transpose(-2, -1)) * scale;
+    s = torch::tanh(s / o.softcap) * o.softcap;
+    s = s.masked_fill(mask().logical_not(), neg_inf);
+    return torch::matmul(torch::softmax(s, -1, torch::kFloat32).to(q.scalar_type()), vv);
   }
-  if (!windowed && tq == 1) return at::scaled_dot_product_attention(q, kk, vv);
-  return at::scaled_dot_product_attention(q, kk, vv, mask());
+  const std::optional<double> sdpa_scale = o.scale > 0 ? std::optional<double>(o.scale) : std::nullopt;
+  if (!windowed && tq == tk) {
+    return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, /*is_causal=*/true, sdpa_scale);
+  }
+  if (!windowed && tq == 1) return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, false, sdpa_scale);
+  return at::scaled_dot_product_attention(q, kk, vv, mask(), 0.0, false, sdpa_scale);
 }
 
-namespace {
-
 // Appends k, v to layer's cache entry and returns the full keys and values.
-std::pair<torch::Tensor, torch::Tensor> extend_cache(KVCache* cache, size_t layer,
-                                                     torch::Tensor k, torch::Tensor v) {
+std::pair<torch::Tensor, torch::Tensor> extend_cache(KVCache* cache, size_t layer, torch::Tensor k, torch::Tensor v) {
   if (cache == nullptr) return {k, v};
   if (cache->keys.size() <= layer) {
     cache->keys.resize(layer + 1);
@@ -102,8 +112,9 @@ std::pair<torch::Tensor, torch::Tensor> extend_cache(KVCache* cache, size_t laye
   return {k, v};
 }
 
-// Cache length before this forward (layer 0's entry; all layers agree).
 int64_t past_length(const KVCache* cache) { return cache == nullptr ? 0 : cache->length(); }
+
+namespace {
 
 // ---------------------------------------------------------------- GPT-2
 
@@ -119,7 +130,7 @@ struct Gpt2AttentionImpl : torch::nn::Module {
       return y.view({b, t, heads, head_dim}).transpose(1, 2);
     };
     auto [k, v] = extend_cache(cache, layer, shape(qkv[1]), shape(qkv[2]));
-    torch::Tensor y = causal_attention(shape(qkv[0]), k, v, impl);
+    torch::Tensor y = causal_attention(shape(qkv[0]), k, v, impl, {});
     return c_proj(y.transpose(1, 2).reshape({b, t, heads * head_dim}));
   }
   int64_t heads, head_dim;
@@ -214,166 +225,6 @@ class Gpt2LM final : public CausalLM {
   Linear lm_head{nullptr};
 };
 
-// ---------------------------------------------------------------- Llama
-
-struct RmsNormImpl : torch::nn::Module {
-  RmsNormImpl(int64_t d, double eps) : eps(eps) {
-    weight = register_parameter("weight", torch::ones({d}));
-  }
-  // As Hugging Face computes it: in float32, cast back, then scaled.
-  torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor h = x.to(torch::kFloat32);
-    h = h * torch::rsqrt(h.pow(2).mean(-1, true) + eps);
-    return weight * h.to(x.scalar_type());
-  }
-  double eps;
-  torch::Tensor weight;
-};
-TORCH_MODULE(RmsNorm);
-
-// cos and sin of the rotary embedding for positions, [T, head_dim], float32.
-std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelConfig& c, const torch::Tensor& positions) {
-  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(positions.device());
-  torch::Tensor exponent =
-      torch::arange(0, c.head_dim, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / c.head_dim;
-  torch::Tensor inv_freq = 1.0 / torch::pow(torch::tensor(c.rope_theta, f32), exponent);
-  if (c.rope_llama3) {
-    const double old_len = static_cast<double>(c.rope_original_max_positions);
-    const double low_wavelen = old_len / c.rope_low_freq_factor;
-    const double high_wavelen = old_len / c.rope_high_freq_factor;
-    torch::Tensor wavelen = 2.0 * M_PI / inv_freq;
-    torch::Tensor scaled = torch::where(wavelen > low_wavelen, inv_freq / c.rope_factor, inv_freq);
-    torch::Tensor smooth = (old_len / wavelen - c.rope_low_freq_factor) /
-                           (c.rope_high_freq_factor - c.rope_low_freq_factor);
-    torch::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
-    torch::Tensor medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen);
-    inv_freq = torch::where(medium, smoothed, scaled);
-  }
-  torch::Tensor freqs = positions.to(torch::kFloat32).unsqueeze(1) * inv_freq.unsqueeze(0);
-  torch::Tensor emb = torch::cat({freqs, freqs}, -1);
-  return {emb.cos(), emb.sin()};
-}
-
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  auto halves = x.chunk(2, -1);
-  return torch::cat({-halves[1], halves[0]}, -1);
-}
-
-struct LlamaAttentionImpl : torch::nn::Module {
-  LlamaAttentionImpl(const ModelConfig& c, int64_t layer)
-      : heads(c.num_heads),
-        kv_heads(c.num_kv_heads),
-        head_dim(c.head_dim),
-        window(c.windowed_layers.empty() || c.windowed_layers[static_cast<size_t>(layer)] ? c.sliding_window : 0) {
-    q_proj = register_module("q_proj", Linear(c.hidden_size, heads * head_dim, c.attention_bias));
-    k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads * head_dim, c.attention_bias));
-    v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads * head_dim, c.attention_bias));
-    o_proj = register_module("o_proj", Linear(heads * head_dim, c.hidden_size, c.attention_out_bias));
-  }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        KVCache* cache, size_t layer, AttentionImpl impl) {
-    const int64_t b = x.size(0), t = x.size(1);
-    torch::Tensor q = q_proj(x).view({b, t, heads, head_dim}).transpose(1, 2);
-    torch::Tensor k = k_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2);
-    torch::Tensor v = v_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
-    auto [kk, vv] = extend_cache(cache, layer, k, v);
-    torch::Tensor y = causal_attention(q, kk, vv, impl, window);
-    return o_proj(y.transpose(1, 2).reshape({b, t, heads * head_dim}));
-  }
-  int64_t heads, kv_heads, head_dim, window;
-  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
-};
-TORCH_MODULE(LlamaAttention);
-
-struct LlamaMlpImpl : torch::nn::Module {
-  LlamaMlpImpl(const ModelConfig& c) {
-    gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
-    up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
-    down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, c.mlp_bias));
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
-  }
-  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
-};
-TORCH_MODULE(LlamaMlp);
-
-struct LlamaBlockImpl : torch::nn::Module {
-  LlamaBlockImpl(const ModelConfig& c, int64_t layer) {
-    input_layernorm = register_module("input_layernorm", RmsNorm(c.hidden_size, c.norm_eps));
-    self_attn = register_module("self_attn", LlamaAttention(c, layer));
-    post_attention_layernorm =
-        register_module("post_attention_layernorm", RmsNorm(c.hidden_size, c.norm_eps));
-    mlp = register_module("mlp", LlamaMlp(c));
-  }
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        KVCache* cache, size_t layer, AttentionImpl impl) {
-    x = x + self_attn(input_layernorm(x), cos, sin, cache, layer, impl);
-    return x + mlp(post_attention_layernorm(x));
-  }
-  RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
-  LlamaAttention self_attn{nullptr};
-  LlamaMlp mlp{nullptr};
-};
-TORCH_MODULE(LlamaBlock);
-
-struct LlamaBodyImpl : torch::nn::Module {
-  LlamaBodyImpl(const ModelConfig& c) {
-    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
-    layers = register_module("layers", torch::nn::ModuleList());
-    for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(LlamaBlock(c, i));
-    norm = register_module("norm", RmsNorm(c.hidden_size, c.norm_eps));
-  }
-  torch::nn::Embedding embed_tokens{nullptr};
-  torch::nn::ModuleList layers{nullptr};
-  RmsNorm norm{nullptr};
-};
-TORCH_MODULE(LlamaBody);
-
-class LlamaLM final : public CausalLM {
- public:
-  explicit LlamaLM(const ModelConfig& c) : CausalLM(c) {
-    model = register_module("model", LlamaBody(c));
-    if (!c.tie_word_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false));
-  }
-
-  torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache) override {
-    const int64_t past = past_length(cache);
-    const int64_t t = ids.size(1);
-    torch::Tensor x = model->embed_tokens(ids);
-    auto [cos, sin] = rope_tables(config_, torch::arange(past, past + t, ids.options().dtype(torch::kInt64)));
-    cos = cos.to(x.scalar_type());
-    sin = sin.to(x.scalar_type());
-    size_t layer = 0;
-    for (auto& m : *model->layers) {
-      auto* block = m->as<LlamaBlockImpl>();
-      const size_t l = layer++;
-      const AttentionImpl impl = attention_;
-      // cos and sin by value: a runner may call this again during backward.
-      x = run_block(l, x, [block, cos = cos, sin = sin, cache, l, impl](const torch::Tensor& h) {
-        return block->forward(h, cos, sin, cache, l, impl);
-      });
-    }
-    return model->norm(x);
-  }
-  torch::Tensor project(const torch::Tensor& h) override {
-    return lm_head ? lm_head(h) : F::linear(h, model->embed_tokens->weight);
-  }
-  torch::Tensor output_weight() override {
-    if (!lm_head) return model->embed_tokens->weight;
-    return lm_head->has_lora() || lm_head->bias.defined() ? torch::Tensor() : lm_head->weight;
-  }
-
-  std::vector<std::shared_ptr<torch::nn::Module>> blocks() override {
-    return std::vector<std::shared_ptr<torch::nn::Module>>(model->layers->begin(), model->layers->end());
-  }
-
-  LlamaBody model{nullptr};
-  Linear lm_head{nullptr};
-};
-
 std::string last_component(const std::string& name) {
   const size_t dot = name.rfind('.');
   return dot == std::string::npos ? name : name.substr(dot + 1);
@@ -394,8 +245,8 @@ void CausalLM::init_weights(uint64_t seed) {
     torch::Tensor init;
     if (leaf == "bias") {
       init = torch::zeros(p.sizes());
-    } else if (p.dim() == 1) {  // norm scales
-      init = torch::ones(p.sizes());
+    } else if (p.dim() == 1) {  // norm scales: 1, stored as 0 where the norm scales by 1 + w (gemma)
+      init = config_.arch != nullptr && config_.arch->norm_offset ? torch::zeros(p.sizes()) : torch::ones(p.sizes());
     } else if (leaf == "lora_B") {
       init = torch::zeros(p.sizes());
     } else {
@@ -456,7 +307,8 @@ std::shared_ptr<CausalLM> make_causal_lm(const ModelConfig& config) {
                              ", vocab_size ", config.vocab_size, ")"));
   }
   if (config.family == Family::kGpt2) return std::make_shared<Gpt2LM>(config);
-  return std::make_shared<LlamaLM>(config);
+  ST_CHECK(config.arch != nullptr, "make_causal_lm: a ", config.model_type, " config without its architecture");
+  return make_decoder_lm(config);
 }
 
 }  // namespace shardtune

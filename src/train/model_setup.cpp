@@ -73,6 +73,7 @@ ModelConfig random_model_config(const ModelSection& m, int64_t data_vocab, int64
   const bool gpt2 = m.arch == "gpt2";
   c.model_type = m.arch;
   c.family = gpt2 ? Family::kGpt2 : Family::kLlama;
+  c.arch = gpt2 ? nullptr : find_architecture(m.arch);
   c.vocab_size = m.vocab_size > 0 ? m.vocab_size : data_vocab;
   c.hidden_size = m.hidden_size;
   c.num_layers = m.num_layers;
@@ -102,6 +103,7 @@ ModelConfig random_model_config(const ModelSection& m, int64_t data_vocab, int64
 std::vector<std::string> lora_targets(const LoraConfig& lora, const ModelConfig& c) {
   if (!lora.targets.empty()) return lora.targets;
   if (c.family == Family::kGpt2) return {"c_attn"};
+  if (c.arch->fused_qkv) return {"qkv_proj"};
   return {"q_proj", "v_proj"};
 }
 

@@ -117,6 +117,10 @@ void count_parameters(const ModelConfig& c, const LoraConfig& lora, int64_t* tra
       if (t == "o_proj") n = lora_params(q, h, r);
       if (t == "gate_proj" || t == "up_proj") n = lora_params(h, f, r);
       if (t == "down_proj") n = lora_params(f, h, r);
+      if (c.arch->fused_qkv && t == "qkv_proj") n = lora_params(h, q + 2 * kv, r);
+      if (c.arch->fused_qkv && (t == "q_proj" || t == "k_proj" || t == "v_proj")) n = -1;
+      if (c.arch->fused_gate_up && t == "gate_up_proj") n = lora_params(h, 2 * f, r);
+      if (c.arch->fused_gate_up && (t == "gate_proj" || t == "up_proj")) n = -1;
     }
     if (n < 0) throw InputError(str_cat("model.lora.targets: ", t, " is not a layer of a ", c.model_type, " model"));
     per_layer += n;
@@ -389,7 +393,12 @@ CpuCalibration calibrate_cpu(const PlanInput& in, int threads) {
     if (proxy.head_dim < 8) break;
   }
   if (proxy.vocab_size > 65536 && proxy.hidden_size < in.model.hidden_size) proxy.vocab_size = 65536;
+  // One layer of its own shape: no per-layer tables, the plain rotary embedding.
   proxy.windowed_layers.clear();
+  proxy.rope_layers.clear();
+  proxy.rotary_dim = 0;
+  proxy.rope = RopeSpec{};
+  proxy.local_rope = false;
 
   struct Times {
     double fwd, bwd;

@@ -170,15 +170,29 @@ TEST(Gguf, RotaryReorderIsItsOwnInverseAndMatchesTheConverter) {
 }
 
 TEST(Gguf, TensorNames) {
-  EXPECT_EQ(gguf_to_hf_name("blk.12.attn_q.weight"), "model.layers.12.self_attn.q_proj.weight");
-  EXPECT_EQ(gguf_to_hf_name("token_embd.weight"), "model.embed_tokens.weight");
-  EXPECT_EQ(gguf_to_hf_name("output.weight"), "lm_head.weight");
-  EXPECT_EQ(gguf_to_hf_name("blk.x.attn_q.weight"), "");
-  EXPECT_EQ(gguf_to_hf_name("blk.0.ffn_gate_exps.weight"), "");
-  EXPECT_EQ(hf_to_gguf_name("model.layers.3.mlp.down_proj.weight"), "blk.3.ffn_down.weight");
-  EXPECT_TRUE(gguf_rope_permuted("llama", "model.layers.0.self_attn.k_proj.weight"));
-  EXPECT_FALSE(gguf_rope_permuted("llama", "model.layers.0.self_attn.v_proj.weight"));
-  EXPECT_FALSE(gguf_rope_permuted("qwen2", "model.layers.0.self_attn.q_proj.weight"));
+  const Architecture& llama = *find_gguf_architecture("llama");
+  EXPECT_EQ(gguf_to_hf_name(llama, "blk.12.attn_q.weight"), "model.layers.12.self_attn.q_proj.weight");
+  EXPECT_EQ(gguf_to_hf_name(llama, "token_embd.weight"), "model.embed_tokens.weight");
+  EXPECT_EQ(gguf_to_hf_name(llama, "output.weight"), "lm_head.weight");
+  EXPECT_EQ(gguf_to_hf_name(llama, "blk.x.attn_q.weight"), "");
+  EXPECT_EQ(gguf_to_hf_name(llama, "blk.0.ffn_gate_exps.weight"), "");
+  EXPECT_EQ(gguf_to_hf_name(llama, "blk.0.post_ffw_norm.weight"), "");  // not a llama tensor
+  EXPECT_EQ(hf_to_gguf_name(llama, "model.layers.3.mlp.down_proj.weight"), "blk.3.ffn_down.weight");
+  EXPECT_TRUE(gguf_rope_permuted(llama, "model.layers.0.self_attn.k_proj.weight"));
+  EXPECT_FALSE(gguf_rope_permuted(llama, "model.layers.0.self_attn.v_proj.weight"));
+  EXPECT_FALSE(gguf_rope_permuted(*find_gguf_architecture("qwen2"), "model.layers.0.self_attn.q_proj.weight"));
+  // The other families' norm placements and fusions.
+  const Architecture& gemma2 = *find_gguf_architecture("gemma2");
+  EXPECT_EQ(gguf_to_hf_name(gemma2, "blk.1.ffn_norm.weight"), "model.layers.1.pre_feedforward_layernorm.weight");
+  EXPECT_EQ(gguf_to_hf_name(gemma2, "blk.1.post_attention_norm.weight"), "model.layers.1.post_attention_layernorm.weight");
+  EXPECT_TRUE(gguf_norm_offset(gemma2, "model.layers.1.post_feedforward_layernorm.weight"));
+  EXPECT_FALSE(gguf_norm_offset(llama, "model.norm.weight"));
+  const Architecture& olmo2 = *find_gguf_architecture("olmo2");
+  EXPECT_EQ(gguf_to_hf_name(olmo2, "blk.0.attn_norm.weight"), "");  // olmo2 has no norm before attention
+  EXPECT_EQ(hf_to_gguf_name(olmo2, "model.layers.0.self_attn.k_norm.weight"), "blk.0.attn_k_norm.weight");
+  EXPECT_EQ(hf_to_gguf_name(*find_architecture("phi3"), "model.layers.2.mlp.gate_up_proj.weight"), "blk.2.ffn_up.weight");
+  EXPECT_EQ(find_gguf_architecture("llama")->model_type, "llama");  // not mistral
+  EXPECT_EQ(find_gguf_architecture("falcon"), nullptr);
 }
 
 TEST(Gguf, PreTokenizerNames) {

@@ -1,5 +1,5 @@
-// GPT-2 and Llama-family (llama, mistral, qwen2) causal language models as
-// torch::nn modules.
+// GPT-2 and the decoder families of architecture.h (llama, mistral, qwen2,
+// qwen3, gemma2, gemma3, phi3, olmo2, smollm3) as torch::nn modules.
 //
 // Module and parameter names are Hugging Face's, so named_parameters() gives
 // the names an HF checkpoint uses ("transformer.h.0.attn.c_attn.weight",
@@ -114,10 +114,15 @@ class CausalLM : public torch::nn::Module {
 // init_weights, or load a checkpoint).
 std::shared_ptr<CausalLM> make_causal_lm(const ModelConfig& config);
 
+struct AttentionOptions {
+  int64_t window = 0;   // a query sees the last `window` positions only; 0 = all
+  double scale = 0.0;   // scores times this; 0 = 1/sqrt(head_dim)
+  double softcap = 0.0; // scores -> c tanh(scores / c) before the mask; 0 = none
+};
+
 // Attention of q [B, H, Tq, D] over k, v [B, Hkv, Tk, D], the queries being
-// the last Tq of Tk positions; causal, with an optional sliding window.
-torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
-                               const torch::Tensor& v, AttentionImpl impl,
-                               int64_t sliding_window = 0);
+// the last Tq of Tk positions; causal, with the options above.
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               AttentionImpl impl, const AttentionOptions& options);
 
 }  // namespace shardtune
