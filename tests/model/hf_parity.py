@@ -50,10 +50,40 @@ def configs():
         "qwen2_window_layers": T.Qwen2Config(**TINY, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                                              num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
                                              sliding_window=5, max_window_layers=1),
+        # The families of architecture.h beyond llama: each with what sets it
+        # apart switched on, and head_dim unlike width / heads where allowed.
+        "qwen3": T.Qwen3Config(**TINY, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=12, tie_word_embeddings=False),
+        "gemma2": T.Gemma2Config(**TINY, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=6,
+                                 query_pre_attn_scalar=12, attn_logit_softcapping=3.0, final_logit_softcapping=5.0),
+        "gemma3": T.Gemma3TextConfig(**TINY, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                     num_attention_heads=4, num_key_value_heads=1, head_dim=16, sliding_window=6,
+                                     query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention",
+                                                                            "sliding_attention", "full_attention"],
+                                     rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0,
+                                                                         "rope_theta": 100000.0},
+                                                      "sliding_attention": {"rope_type": "default",
+                                                                            "rope_theta": 10000.0}}),
+        "phi3_longrope": T.Phi3Config(**TINY, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, original_max_position_embeddings=16,
+                                      sliding_window=9, pad_token_id=0,
+                                      rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                       "partial_rotary_factor": 0.75,
+                                                       "short_factor": [1.0, 1.5, 2.0], "long_factor": [2.0, 3.0, 5.0],
+                                                       "original_max_position_embeddings": 16}),
+        "olmo2": T.Olmo2Config(**TINY, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, pad_token_id=0),
+        "smollm3": T.SmolLM3Config(**TINY, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                   num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
+                                   no_rope_layers=[1, 0, 1, 0]),
     }
 
 
-LORA_TARGETS = {"gpt2": "c_attn,c_fc", "llama_gqa": "q_proj,v_proj,down_proj"}
+LORA_TARGETS = {"gpt2": "c_attn,c_fc", "llama_gqa": "q_proj,v_proj,down_proj", "qwen3": "q_proj,k_proj,o_proj",
+                "gemma2": "q_proj,v_proj,gate_proj", "gemma3": "k_proj,up_proj,down_proj",
+                "phi3_longrope": "qkv_proj,gate_up_proj,o_proj", "olmo2": "q_proj,v_proj,down_proj",
+                "smollm3": "q_proj,v_proj"}
 
 
 def tensors_of(folder):
