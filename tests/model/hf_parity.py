@@ -97,6 +97,61 @@ def tensors_of(folder):
     return out
 
 
+def train_parity(name, folder, ids, work, tool, targets, steps=4, lr=1e-3):
+    """STEPS AdamW steps of full fine-tuning (targets None) or LoRA on targets:
+    transformers (+ peft) against model_tool train (activation checkpointing
+    on): every loss and every trained tensor after the last step."""
+    import peft
+    torch.manual_seed(3)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    out = os.path.join(work, f"{name}_train_{'lora' if targets else 'full'}.safetensors")
+    extra = []
+    if targets:
+        cfg = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets.split(","))
+        model = peft.get_peft_model(model, cfg)
+        init = {}
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)
+                if "lora_" in n:
+                    init["init." + n.replace("base_model.model.", "").replace(".default.weight", "")] = p.detach().clone()
+        save_file(init, out)
+        extra = [targets, "4", "8"]
+    model.train()
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    # eps 1e-6 (both sides): with 1e-8 the first steps of a weight whose gradient is ~1e-9, below float32
+    # noise, move it by about lr times that noise's sign.
+    opt = torch.optim.AdamW([p for _, p in params], lr=lr, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.1)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        logits = model(input_ids=ids[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    ids_path = os.path.join(work, f"{name}_ids.safetensors")
+    tool("train", folder, ids_path, out, str(steps), str(lr), *extra)
+    ours = load_file(out)
+    loss_diff = max(abs(ours[f"loss.{i}"].item() - losses[i]) for i in range(steps))
+    w_diff, worst, missing = 0.0, "", 0
+    for n, p in params:
+        key = n.replace("base_model.model.", "").replace(".default.weight", "")
+        if key not in ours:
+            missing += 1
+            continue
+        d = (ours[key] - p.detach()).abs().max().item()
+        if d > w_diff:
+            w_diff, worst = d, key
+    moved = abs(losses[-1] - losses[0])
+    ok = loss_diff <= 1e-5 and w_diff <= 1e-5 and missing == 0 and moved > 1e-3
+    return (name, f"{steps} AdamW steps, {'LoRA' if targets else 'full'}", f"{max(loss_diff, w_diff):.2e}",
+            f"loss {losses[0]:.3f}->{losses[-1]:.3f}, loss diff {loss_diff:.1e}" + (f", {missing} MISSING" if missing else "")
+            + ("" if w_diff <= 1e-5 else f", worst {worst}"),
+            ok)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tool", required=True)
@@ -168,6 +223,11 @@ def main():
 
             gen = tool("generate", folder, ids_path, "12")
             rows.append((name, "greedy: KV cache == none", "-", gen.strip()[:30], True))
+
+            if name in LORA_TARGETS and name != "gpt2":
+                for lora in (False, True):
+                    rows.append(train_parity(name, folder, ids, args.work, tool, LORA_TARGETS[name] if lora else None))
+                    failed |= not rows[-1][4]
 
             if name in LORA_TARGETS:
                 import peft
