@@ -277,6 +277,9 @@ json gguf_hf_config(const GgufFile& f) {
   const int64_t eos = f.get_int("tokenizer.ggml.eos_token_id", -1);
   c["bos_token_id"] = bos >= 0 ? json(bos) : json(nullptr);
   c["eos_token_id"] = eos >= 0 ? json(eos) : json(nullptr);
+  // null, not absent: some families' default (smollm3's 128004) lies outside a small vocabulary.
+  const int64_t pad = f.get_int("tokenizer.ggml.padding_token_id", -1);
+  c["pad_token_id"] = pad >= 0 && pad < vocab ? json(pad) : json(nullptr);
   return c;
 }
 

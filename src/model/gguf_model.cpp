@@ -171,10 +171,10 @@ void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& 
   w.add_uint32(p + "attention.head_count_kv", static_cast<uint32_t>(c.num_kv_heads));
   w.add_float32(p + "rope.freq_base", static_cast<float>(r.theta));
   w.add_float32(p + "attention.layer_norm_rms_epsilon", static_cast<float>(c.norm_eps));
-  if (c.head_dim != c.hidden_size / c.num_heads) {
-    w.add_uint32(p + "attention.key_length", static_cast<uint32_t>(c.head_dim));
-    w.add_uint32(p + "attention.value_length", static_cast<uint32_t>(c.head_dim));
-  }
+  // Always, as llama.cpp's converter writes them from config.json's head_dim
+  // (readers that default it, transformers' for gemma, would guess 256).
+  w.add_uint32(p + "attention.key_length", static_cast<uint32_t>(c.head_dim));
+  w.add_uint32(p + "attention.value_length", static_cast<uint32_t>(c.head_dim));
   w.add_uint32(p + "vocab_size", static_cast<uint32_t>(c.vocab_size));
   w.add_uint32(p + "rope.dimension_count", static_cast<uint32_t>(c.head_dim));
   if (gemma2 || gemma3) w.add_uint32(p + "attention.sliding_window", static_cast<uint32_t>(c.sliding_window));

@@ -250,6 +250,170 @@ def synthetic_models(a, work):
         check(diff <= 1e-4, f"{arch}: GGUF -> HF folder loads in transformers, logits max diff {diff:.2e}")
 
 
+# llama.cpp's tensor names per block, HF suffix -> GGUF suffix (convert_hf_to_gguf.py's mapping, written out).
+LLAMACPP_BLOCK = {
+    "input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight", "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+}
+
+
+def llama3_factors(dim, base, factor, low, high, old):
+    """rope_freqs as llama.cpp's converter computes them (LlamaModel.generate_extra_tensors), written out."""
+    import math
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    out = []
+    for f in freqs.tolist():
+        wl = 2 * math.pi / f
+        if wl < old / high:
+            out.append(1.0)
+        elif wl > old / low:
+            out.append(factor)
+        else:
+            sm = (old / wl - low) / (high - low)
+            out.append(1 / ((1 - sm) / factor + sm))
+    return np.array(out, dtype=np.float32)
+
+
+def synthetic_families(a, work):
+    """Every decoder family shardtune writes to GGUF: a file laid out as
+    llama.cpp's converter lays it out (names, rotary row order, gemma's 1 + w
+    norms, rope_freqs, metadata) gives transformers' logits; shardtune's own
+    HF -> GGUF gives them again in transformers' GGUF loader where that
+    loader knows the architecture; GGUF -> HF -> GGUF f32 is lossless."""
+    import transformers as T
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    ids = torch.randint(0, 300, (2, 17))
+    common = dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=128, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2)
+    families = {
+        "llama3": ("llama", lambda v: T.LlamaConfig(vocab_size=v, num_hidden_layers=2, **common, rope_parameters={
+            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})),
+        "qwen3": ("qwen3", lambda v: T.Qwen3Config(vocab_size=v, num_hidden_layers=2, head_dim=24, **common)),
+        "gemma2": ("gemma2", lambda v: T.Gemma2Config(vocab_size=v, num_hidden_layers=3, head_dim=16, sliding_window=5,
+                                                      query_pre_attn_scalar=16, attn_logit_softcapping=4.0,
+                                                      final_logit_softcapping=6.0, **common)),
+        "gemma3": ("gemma3", lambda v: T.Gemma3TextConfig(
+            vocab_size=v, num_hidden_layers=6, head_dim=16, sliding_window=5, query_pre_attn_scalar=16, **common,
+            rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
+        "olmo2": ("olmo2", lambda v: T.Olmo2Config(vocab_size=v, num_hidden_layers=2, pad_token_id=0, **common)),
+        "smollm3": ("smollm3", lambda v: T.SmolLM3Config(vocab_size=v, num_hidden_layers=4, pad_token_id=0, **common)),
+    }
+    loader_knows = {"llama", "qwen3", "gemma2", "gemma3"}
+    for name, (arch, make) in families.items():
+        d = os.path.join(work, f"fam_{name}")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        vocab = tiny_tokenizer(d)
+        cfg = make(vocab)
+        model = AutoModelForCausalLM.from_config(cfg).eval()
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if p.dim() == 1:
+                    p.add_(torch.randn_like(p) * 0.1)
+        model.save_pretrained(d, safe_serialization=True)
+        with torch.no_grad():
+            ref = model(ids).logits.float().numpy()
+        ids_path = os.path.join(work, "fam_ids.safetensors")
+        save_file({"input_ids": ids.numpy()}, ids_path)
+
+        gemma = arch.startswith("gemma")
+        post = "post_attention_norm.weight" if gemma or arch == "olmo2" else "ffn_norm.weight"
+        tensors = {}
+        for k, v in model.state_dict().items():
+            v = v.float().numpy()
+            if k == "lm_head.weight" and cfg.tie_word_embeddings:
+                continue
+            if gemma and k.endswith("norm.weight"):
+                v = v + 1  # llama.cpp's converter stores gemma's norms as 1 + w
+            if k in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
+                tensors[{"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                         "lm_head.weight": "output.weight"}[k]] = v
+                continue
+            layer, rest = k.split(".")[2], ".".join(k.split(".")[3:])
+            if arch in ("llama", "smollm3") and rest == "self_attn.q_proj.weight":
+                v = permute(v, cfg.num_attention_heads)
+            if arch in ("llama", "smollm3") and rest == "self_attn.k_proj.weight":
+                v = permute(v, cfg.num_key_value_heads)
+            g = post if rest == "post_attention_layernorm.weight" else LLAMACPP_BLOCK[rest]
+            tensors[f"blk.{layer}.{g}"] = v
+        path = os.path.join(work, f"fam_{name}_ref.gguf")
+        w = gguf.GGUFWriter(path, arch)
+        w.add_block_count(cfg.num_hidden_layers)
+        w.add_context_length(128)
+        w.add_embedding_length(64)
+        w.add_feed_forward_length(96)
+        w.add_head_count(4)
+        w.add_head_count_kv(2)
+        head_dim = getattr(cfg, "head_dim", None) or 16
+        if head_dim != 16:
+            w.add_key_length(head_dim)
+            w.add_value_length(head_dim)
+        rp = cfg.rope_parameters.get("full_attention", cfg.rope_parameters)
+        w.add_rope_freq_base(rp["rope_theta"])
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_vocab_size(vocab)
+        if gemma:
+            w.add_sliding_window(cfg.sliding_window)
+        if arch == "gemma2":
+            w.add_attn_logit_softcapping(cfg.attn_logit_softcapping)
+            w.add_final_logit_softcapping(cfg.final_logit_softcapping)
+        if arch == "gemma3":
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(4.0)
+        if name == "llama3":
+            w.add_tensor("rope_freqs.weight", llama3_factors(16, 500000.0, 8.0, 1.0, 4.0, 8192))
+        for tn, arr in tensors.items():
+            w.add_tensor(tn, arr.astype(np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        out = os.path.join(work, "fam_logits.safetensors")
+        run(a.model_tool, "logits", path, ids_path, out)
+        diff = float(np.max(np.abs(load_file(out)["logits"] - ref)))
+        check(diff <= 1e-4, f"{name}: GGUF laid out as llama.cpp's converter does, logits vs transformers: max diff {diff:.2e}")
+
+        ours = os.path.join(work, f"fam_{name}_ours.gguf")
+        run(a.shardtune, "convert", d, ours, "--overwrite")
+        r = gguf.GGUFReader(ours)
+        same_names = sorted(t.name for t in r.tensors) == sorted(list(tensors) + (["rope_freqs.weight"] if name == "llama3" else []))
+        check(same_names and field(r, "general.architecture") == arch,
+              f"{name}: shardtune's GGUF has llama.cpp's architecture '{arch}' and tensor names")
+        if arch in loader_knows:
+            # transformers' GGUF loader reads only what its config mapping knows (no rope_freqs, no key_length
+            # for some architectures): its result is reported, not held to the tolerance.
+            try:
+                gm = AutoModelForCausalLM.from_pretrained(work, gguf_file=os.path.basename(ours), dtype=torch.float32).eval()
+                with torch.no_grad():
+                    got = gm(ids).logits.float().numpy()
+                print(f"      {name}: transformers' GGUF loader on shardtune's file: max diff "
+                      f"{float(np.max(np.abs(got - ref))):.2e}")
+            except Exception as e:  # noqa: BLE001 - the loader's own limits
+                print(f"      {name}: transformers' GGUF loader cannot load it: {str(e).splitlines()[0][:120]}")
+        back = os.path.join(work, f"fam_{name}_hf_back")
+        run(a.shardtune, "convert", ours, back, "--overwrite")
+        again = os.path.join(work, f"fam_{name}_again.gguf")
+        run(a.shardtune, "convert", back, again, "--overwrite")
+        r2 = gguf.GGUFReader(again)
+        same = len(r.tensors) == len(r2.tensors) and all(
+            np.array_equal(t1.data, t2.data) and t1.name == t2.name for t1, t2 in zip(r.tensors, r2.tensors))
+        meta = [k for k in r.fields if not k.startswith("general.name")]
+        same_meta = all(field(r, k) == field(r2, k) for k in meta) and set(r.fields) == set(r2.fields)
+        check(same and same_meta, f"{name}: GGUF -> HF -> GGUF f32 keeps every tensor and metadata key")
+        hm = AutoModelForCausalLM.from_pretrained(back, dtype=torch.float32).eval()
+        with torch.no_grad():
+            diff = float(np.max(np.abs(hm(ids).logits.float().numpy() - ref)))
+        check(diff <= 1e-4, f"{name}: GGUF -> HF folder loads in transformers, logits max diff {diff:.2e}")
+
+
 def synthetic_spm(a, work):
     """A llama-type (SentencePiece) GGUF tokenizer, as llama.cpp's converter
     writes one from a .model file, gives sentencepiece's own ids."""
@@ -543,6 +707,7 @@ def main():
         synthetic_dequant(a, a.work)
         synthetic_quantize(a, a.work)
         synthetic_models(a, a.work)
+        synthetic_families(a, a.work)
         synthetic_spm(a, a.work)
         synthetic_bad(a, a.work)
     if a.only in (None, "smollm2"):

@@ -43,7 +43,11 @@ struct Toy : torch::nn::Module {
   torch::Tensor c;
 };
 
-enum class Kind { kLlama, kGpt2Lora, kToy };
+// Llama; GPT-2 with LoRA; a module with an unused parameter; Gemma 2 (norms
+// around attention and MLP scaling by 1 + w, GeGLU, soft-caps, windows,
+// head_dim of its own); Phi-3 with LoRA on its fused projections and a
+// partial rotary embedding.
+enum class Kind { kLlama, kGpt2Lora, kToy, kGemma2, kPhi3Lora };
 
 struct Models {
   std::shared_ptr<torch::nn::Module> module;
@@ -59,8 +63,16 @@ Models make(Kind kind, double lora_dropout = 0.0) {
     m.module = m.toy;
     return m;
   }
-  nlohmann::json j = {{"model_type", kind == Kind::kLlama ? "llama" : "gpt2"}, {"vocab_size", 37}};
-  if (kind == Kind::kLlama) {
+  const char* type = kind == Kind::kLlama ? "llama" : kind == Kind::kGemma2 ? "gemma2" : kind == Kind::kPhi3Lora ? "phi3" : "gpt2";
+  nlohmann::json j = {{"model_type", type}, {"vocab_size", 37}};
+  if (kind == Kind::kGemma2) {
+    j.update({{"hidden_size", 12}, {"intermediate_size", 20}, {"num_hidden_layers", 2}, {"num_attention_heads", 3},
+              {"num_key_value_heads", 1}, {"head_dim", 6}, {"max_position_embeddings", 32}, {"sliding_window", 3},
+              {"query_pre_attn_scalar", 5}, {"attn_logit_softcapping", 2.0}, {"final_logit_softcapping", 4.0}});
+  } else if (kind == Kind::kPhi3Lora) {
+    j.update({{"hidden_size", 12}, {"intermediate_size", 20}, {"num_hidden_layers", 2}, {"num_attention_heads", 3},
+              {"num_key_value_heads", 1}, {"max_position_embeddings", 32}, {"partial_rotary_factor", 0.5}});
+  } else if (kind == Kind::kLlama) {
     j.update({{"hidden_size", 12}, {"intermediate_size", 20}, {"num_hidden_layers", 2}, {"num_attention_heads", 3},
               {"num_key_value_heads", 1}, {"max_position_embeddings", 32}});
   } else {
@@ -68,8 +80,15 @@ Models make(Kind kind, double lora_dropout = 0.0) {
   }
   m.lm = make_causal_lm(model_config_from_json(j, "test"));
   m.lm->init_weights(7);
-  if (kind == Kind::kGpt2Lora) {
-    m.lm->enable_lora({"c_attn", "c_fc"}, 2, 4.0, lora_dropout);
+  if (kind == Kind::kGemma2) {  // norms away from their init, so (1 + w) matters
+    torch::NoGradGuard g;
+    for (auto& p : m.lm->named_parameters()) {
+      if (p.value().dim() == 1) p.value().uniform_(-0.3, 0.3);
+    }
+  }
+  if (kind == Kind::kGpt2Lora || kind == Kind::kPhi3Lora) {
+    if (kind == Kind::kGpt2Lora) m.lm->enable_lora({"c_attn", "c_fc"}, 2, 4.0, lora_dropout);
+    if (kind == Kind::kPhi3Lora) m.lm->enable_lora({"qkv_proj", "gate_up_proj"}, 2, 4.0, lora_dropout);
     torch::NoGradGuard g;
     auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
     for (auto& p : m.lm->named_parameters()) {
@@ -198,7 +217,7 @@ TEST_P(DataParallelMatchesOneProcess, AfterFiveSteps) {
   // It trained: the parameters moved.
   const Models start = make(kind);
   EXPECT_GT(max_relative_difference(*parallel.module, *start.module), 1e-3);
-  if (kind == Kind::kGpt2Lora) {  // frozen base weights stay where they were
+  if (kind == Kind::kGpt2Lora || kind == Kind::kPhi3Lora) {  // frozen base weights stay where they were
     auto p = parallel.module->named_parameters(), s = start.module->named_parameters();
     for (const auto& item : p) {
       if (item.key().find("lora_") == std::string::npos) {
@@ -209,7 +228,7 @@ TEST_P(DataParallelMatchesOneProcess, AfterFiveSteps) {
 }
 
 std::string name(const ::testing::TestParamInfo<Case>& info) {
-  const char* kinds[] = {"llama", "gpt2_lora", "unused_param"};
+  const char* kinds[] = {"llama", "gpt2_lora", "unused_param", "gemma2", "phi3_lora"};
   return str_cat(kinds[static_cast<int>(std::get<0>(info.param))], "_stage", std::get<1>(info.param), "_accum",
                  std::get<2>(info.param), std::get<3>(info.param) ? "_offload" : "");
 }
@@ -223,6 +242,11 @@ INSTANTIATE_TEST_SUITE_P(ModelsStagesAccumulation, DataParallelMatchesOneProcess
 INSTANTIATE_TEST_SUITE_P(Stage3, DataParallelMatchesOneProcess,
                          ::testing::Combine(::testing::Values(Kind::kLlama, Kind::kGpt2Lora), ::testing::Values(3),
                                             ::testing::Values(1, 3), ::testing::Values(false)),
+                         name);
+
+INSTANTIATE_TEST_SUITE_P(Families, DataParallelMatchesOneProcess,
+                         ::testing::Combine(::testing::Values(Kind::kGemma2, Kind::kPhi3Lora), ::testing::Values(0, 3),
+                                            ::testing::Values(1), ::testing::Values(false)),
                          name);
 
 INSTANTIATE_TEST_SUITE_P(Offload, DataParallelMatchesOneProcess,
