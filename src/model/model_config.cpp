@@ -159,6 +159,9 @@ RopeSpec parse_rope(const nlohmann::json* rs, double theta, const nlohmann::json
     return r;
   }
   if (kind == "longrope") {
+    if (c.model_type != "phi3") {
+      throw InputError(str_cat(where, ": rope_scaling type 'longrope' is not supported for ", c.model_type, " (phi3 only)"));
+    }
     r.kind = RopeSpec::Kind::kLongrope;
     r.short_factor = get_doubles(*rs, "short_factor", where);
     r.long_factor = get_doubles(*rs, "long_factor", where);
@@ -235,9 +238,6 @@ void parse_ropes(const nlohmann::json& j, ModelConfig& c, const std::string& whe
   }
   if (c.local_rope && !gemma3) {
     throw InputError(str_cat(where, ": rope_parameters per layer type are not supported for ", c.model_type));
-  }
-  if (c.rope.kind == RopeSpec::Kind::kLongrope && c.model_type != "phi3") {
-    throw InputError(str_cat(where, ": rope_scaling type 'longrope' is supported for phi3 only"));
   }
 }
 

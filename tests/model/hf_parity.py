@@ -221,6 +221,12 @@ def main():
                          "names+shapes " + ("equal" if same_layout else "DIFFER"), ok))
             failed |= not ok
 
+            planned, built = map(int, tool("params", folder, "-").split())
+            hf_count = model.num_parameters()
+            rows.append((name, "parameters == HF's", f"{planned - hf_count}", f"plan {planned}, module {built}, HF {hf_count}",
+                         planned == hf_count == built))
+            failed |= not rows[-1][4]
+
             gen = tool("generate", folder, ids_path, "12")
             rows.append((name, "greedy: KV cache == none", "-", gen.strip()[:30], True))
 

@@ -5,6 +5,7 @@
 //   model_tool export  MODEL OUT_DIR [--shard-bytes N]
 //   model_tool lora    MODEL IDS.safetensors OUT.safetensors ADAPTER_DIR TARGETS RANK ALPHA
 //   model_tool generate MODEL IDS.safetensors N      (greedy, with and without the KV cache)
+//   model_tool params  MODEL -                       (parameter_count of the config, and of the module)
 //   model_tool train   MODEL IDS.safetensors OUT.safetensors STEPS LR [TARGETS RANK ALPHA]
 //       STEPS AdamW steps (betas 0.9/0.999, eps 1e-6, weight decay 0.1 on every
 //       trainable tensor) of the mean next-token loss on IDS, through
@@ -136,6 +137,12 @@ int run(std::vector<std::string> args) {
   const std::string cmd = args[0];
   auto model = load_hf_model(args[1], dtype, device);
   if (cmd == "train" && (args.size() == 6 || args.size() == 9)) return train(*model, args);
+  if (cmd == "params" && args.size() == 3) {  // the planner's count, and the module's
+    int64_t n = 0;
+    for (const auto& p : model->parameters()) n += p.numel();
+    std::printf("%lld %lld\n", static_cast<long long>(parameter_count(model->config())), static_cast<long long>(n));
+    return 0;
+  }
   torch::NoGradGuard no_grad;
   if (attention == "reference") model->set_attention(AttentionImpl::kReference);
 
