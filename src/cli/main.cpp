@@ -43,7 +43,8 @@ commands:
   generate --model DIR|FILE.gguf (--prompt TEXT | --prompt-file FILE | --prompt-ids ID,ID,...)
            [options]
       continue a prompt with a Hugging Face model folder (gpt2, llama,
-      mistral, qwen2) or a GGUF file (llama, mistral, qwen2) and print the
+      mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2, smollm3) or a
+      GGUF file (llama, qwen2, qwen3, gemma2, gemma3, olmo2, smollm3) and print the
       text (the new token ids with --prompt-ids; with --prompt-file, one
       prompt per line in, one JSON line {"prompt", "completion"} out).
       Options: --tokenizer SPEC [the model's tokenizer], --chat (the prompt
@@ -79,7 +80,7 @@ commands:
       GGUF file <-> Hugging Face folder, the direction by the names: a .gguf
       SRC becomes the folder DST (config.json, float32 model.safetensors,
       tokenizer.json, tokenizer_config.json, generation_config.json); a folder
-      SRC becomes the .gguf DST (llama, mistral, qwen2; 2-D weights as
+      SRC becomes the .gguf DST (the families above but gpt2 and phi3; 2-D weights as
       --gguf-type [f32], with the tokenizer)
   plan CONFIG [key=value ...] [--ranks N] [--device KIND] [--json] [options]
       predict, without training, each rank's memory (params, grads,
