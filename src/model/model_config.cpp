@@ -143,6 +143,10 @@ RopeSpec parse_rope(const nlohmann::json* rs, double theta, const nlohmann::json
   if (rs == nullptr || rs->is_null()) return r;
   if (!rs->is_object()) throw InputError(str_cat(where, ": rope_scaling: expected an object or null"));
   r.theta = get_double(*rs, "rope_theta", theta, where);
+  const bool named = rs->contains("rope_type") || rs->contains("type");
+  if (!named && (rs->contains("factor") || rs->contains("short_factor"))) {
+    throw InputError(str_cat(where, ": rope_scaling has a factor but no rope_type (default, linear, llama3, longrope)"));
+  }
   const std::string kind = rs->value("rope_type", rs->value("type", std::string("default")));
   if (kind == "default") return r;
   if (kind == "linear") {

@@ -494,6 +494,7 @@ TEST(ModelConfig, KeysEachArchitectureAcceptsOrRefuses) {
       {"llama", {{"hidden_act", "gelu"}}, "hidden_act"},
       {"llama", {{"rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}}}, "rope_scaling"},
       {"llama", {{"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}}}, ""},
+      {"llama", {{"rope_scaling", {{"factor", 8.0}}}}, "rope_scaling"},  // a factor, no type: not silently dropped
       {"llama", {{"attn_logit_softcapping", 50.0}}, "attn_logit_softcapping"},
       {"llama", {{"final_logit_softcapping", 30.0}}, "final_logit_softcapping"},
       {"llama", {{"final_logit_softcapping", nullptr}}, ""},
