@@ -122,7 +122,7 @@ log: {progress: "off"}
         ("generate: --device banana", gen + ["--device", "banana"], "--device: expected cpu, cuda or cuda:N, got \"banana\""),
         ("generate: config.json with a non-object rope_scaling",
          [a.shardtune, "generate", "--model", model_with("m_rope", rope_scaling=5), "--prompt-ids", "1"],
-         "config.json: malformed config"),
+         "config.json: rope_scaling: expected an object or null"),
         ("generate: config.json with a GPT-2-only key of another value",
          [a.shardtune, "generate", "--model", model_with("m_soft", attn_logit_softcapping=50.0), "--prompt-ids", "1"],
          "config.json: attn_logit_softcapping = 50.0 is not supported"),
