@@ -97,14 +97,16 @@ def tensors_of(folder):
     return out
 
 
-def train_parity(name, folder, ids, work, tool, targets, steps=4, lr=1e-3):
+def train_parity(name, folder, ids, work, tool, targets, steps=4, lr=1e-3, mpiexec=None):
     """STEPS AdamW steps of full fine-tuning (targets None) or LoRA on targets:
-    transformers (+ peft) against model_tool train (activation checkpointing
-    on): every loss and every trained tensor after the last step."""
+    transformers (+ peft) in one process against model_tool train (the
+    data-parallel engine, every block recomputed): one rank at ZeRO 0, or
+    with mpiexec two ranks at ZeRO 3, each on half the rows. Every loss and
+    every trained tensor after the last step."""
     import peft
     torch.manual_seed(3)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    out = os.path.join(work, f"{name}_train_{'lora' if targets else 'full'}.safetensors")
+    out = os.path.join(work, f"{name}_train_{'lora' if targets else 'full'}{'_np2' if mpiexec else ''}.safetensors")
     extra = []
     if targets:
         cfg = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets.split(","))
@@ -132,7 +134,8 @@ def train_parity(name, folder, ids, work, tool, targets, steps=4, lr=1e-3):
         opt.step()
         losses.append(loss.item())
     ids_path = os.path.join(work, f"{name}_ids.safetensors")
-    tool("train", folder, ids_path, out, str(steps), str(lr), *extra)
+    how = ["--zero", "3"] if mpiexec else []
+    tool("train", folder, ids_path, out, str(steps), str(lr), *extra, *how, launcher=mpiexec)
     ours = load_file(out)
     loss_diff = max(abs(ours[f"loss.{i}"].item() - losses[i]) for i in range(steps))
     w_diff, worst, missing = 0.0, "", 0
@@ -146,7 +149,8 @@ def train_parity(name, folder, ids, work, tool, targets, steps=4, lr=1e-3):
             w_diff, worst = d, key
     moved = abs(losses[-1] - losses[0])
     ok = loss_diff <= 1e-5 and w_diff <= 1e-5 and missing == 0 and moved > 1e-3
-    return (name, f"{steps} AdamW steps, {'LoRA' if targets else 'full'}", f"{max(loss_diff, w_diff):.2e}",
+    how = "2 ranks ZeRO 3" if mpiexec else "1 rank"
+    return (name, f"{steps} steps {'LoRA' if targets else 'full'}, {how}", f"{max(loss_diff, w_diff):.2e}",
             f"loss {losses[0]:.3f}->{losses[-1]:.3f}, loss diff {loss_diff:.1e}" + (f", {missing} MISSING" if missing else "")
             + ("" if w_diff <= 1e-5 else f", worst {worst}"),
             ok)
@@ -159,6 +163,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--mpiexec", default="", help="launcher for 2 ranks, e.g. 'mpirun -np 2' (the ZeRO 3 rows)")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     dev = torch.device(args.device)
@@ -166,8 +171,8 @@ def main():
     flags = ["--device", args.device, "--dtype", args.dtype]
     rows, failed = [], False
 
-    def tool(*a):
-        r = subprocess.run([args.tool, *a], capture_output=True, text=True)
+    def tool(*a, launcher=None):
+        r = subprocess.run([*(launcher.split() if launcher else []), args.tool, *a], capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"model_tool {' '.join(a)} failed ({r.returncode}): {r.stderr.strip()}")
         return r.stdout
@@ -231,8 +236,10 @@ def main():
             rows.append((name, "greedy: KV cache == none", "-", gen.strip()[:30], True))
 
             if name in LORA_TARGETS and name != "gpt2":
-                for lora in (False, True):
-                    rows.append(train_parity(name, folder, ids, args.work, tool, LORA_TARGETS[name] if lora else None))
+                runs = [(False, None), (True, None)] + ([(False, args.mpiexec)] if args.mpiexec else [])
+                for lora, mpiexec in runs:
+                    rows.append(train_parity(name, folder, ids, args.work, tool, LORA_TARGETS[name] if lora else None,
+                                             mpiexec=mpiexec))
                     failed |= not rows[-1][4]
 
             if name in LORA_TARGETS:

@@ -6,13 +6,14 @@
 //   model_tool lora    MODEL IDS.safetensors OUT.safetensors ADAPTER_DIR TARGETS RANK ALPHA
 //   model_tool generate MODEL IDS.safetensors N      (greedy, with and without the KV cache)
 //   model_tool params  MODEL -                       (parameter_count of the config, and of the module)
-//   model_tool train   MODEL IDS.safetensors OUT.safetensors STEPS LR [TARGETS RANK ALPHA]
+//   model_tool train   MODEL IDS.safetensors OUT.safetensors STEPS LR [TARGETS RANK ALPHA] [--zero S]
 //       STEPS AdamW steps (betas 0.9/0.999, eps 1e-6, weight decay 0.1 on every
-//       trainable tensor) of the mean next-token loss on IDS, through
-//       shardtune's training loss (loss.h) with every block recomputed in
-//       backward (activation checkpointing); with TARGETS, LoRA on those layers
-//       with B initialised from OUT's "init.<name>" tensors when present.
-//       Writes loss.<step> and every trainable tensor after the last step.
+//       trainable tensor) of the mean next-token loss on IDS through the
+//       data-parallel engine at ZeRO stage S, with shardtune's training loss
+//       (loss.h) and every block recomputed in backward; under mpirun the
+//       rows of IDS split over the ranks. With TARGETS, LoRA on those layers,
+//       A and B from OUT's "init.<name>" tensors. Rank 0 writes loss.<step>
+//       (the mean over all rows) and every trainable tensor after the last step.
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -24,7 +25,9 @@
 #include "shardtune/model/generate.h"
 #include "shardtune/model/hf_checkpoint.h"
 #include "shardtune/model/loss.h"
-#include "shardtune/optim/adamw.h"
+#include "shardtune/comm/communicator.h"
+#include "shardtune/dist/dist.h"
+#include "shardtune/parallel/data_parallel.h"
 #include "shardtune/model/safetensors.h"
 
 using namespace shardtune;
@@ -47,36 +50,22 @@ torch::Tensor read_ids(const std::string& path) {
   return f.tensor("input_ids").clone();
 }
 
-// Recomputes a block in backward from its input, as the engine's activation
-// checkpointing does: forward without a graph, then again with one.
-struct Recompute : torch::autograd::Function<Recompute> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, CausalLM::BlockFn* fn) {
-    ctx->saved_data["fn"] = reinterpret_cast<int64_t>(fn);
-    ctx->save_for_backward({x});
-    torch::NoGradGuard no_grad;
-    return (*fn)(x);
-  }
-  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list g) {
-    auto* fn = reinterpret_cast<CausalLM::BlockFn*>(ctx->saved_data["fn"].toInt());
-    torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
-    torch::Tensor y;
-    {
-      torch::AutoGradMode on(true);
-      y = (*fn)(x);
-    }
-    torch::autograd::backward({y}, {g[0]});
-    return {x.grad(), torch::Tensor()};
-  }
-};
-
-int train(CausalLM& model, const std::vector<std::string>& args) {
-  const torch::Tensor ids = read_ids(args[2]);
+// Trains model through the data-parallel engine (DataParallel), as `train`
+// does: rank r of W takes rows [r n / W, (r + 1) n / W) of the ids.
+int train(CausalLM& model, const std::vector<std::string>& args, int zero_stage) {
+  DistContext dist;
+  CommOptions co;
+  co.timeout = std::chrono::seconds(120);
+  auto comm = make_mpi_communicator(co);
+  const torch::Tensor all_ids = read_ids(args[2]);
   const int64_t steps = std::stoll(args[4]);
   const double lr = std::stod(args[5]);
-  std::vector<std::pair<std::string, torch::Tensor>> out;
+  const int64_t world = comm->size(), rows = all_ids.size(0);
+  if (rows % world != 0) throw InputError(str_cat(rows, " rows of ids do not split over ", world, " ranks"));
+  const torch::Tensor ids = all_ids.narrow(0, comm->rank() * rows / world, rows / world);
   if (args.size() == 9) {
     model.enable_lora(split(args[6], ','), std::stoll(args[7]), std::stod(args[8]), 0.0);
-    // B from the reference's initial values, so the adapter starts non-zero.
+    // A and B from the reference's initial values (OUT's "init.<name>").
     SafetensorsFile init(args[3]);
     torch::NoGradGuard no_grad;
     for (auto& p : model.named_parameters()) {
@@ -84,42 +73,35 @@ int train(CausalLM& model, const std::vector<std::string>& args) {
     }
   }
   model.train();
-  std::vector<std::pair<std::string, torch::Tensor>> params;
-  for (auto& p : model.named_parameters()) {
-    if (p.value().requires_grad()) params.emplace_back(p.key(), p.value());
-  }
-  std::vector<std::unique_ptr<FlatAdamW>> opt;
-  AdamWOptions o;
-  o.beta2 = 0.999;
-  o.eps = 1e-6;
-  o.weight_decay = 0.1;
-  for (auto& [name, p] : params) {
-    torch::Tensor master = p.detach().reshape({-1}).clone();
-    opt.push_back(std::make_unique<FlatAdamW>(master, FlatAdamW::Ranges{{0, master.numel()}}, o));
-  }
-  std::vector<CausalLM::BlockFn> fns(model.blocks().size());
-  model.set_block_runner([&fns](size_t block, const torch::Tensor& x, CausalLM::BlockFn fn) {
-    fns[block] = std::move(fn);
-    // The first block's input needs a graph even when the embedding is frozen (LoRA).
-    return Recompute::apply(x.requires_grad() ? x : x.detach().requires_grad_(true), &fns[block]);
-  });
+  DataParallelOptions o;
+  o.zero_stage = zero_stage;
+  o.checkpoint_every = 1;  // every block recomputed in backward
+  o.decay_all = true;      // torch.optim.AdamW decays every tensor it is given
+  o.adamw.beta2 = 0.999;
+  o.adamw.eps = 1e-6;
+  o.adamw.weight_decay = 0.1;
+  DataParallel engine(model, *comm, o);
   const torch::Tensor inputs = ids.narrow(1, 0, ids.size(1) - 1);
   const torch::Tensor labels = ids.narrow(1, 1, ids.size(1) - 1).reshape({-1});
+  std::vector<std::pair<std::string, torch::Tensor>> out;
   for (int64_t step = 0; step < steps; ++step) {
-    for (auto& [name, p] : params) p.mutable_grad() = torch::Tensor();
+    engine.begin_micro_step(true, true);
     torch::Tensor hidden = model.hidden_states(inputs);
     torch::Tensor loss = cross_entropy_sum(model, hidden.reshape({-1, hidden.size(-1)}), labels, -100) /
                          static_cast<double>(labels.numel());
     loss.backward();
-    out.emplace_back(str_cat("loss.", step), loss.detach().reshape({1}).clone());
-    torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < params.size(); ++i) {
-      opt[i]->step(params[i].second.grad().reshape({-1}), lr);
-      params[i].second.copy_(opt[i]->master().view(params[i].second.sizes()));
-    }
+    engine.end_micro_step();
+    engine.step(lr, 0.0);
+    torch::Tensor global = loss.detach().reshape({1}).clone();
+    comm->all_reduce(global, ReduceOp::kAvg)->wait();  // equal token counts: the mean over all rows
+    out.emplace_back(str_cat("loss.", step), global);
   }
-  for (auto& [name, p] : params) out.emplace_back(name, p.detach().clone());
-  save_safetensors(args[3], out);
+  engine.gather_parameters();
+  for (auto& p : model.named_parameters()) {
+    if (p.value().requires_grad()) out.emplace_back(p.key(), p.value().detach().clone());
+  }
+  if (comm->rank() == 0) save_safetensors(args[3], out);
+  comm->barrier()->wait();
   return 0;
 }
 
@@ -128,6 +110,7 @@ int run(std::vector<std::string> args) {
   const std::string dtype_name = flag(args, "--dtype", "float32");
   const std::string attention = flag(args, "--attention", "sdpa");
   const int64_t shard_bytes = std::stoll(flag(args, "--shard-bytes", "5368709120"));
+  const int zero_stage = std::stoi(flag(args, "--zero", "0"));
   const torch::Device device(device_name);
   const torch::Dtype dtype = dtype_name == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
   if (args.size() < 3) {
@@ -136,7 +119,7 @@ int run(std::vector<std::string> args) {
   }
   const std::string cmd = args[0];
   auto model = load_hf_model(args[1], dtype, device);
-  if (cmd == "train" && (args.size() == 6 || args.size() == 9)) return train(*model, args);
+  if (cmd == "train" && (args.size() == 6 || args.size() == 9)) return train(*model, args, zero_stage);
   if (cmd == "params" && args.size() == 3) {  // the planner's count, and the module's
     int64_t n = 0;
     for (const auto& p : model->parameters()) n += p.numel();
