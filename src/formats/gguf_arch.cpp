@@ -204,7 +204,6 @@ json gguf_hf_config(const GgufFile& f) {
   if (vocab < 0) vocab = embd->dims.size() == 2 ? embd->dims[1] : 0;
   const bool has_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
   const bool has_out_bias = f.find_tensor("blk.0.attn_output.bias") != nullptr;
-  const double theta = f.get_float(p + "rope.freq_base", gemma3 ? 1000000.0 : 10000.0);
   json c = {
       {"architectures", {a.hf_class}},
       {"model_type", a.model_type},
@@ -217,11 +216,12 @@ json gguf_hf_config(const GgufFile& f) {
       {"intermediate_size", f.get_int(p + "feed_forward_length")},
       {"max_position_embeddings", f.get_int(p + "context_length")},
       {"rms_norm_eps", f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5)},
-      {"rope_theta", theta},
       {a.activation_key, a.activation == Activation::kSilu ? "silu" : "gelu_pytorch_tanh"},
       {"tie_word_embeddings", f.find_tensor("output.weight") == nullptr},
       {"torch_dtype", "float32"},
   };
+  // Without the key, the family's default base (model_config.cpp) applies.
+  if (f.find(p + "rope.freq_base") != nullptr) c["rope_theta"] = f.get_float(p + "rope.freq_base", 0.0);
   if (a.mlp_bias_key) c["mlp_bias"] = false;
   if (a.qkv_bias) {
     if (!has_bias || has_out_bias) {
@@ -243,7 +243,7 @@ json gguf_hf_config(const GgufFile& f) {
     if (arch_name != "llama" && arch_name != "smollm3" && arch_name != "qwen3") {
       throw InputError(str_cat(f.path(), ": tensor 'rope_freqs.weight' is not supported for ", arch_name));
     }
-    c["rope_scaling"] = llama3_scaling_from_factors(f, *rf, head_dim, theta);
+    c["rope_scaling"] = llama3_scaling_from_factors(f, *rf, head_dim, f.get_float(p + "rope.freq_base", 10000.0));
   }
   if (windowed) {
     const int64_t window = f.get_int(p + "attention.sliding_window", 0);

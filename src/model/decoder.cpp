@@ -31,8 +31,10 @@ TORCH_MODULE(RmsNorm);
 
 RmsNorm make_norm(const ModelConfig& c, int64_t d) { return RmsNorm(d, c.norm_eps, c.arch->norm_offset); }
 
-// cos and sin of the rotary embedding for positions, [T, rotary dims], float32.
-std::pair<torch::Tensor, torch::Tensor> rope_tables(const RopeSpec& r, int64_t dim, const torch::Tensor& positions) {
+// cos and sin of the rotary embedding for positions, [T, rotary dims],
+// float32; length is the sequence's (its last position + 1).
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const RopeSpec& r, int64_t dim, const torch::Tensor& positions,
+                                                    int64_t length) {
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(positions.device());
   torch::Tensor exponent = torch::arange(0, dim, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / dim;
   torch::Tensor base = torch::pow(torch::tensor(r.theta, f32), exponent);
@@ -57,10 +59,9 @@ std::pair<torch::Tensor, torch::Tensor> rope_tables(const RopeSpec& r, int64_t d
       break;
     }
     case RopeSpec::Kind::kLongrope: {
-      // The long factors once the sequence (its last position + 1) passes
-      // the original context, the short ones before, as transformers picks.
-      const int64_t len = positions.numel() == 0 ? 0 : positions.max().item<int64_t>() + 1;
-      const auto& ext = len > r.original_max_positions ? r.long_factor : r.short_factor;
+      // The long factors once the sequence passes the original context, the
+      // short ones before, as transformers picks them.
+      const auto& ext = length > r.original_max_positions ? r.long_factor : r.short_factor;
       torch::Tensor factors = torch::tensor(std::vector<float>(ext.begin(), ext.end()), f32);
       inv_freq = 1.0 / (factors * base);
       scale = r.attention_factor;
@@ -255,7 +256,7 @@ class DecoderLM final : public CausalLM {
     }
     const torch::Tensor positions = torch::arange(past, past + t, ids.options().dtype(torch::kInt64));
     auto tables = [&](const RopeSpec& r) {
-      auto [cos, sin] = rope_tables(r, rotary_dim(c), positions);
+      auto [cos, sin] = rope_tables(r, rotary_dim(c), positions, past + t);
       return Rope{cos.to(x.scalar_type()), sin.to(x.scalar_type())};
     };
     const Rope global = tables(c.rope);
@@ -281,8 +282,7 @@ class DecoderLM final : public CausalLM {
   }
   torch::Tensor output_weight() override {
     if (config_.final_softcap > 0) return torch::Tensor();  // the projection is more than h W^T
-    if (!lm_head) return model->embed_tokens->weight;
-    return lm_head->has_lora() || lm_head->bias.defined() ? torch::Tensor() : lm_head->weight;
+    return plain_output_weight(lm_head, model->embed_tokens->weight);
   }
 
   std::vector<std::shared_ptr<torch::nn::Module>> blocks() override {

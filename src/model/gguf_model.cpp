@@ -118,47 +118,52 @@ namespace {
 void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& name, const std::string& where) {
   const Architecture& a = *c.arch;
   const std::string& arch = a.gguf_arch;
-  auto refuse = [&](const std::string& what) {
-    throw InputError(str_cat(where, ": ", what, " is not written to GGUF (llama.cpp's ", arch, " has none)"));
+  auto refuse = [&](const std::string& what, const std::string& why) {
+    throw InputError(str_cat(where, ": ", what, " is not written to GGUF (", why, ")"));
   };
+  const std::string none = str_cat("llama.cpp's ", arch, " has none");
   if (!a.gguf_supported) {
     throw InputError(str_cat(where, ": a ", c.model_type, " model is not written to GGUF (", architecture_names(true),
                              ")"));
   }
-  if (c.mlp_bias) refuse("mlp_bias");
-  if (c.rotary_dim > 0 && c.rotary_dim != c.head_dim) refuse("a partial rotary embedding");
+  if (c.mlp_bias) refuse("mlp_bias", none);
+  if (c.rotary_dim > 0 && c.rotary_dim != c.head_dim) refuse("a partial rotary embedding", none);
   const bool gemma2 = arch == "gemma2", gemma3 = arch == "gemma3";
   if (gemma2 || gemma3) {
     const bool big = (gemma2 && c.num_layers == 46) || (gemma3 && c.num_layers == 62);
     const double want = 1.0 / std::sqrt(static_cast<double>(big ? c.hidden_size / c.num_heads : c.head_dim));
     if (std::abs(c.query_scale - want) > 1e-12 * want) {
-      refuse(str_cat("query_pre_attn_scalar ", 1.0 / (c.query_scale * c.query_scale), " (llama.cpp scales by ",
-                     big ? "hidden_size / heads" : "head_dim", ")"));
+      refuse(str_cat("query_pre_attn_scalar ", 1.0 / (c.query_scale * c.query_scale)),
+             str_cat("llama.cpp scales queries by 1/sqrt(", big ? "hidden_size / heads" : "head_dim", ")"));
     }
     const int64_t pattern = gemma2 ? 2 : 6;
     for (int64_t i = 0; i < c.num_layers; ++i) {
       if (layer_windowed(c, i) != ((i + 1) % pattern != 0)) {
-        refuse(str_cat("this sliding-window layer pattern (llama.cpp's ", arch, " windows all but every ", pattern,
-                       "th layer)"));
+        refuse("this sliding-window layer pattern",
+               str_cat("llama.cpp's ", arch, " windows all layers but every ", pattern, "th"));
       }
     }
-    if (gemma3 && (c.attn_softcap > 0 || c.final_softcap > 0)) refuse("soft-capping");
+    if (gemma3 && (c.attn_softcap > 0 || c.final_softcap > 0)) refuse("soft-capping", none);
   } else if (c.sliding_window > 0) {
-    refuse("sliding_window");
+    refuse("sliding_window", none);
   }
   if (c.model_type == "smollm3") {
     for (int64_t i = 0; i < c.num_layers; ++i) {
-      if (layer_has_rope(c, i) != ((i + 1) % 4 != 0)) refuse("this no_rope_layers pattern (llama.cpp's: every 4th)");
+      if (layer_has_rope(c, i) != ((i + 1) % 4 != 0)) {
+        refuse("this no_rope_layers pattern", "llama.cpp's smollm3 leaves out the rotary embedding on every 4th layer");
+      }
     }
   } else if (!c.rope_layers.empty()) {
-    refuse("no_rope_layers");
+    refuse("no_rope_layers", none);
   }
   const RopeSpec& r = c.rope;
   const bool llama3_ok = arch == "llama" || arch == "qwen3" || arch == "smollm3";
-  if (r.kind == RopeSpec::Kind::kLlama3 && !llama3_ok) refuse("llama3 rope scaling");
-  if (r.kind == RopeSpec::Kind::kLinear && !gemma3) refuse("linear rope scaling");
-  if (r.kind == RopeSpec::Kind::kLongrope) refuse("longrope scaling");
-  if (c.local_rope && (!gemma3 || c.rope_local.kind != RopeSpec::Kind::kDefault)) refuse("this local rotary embedding");
+  if (r.kind == RopeSpec::Kind::kLlama3 && !llama3_ok) refuse("llama3 rope scaling", none);
+  if (r.kind == RopeSpec::Kind::kLinear && !gemma3) refuse("linear rope scaling", none);
+  if (r.kind == RopeSpec::Kind::kLongrope) refuse("longrope scaling", none);
+  if (c.local_rope && (!gemma3 || c.rope_local.kind != RopeSpec::Kind::kDefault)) {
+    refuse("this rotary embedding of the windowed layers", "llama.cpp's gemma3 gives them a base without scaling");
+  }
   const std::string p = arch + ".";
   w.add_string("general.architecture", arch);
   w.add_string("general.type", "model");

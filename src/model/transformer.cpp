@@ -211,10 +211,7 @@ class Gpt2LM final : public CausalLM {
   torch::Tensor project(const torch::Tensor& h) override {
     return lm_head ? lm_head(h) : F::linear(h, transformer->wte->weight);
   }
-  torch::Tensor output_weight() override {
-    if (!lm_head) return transformer->wte->weight;
-    return lm_head->has_lora() || lm_head->bias.defined() ? torch::Tensor() : lm_head->weight;
-  }
+  torch::Tensor output_weight() override { return plain_output_weight(lm_head, transformer->wte->weight); }
 
   std::vector<std::shared_ptr<torch::nn::Module>> blocks() override {
     return std::vector<std::shared_ptr<torch::nn::Module>>(transformer->h->begin(),

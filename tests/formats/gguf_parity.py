@@ -78,6 +78,14 @@ def random_blocks(qtype, rows, cols, rng):
     return raw.reshape(rows, cols // block * size)
 
 
+def finish(w):
+    """Writes a GGUFWriter's header, metadata and tensors, and closes it."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def write_gguf(path, tensors, arch="llama", extra=None):
     """tensors: name -> (array, qtype or None)."""
     w = gguf.GGUFWriter(path, arch)
@@ -90,10 +98,7 @@ def write_gguf(path, tensors, arch="llama", extra=None):
             w.add_tensor(name, arr)
         else:
             w.add_tensor(name, arr, raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
 
 
 def synthetic_dequant(a, work):
@@ -153,6 +158,19 @@ def tiny_tokenizer(folder):
     return tok.get_vocab_size()
 
 
+# llama.cpp's tensor names per block, HF suffix -> GGUF suffix (convert_hf_to_gguf.py's mapping, written out).
+LLAMACPP_BLOCK = {
+    "input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight", "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias",
+}
+
+
 def synthetic_models(a, work):
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
     torch.manual_seed(0)
@@ -180,12 +198,7 @@ def synthetic_models(a, work):
         sd = {k: v.float().numpy() for k, v in model.state_dict().items()}
         names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
                  "lm_head.weight": "output.weight"}
-        block = {"input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
-                 "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.weight": "attn_k.weight",
-                 "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.weight": "attn_v.weight",
-                 "self_attn.v_proj.bias": "attn_v.bias", "self_attn.o_proj.weight": "attn_output.weight",
-                 "post_attention_layernorm.weight": "ffn_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
-                 "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"}
+        block = dict(LLAMACPP_BLOCK, **{"post_attention_layernorm.weight": "ffn_norm.weight"})
         tensors = {}
         for k, v in sd.items():
             if k == "lm_head.weight" and cfg.tie_word_embeddings:
@@ -212,10 +225,7 @@ def synthetic_models(a, work):
         w.add_vocab_size(vocab)
         for name, (arr, _) in tensors.items():
             w.add_tensor(name, arr.astype(np.float32))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
+        finish(w)
         out = os.path.join(work, "logits.safetensors")
         run(a.model_tool, "logits", path, os.path.join(work, "ids.safetensors"), out)
         diff = float(np.max(np.abs(load_file(out)["logits"] - ref)))
@@ -248,18 +258,6 @@ def synthetic_models(a, work):
         with torch.no_grad():
             diff = float(np.max(np.abs(hm(ids).logits.float().numpy() - ref)))
         check(diff <= 1e-4, f"{arch}: GGUF -> HF folder loads in transformers, logits max diff {diff:.2e}")
-
-
-# llama.cpp's tensor names per block, HF suffix -> GGUF suffix (convert_hf_to_gguf.py's mapping, written out).
-LLAMACPP_BLOCK = {
-    "input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight", "self_attn.q_norm.weight": "attn_q_norm.weight",
-    "self_attn.k_norm.weight": "attn_k_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
-    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
-    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
-}
 
 
 def llama3_factors(dim, base, factor, low, high, old):
@@ -372,10 +370,7 @@ def synthetic_families(a, work):
             w.add_tensor("rope_freqs.weight", llama3_factors(16, 500000.0, 8.0, 1.0, 4.0, 8192))
         for tn, arr in tensors.items():
             w.add_tensor(tn, arr.astype(np.float32))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
+        finish(w)
         out = os.path.join(work, "fam_logits.safetensors")
         run(a.model_tool, "logits", path, ids_path, out)
         diff = float(np.max(np.abs(load_file(out)["logits"] - ref)))
@@ -414,6 +409,94 @@ def synthetic_families(a, work):
         check(diff <= 1e-4, f"{name}: GGUF -> HF folder loads in transformers, logits max diff {diff:.2e}")
 
 
+def rewrite(src, dst, arch=None, drop=(), set_kv=None, tensor=None):
+    """A copy of the float32 GGUF src with metadata keys dropped or set
+    (key -> (value, GGUFValueType)) and tensors changed (tensor(name, array)
+    returns the array to write, or None to leave it out)."""
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, arch or field(r, "general.architecture"))
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture" or key in drop or key in (set_kv or {}):
+            continue
+        sub = f.types[1] if len(f.types) > 1 else None
+        w.add_key_value(key, f.contents(), f.types[0], sub)
+    for key, (value, vtype) in (set_kv or {}).items():
+        w.add_key_value(key, value, vtype)
+    for t in r.tensors:
+        arr = np.array(t.data, dtype=np.float32)
+        arr = tensor(t.name, arr) if tensor else arr
+        if arr is not None:
+            w.add_tensor(t.name, arr)
+    finish(w)
+
+
+def synthetic_family_refusals(a, work):
+    """What the families' GGUF reading and writing does not implement is
+    refused by name with exit 2, and nothing is written."""
+    V = gguf.GGUFValueType
+    out = os.path.join(work, "refused_out")
+
+    def refused(what, cmd, want):
+        shutil.rmtree(out, ignore_errors=True)
+        r = run(*cmd, expect_fail=True)
+        msg = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+        check(r.returncode == 2 and want in msg and not os.path.exists(out) and "#" not in msg,
+              f"refused: {what}: exit {r.returncode}, '{msg[:170]}'")
+
+    def bad(name, src, **kw):
+        p = os.path.join(work, f"refused_{name}.gguf")
+        rewrite(os.path.join(work, f"fam_{src}_ref.gguf"), p, **kw)
+        return p
+
+    wobbly = lambda n, x: x * np.linspace(1.0, 1.3, x.size, dtype=np.float32) if n == "rope_freqs.weight" else x
+    refused("rope_freqs that are not Llama 3's scaling",
+            [a.shardtune, "convert", bad("rope_freqs", "llama3", tensor=wobbly), out], "is not Llama 3's rope scaling")
+    short = lambda n, x: x[:3] if n == "rope_freqs.weight" else x
+    refused("rope_freqs of the wrong length",
+            [a.shardtune, "convert", bad("rope_freqs_len", "llama3", tensor=short), out], "holds 3 factors")
+    refused("gemma2 without its window",
+            [a.shardtune, "convert", bad("gemma2_nowin", "gemma2", drop=("gemma2.attention.sliding_window",)), out],
+            "gemma2.attention.sliding_window is missing")
+    refused("gemma3 window pattern 0",
+            [a.shardtune, "convert",
+             bad("gemma3_pattern", "gemma3", set_kv={"gemma3.attention.sliding_window_pattern": (0, V.UINT32)}), out],
+            "sliding_window_pattern must be positive")
+    refused("soft-capping on qwen3",
+            [a.shardtune, "convert",
+             bad("qwen3_cap", "qwen3", set_kv={"qwen3.attn_logit_softcapping": (30.0, V.FLOAT32)}), out],
+            "qwen3.attn_logit_softcapping is not supported for qwen3")
+    refused("a window on olmo2",
+            [a.shardtune, "convert",
+             bad("olmo2_win", "olmo2", set_kv={"olmo2.attention.sliding_window": (4, V.UINT32)}), out],
+            "olmo2.attention.sliding_window is not supported for olmo2")
+    refused("yarn rope scaling on qwen3",
+            [a.shardtune, "convert",
+             bad("qwen3_yarn", "qwen3", set_kv={"qwen3.rope.scaling.type": ("yarn", V.STRING)}), out],
+            "rope.scaling.type 'yarn' is not supported")
+    refused("the phi3 architecture",
+            [a.shardtune, "convert", bad("phi3", "olmo2", arch="phi3"), out], "architecture 'phi3' is not supported")
+    # Writing: what llama.cpp's architecture would not reproduce.
+    from transformers import AutoModelForCausalLM, Gemma2Config, Phi3Config, SmolLM3Config
+    small = dict(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=64)
+    for name, cfg, want in (
+            ("gemma2_qpas", Gemma2Config(**small, head_dim=8, sliding_window=4, query_pre_attn_scalar=12),
+             "query_pre_attn_scalar 12 is not written to GGUF"),
+            ("smollm3_norope", SmolLM3Config(**small, pad_token_id=0, no_rope_layers=[1, 0]),
+             "this no_rope_layers pattern is not written to GGUF (llama.cpp's smollm3 leaves out"),
+            ("phi3", Phi3Config(**small, pad_token_id=0), "a phi3 model is not written to GGUF")):
+        d = os.path.join(work, f"refused_{name}")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+        tiny_tokenizer(d)
+        shutil.rmtree(out + ".gguf", ignore_errors=True)
+        r = run(a.shardtune, "convert", d, out + ".gguf", expect_fail=True)
+        msg = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+        check(r.returncode == 2 and want in msg and not os.path.exists(out + ".gguf"),
+              f"refused: writing {name}: exit {r.returncode}, '{msg[:170]}'")
+
+
 def synthetic_spm(a, work):
     """A llama-type (SentencePiece) GGUF tokenizer, as llama.cpp's converter
     writes one from a .model file, gives sentencepiece's own ids."""
@@ -435,10 +518,7 @@ def synthetic_spm(a, work):
     w.add_eos_token_id(sp.eos_id())
     w.add_unk_token_id(sp.unk_id())
     w.add_add_bos_token(False)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
     texts = TEXTS + [open("/usr/share/common-licenses/Apache-2.0", encoding="utf-8").read()[:4000]]
     tj = os.path.join(work, "spm_texts.json")
     json.dump(texts, open(tj, "w"))
@@ -493,10 +573,7 @@ def synthetic_bad(a, work):
         w.add_token_merges(field(src, "tokenizer.ggml.merges"))
         if template:
             w.add_chat_template(template)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
+        finish(w)
         return p
 
     p = tokenizer_only("bad_pre.gguf", "klingon")
@@ -708,6 +785,7 @@ def main():
         synthetic_quantize(a, a.work)
         synthetic_models(a, a.work)
         synthetic_families(a, a.work)
+        synthetic_family_refusals(a, a.work)
         synthetic_spm(a, a.work)
         synthetic_bad(a, a.work)
     if a.only in (None, "smollm2"):

@@ -101,6 +101,12 @@ class CausalLM : public torch::nn::Module {
   bool has_lora();
 
  protected:
+  // output_weight() of an output layer `head`, or of the embedding it is
+  // tied to when head is empty.
+  static torch::Tensor plain_output_weight(const Linear& head, const torch::Tensor& embedding) {
+    if (!head) return embedding;
+    return head->has_lora() || head->bias.defined() ? torch::Tensor() : head->weight;
+  }
   torch::Tensor run_block(size_t block, const torch::Tensor& x, BlockFn fn) {
     return runner_ ? runner_(block, x, std::move(fn)) : fn(x);
   }
