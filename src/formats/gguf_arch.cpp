@@ -173,7 +173,7 @@ json gguf_hf_config(const GgufFile& f) {
     throw InputError(str_cat(f.path(), ": ", p, "rope.scaling.type '", scaling, "' is not supported (none",
                              gemma3 ? ", linear" : "", ")"));
   }
-  const bool windowed = gemma2 || gemma3;
+  const bool windowed = a.windows == WindowRule::kLayerPattern;
   if (!windowed && f.get_int(p + "attention.sliding_window", 0) > 0) {
     throw InputError(str_cat(f.path(), ": ", p, "attention.sliding_window is not supported for ", arch_name));
   }
@@ -228,19 +228,16 @@ json gguf_hf_config(const GgufFile& f) {
       throw InputError(str_cat(f.path(), ": a ", arch_name, " model has q/k/v biases and no output bias; this file ",
                                has_bias ? "has an output bias" : "has no q bias"));
     }
-    c["use_sliding_window"] = false;
   } else if (a.attention_bias_key) {
     if (has_bias != has_out_bias) {
       throw InputError(str_cat(f.path(), ": ", arch_name, " attention biases must be on q, k, v and output together"));
     }
     c["attention_bias"] = has_bias;
   }
-  if (arch_name == "qwen3" || arch_name == "smollm3") c["use_sliding_window"] = false;
-  if (arch_name == "smollm3") {
-    c["no_rope_layer_interval"] = 4;  // llama.cpp's fixed step: every 4th layer has no rotary embedding
-  }
+  if (a.windows == WindowRule::kWhenEnabled) c["use_sliding_window"] = false;
+  if (a.no_rope_layers) c["no_rope_layer_interval"] = 4;  // llama.cpp's fixed step: every 4th layer has none
   if (const GgufTensorInfo* rf = f.find_tensor("rope_freqs.weight")) {
-    if (arch_name != "llama" && arch_name != "smollm3" && arch_name != "qwen3") {
+    if (!a.gguf_rope_freqs) {
       throw InputError(str_cat(f.path(), ": tensor 'rope_freqs.weight' is not supported for ", arch_name));
     }
     c["rope_scaling"] = llama3_scaling_from_factors(f, *rf, head_dim, f.get_float(p + "rope.freq_base", 10000.0));
@@ -254,7 +251,7 @@ json gguf_hf_config(const GgufFile& f) {
     const bool big = (gemma2 && layers == 46) || (gemma3 && layers == 62);
     c["query_pre_attn_scalar"] = big ? hidden / heads : head_dim;
     json types = json::array();
-    const int64_t pattern = gemma2 ? 2 : f.get_int(p + "attention.sliding_window_pattern", 6);
+    const int64_t pattern = f.get_int(p + "attention.sliding_window_pattern", a.window_pattern);
     if (pattern <= 0) throw InputError(str_cat(f.path(), ": ", p, "attention.sliding_window_pattern must be positive"));
     for (int64_t i = 0; i < layers; ++i) {
       types.push_back((i + 1) % pattern != 0 ? "sliding_attention" : "full_attention");

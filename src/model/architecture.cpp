@@ -11,12 +11,14 @@ std::vector<Architecture> make_table() {
   llama.gguf_arch = "llama";
   llama.mlp_bias_key = true;
   llama.gguf_rope_permuted = true;
+  llama.gguf_rope_freqs = true;
   t.push_back(llama);
 
   Architecture mistral = llama;  // llama.cpp writes mistral as llama
   mistral.model_type = "mistral";
   mistral.hf_class = "MistralForCausalLM";
   mistral.mlp_bias_key = false;
+  mistral.windows = WindowRule::kEveryLayer;
   t.push_back(mistral);
 
   Architecture qwen2;
@@ -25,6 +27,7 @@ std::vector<Architecture> make_table() {
   qwen2.gguf_arch = "qwen2";
   qwen2.qkv_bias = true;
   qwen2.attention_bias_key = false;
+  qwen2.windows = WindowRule::kWhenEnabled;
   t.push_back(qwen2);
 
   Architecture qwen3;
@@ -32,6 +35,8 @@ std::vector<Architecture> make_table() {
   qwen3.hf_class = "Qwen3ForCausalLM";
   qwen3.gguf_arch = "qwen3";
   qwen3.qk_norm = QkNorm::kPerHead;
+  qwen3.gguf_rope_freqs = true;
+  qwen3.windows = WindowRule::kWhenEnabled;
   t.push_back(qwen3);
 
   Architecture gemma2;
@@ -44,6 +49,9 @@ std::vector<Architecture> make_table() {
   gemma2.activation_key = "hidden_activation";
   gemma2.embed_scale = true;
   gemma2.tie_default = true;
+  gemma2.windows = WindowRule::kLayerPattern;
+  gemma2.window_pattern = 2;
+  gemma2.gemma_attention = true;
   t.push_back(gemma2);
 
   Architecture gemma3 = gemma2;
@@ -51,6 +59,9 @@ std::vector<Architecture> make_table() {
   gemma3.hf_class = "Gemma3ForCausalLM";
   gemma3.gguf_arch = "gemma3";
   gemma3.qk_norm = QkNorm::kPerHead;
+  gemma3.window_pattern = 6;  // sliding_window_pattern's default
+  gemma3.local_rope = true;
+  gemma3.rope_theta_default = 1000000.0;
   t.push_back(gemma3);
 
   Architecture phi3;
@@ -62,6 +73,9 @@ std::vector<Architecture> make_table() {
   phi3.fused_gate_up = true;
   phi3.attention_bias_key = false;
   phi3.norm_eps_default = 1e-5;
+  phi3.windows = WindowRule::kEveryLayer;
+  phi3.partial_rotary = true;
+  phi3.longrope = true;
   t.push_back(phi3);
 
   Architecture olmo2;
@@ -79,7 +93,11 @@ std::vector<Architecture> make_table() {
   smollm3.gguf_arch = "smollm3";
   smollm3.mlp_bias_key = true;
   smollm3.gguf_rope_permuted = true;  // llama.cpp converts it as a llama
+  smollm3.gguf_rope_freqs = true;
   smollm3.tie_default = true;
+  smollm3.rope_theta_default = 2000000.0;
+  smollm3.windows = WindowRule::kWhenEnabled;
+  smollm3.no_rope_layers = true;
   t.push_back(smollm3);
   return t;
 }

@@ -129,14 +129,14 @@ void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& 
   if (c.mlp_bias) refuse("mlp_bias", none);
   if (c.rotary_dim > 0 && c.rotary_dim != c.head_dim) refuse("a partial rotary embedding", none);
   const bool gemma2 = arch == "gemma2", gemma3 = arch == "gemma3";
-  if (gemma2 || gemma3) {
+  if (a.windows == WindowRule::kLayerPattern) {
     const bool big = (gemma2 && c.num_layers == 46) || (gemma3 && c.num_layers == 62);
     const double want = 1.0 / std::sqrt(static_cast<double>(big ? c.hidden_size / c.num_heads : c.head_dim));
     if (std::abs(c.query_scale - want) > 1e-12 * want) {
       refuse(str_cat("query_pre_attn_scalar ", 1.0 / (c.query_scale * c.query_scale)),
              str_cat("llama.cpp scales queries by 1/sqrt(", big ? "hidden_size / heads" : "head_dim", ")"));
     }
-    const int64_t pattern = gemma2 ? 2 : 6;
+    const int64_t pattern = a.window_pattern;
     for (int64_t i = 0; i < c.num_layers; ++i) {
       if (layer_windowed(c, i) != ((i + 1) % pattern != 0)) {
         refuse("this sliding-window layer pattern",
@@ -147,7 +147,7 @@ void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& 
   } else if (c.sliding_window > 0) {
     refuse("sliding_window", none);
   }
-  if (c.model_type == "smollm3") {
+  if (a.no_rope_layers) {
     for (int64_t i = 0; i < c.num_layers; ++i) {
       if (layer_has_rope(c, i) != ((i + 1) % 4 != 0)) {
         refuse("this no_rope_layers pattern", "llama.cpp's smollm3 leaves out the rotary embedding on every 4th layer");
@@ -157,8 +157,7 @@ void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& 
     refuse("no_rope_layers", none);
   }
   const RopeSpec& r = c.rope;
-  const bool llama3_ok = arch == "llama" || arch == "qwen3" || arch == "smollm3";
-  if (r.kind == RopeSpec::Kind::kLlama3 && !llama3_ok) refuse("llama3 rope scaling", none);
+  if (r.kind == RopeSpec::Kind::kLlama3 && !a.gguf_rope_freqs) refuse("llama3 rope scaling", none);
   if (r.kind == RopeSpec::Kind::kLinear && !gemma3) refuse("linear rope scaling", none);
   if (r.kind == RopeSpec::Kind::kLongrope) refuse("longrope scaling", none);
   if (c.local_rope && (!gemma3 || c.rope_local.kind != RopeSpec::Kind::kDefault)) {
@@ -182,7 +181,7 @@ void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& 
   w.add_uint32(p + "attention.value_length", static_cast<uint32_t>(c.head_dim));
   w.add_uint32(p + "vocab_size", static_cast<uint32_t>(c.vocab_size));
   w.add_uint32(p + "rope.dimension_count", static_cast<uint32_t>(c.head_dim));
-  if (gemma2 || gemma3) w.add_uint32(p + "attention.sliding_window", static_cast<uint32_t>(c.sliding_window));
+  if (a.windows == WindowRule::kLayerPattern) w.add_uint32(p + "attention.sliding_window", static_cast<uint32_t>(c.sliding_window));
   if (gemma2) {
     if (c.attn_softcap > 0) w.add_float32(p + "attn_logit_softcapping", static_cast<float>(c.attn_softcap));
     if (c.final_softcap > 0) w.add_float32(p + "final_logit_softcapping", static_cast<float>(c.final_softcap));

@@ -71,29 +71,24 @@ void refuse_unless(const nlohmann::json& j, const char* key, const nlohmann::jso
   throw InputError(str_cat(where, ": ", key, " = ", capped(it->dump(), 200), " is not supported (", why, ")"));
 }
 
-// Which layers see a sliding window, as transformers applies it per family:
-// mistral and phi3 window every layer; qwen2, qwen3 and smollm3 only with
-// use_sliding_window, and then the layers layer_types names (default: those
-// from max_window_layers on); gemma2 and gemma3 the layers layer_types names
-// (default: gemma2 every other, from the first; gemma3 all but every
-// sliding_window_pattern-th); llama and olmo2 never.
-void parse_sliding_window(const nlohmann::json& j, ModelConfig& c, const std::string& where) {
-  const std::string& t = c.model_type;
-  if (t == "llama" || t == "olmo2") return;
-  const bool gemma = t == "gemma2" || t == "gemma3_text";
+// Which layers see a sliding window (architecture.h's WindowRule).
+void parse_sliding_window(const nlohmann::json& j, const Architecture& a, ModelConfig& c, const std::string& where) {
+  if (a.windows == WindowRule::kNone) return;
   const auto sw = j.find("sliding_window");
   if (sw == j.end() || sw->is_null()) {
-    if (gemma) throw InputError(str_cat(where, ": sliding_window is missing (", t, " windows its sliding layers)"));
+    if (a.windows == WindowRule::kLayerPattern) {
+      throw InputError(str_cat(where, ": sliding_window is missing (", a.model_type, " windows its sliding layers)"));
+    }
     return;
   }
   if (!sw->is_number_integer() || sw->get<int64_t>() <= 0) {
     throw InputError(str_cat(where, ": sliding_window: expected a positive integer or null, got ", capped(sw->dump(), 200)));
   }
-  if (t == "mistral" || t == "phi3") {
+  if (a.windows == WindowRule::kEveryLayer) {
     c.sliding_window = sw->get<int64_t>();
     return;
   }
-  if (!gemma && !get_bool(j, "use_sliding_window", false, where)) return;
+  if (a.windows == WindowRule::kWhenEnabled && !get_bool(j, "use_sliding_window", false, where)) return;
   c.sliding_window = sw->get<int64_t>();
   const auto types = j.find("layer_types");
   if (types != j.end() && !types->is_null()) {
@@ -109,12 +104,8 @@ void parse_sliding_window(const nlohmann::json& j, ModelConfig& c, const std::st
     }
     return;
   }
-  if (t == "gemma2") {
-    for (int64_t i = 0; i < c.num_layers; ++i) c.windowed_layers.push_back(i % 2 == 0);
-    return;
-  }
-  if (t == "gemma3_text") {
-    const int64_t pattern = get_int(j, {"sliding_window_pattern"}, where, 6);
+  if (a.windows == WindowRule::kLayerPattern) {
+    const int64_t pattern = get_int(j, {"sliding_window_pattern"}, where, a.window_pattern);
     if (pattern <= 0) throw InputError(str_cat(where, ": sliding_window_pattern must be positive"));
     for (int64_t i = 0; i < c.num_layers; ++i) c.windowed_layers.push_back((i + 1) % pattern != 0);
     return;
@@ -163,7 +154,7 @@ RopeSpec parse_rope(const nlohmann::json* rs, double theta, const nlohmann::json
     return r;
   }
   if (kind == "longrope") {
-    if (c.model_type != "phi3") {
+    if (!c.arch->longrope) {
       throw InputError(str_cat(where, ": rope_scaling type 'longrope' is not supported for ", c.model_type, " (phi3 only)"));
     }
     r.kind = RopeSpec::Kind::kLongrope;
@@ -194,12 +185,6 @@ RopeSpec parse_rope(const nlohmann::json* rs, double theta, const nlohmann::json
   throw InputError(str_cat(where, ": rope_scaling type '", kind, "' is not supported (default, linear, llama3, longrope)"));
 }
 
-double default_theta(const std::string& type) {
-  if (type == "smollm3") return 2000000.0;
-  if (type == "gemma3_text") return 1000000.0;
-  return 10000.0;
-}
-
 // The rotary embeddings: transformers 5's rope_parameters (one object, or
 // one per layer type), or transformers 4's rope_theta + rope_scaling (and
 // gemma3's rope_local_base_freq for its sliding layers).
@@ -209,7 +194,7 @@ void parse_ropes(const nlohmann::json& j, ModelConfig& c, const std::string& whe
   double partial = get_double(j, "partial_rotary_factor", 1.0, where);
   if (v5 && params->contains("partial_rotary_factor")) partial = get_double(*params, "partial_rotary_factor", 1.0, where);
   if (partial != 1.0) {
-    if (c.model_type != "phi3") {
+    if (!c.arch->partial_rotary) {
       throw InputError(str_cat(where, ": partial_rotary_factor = ", partial, " is not supported for ", c.model_type,
                                " (rotary embedding over the whole head)"));
     }
@@ -220,8 +205,8 @@ void parse_ropes(const nlohmann::json& j, ModelConfig& c, const std::string& whe
                                " rotary dimensions of ", c.head_dim, "; they must be positive and even"));
     }
   }
-  const double theta0 = default_theta(c.model_type);
-  const bool gemma3 = c.model_type == "gemma3_text";
+  const double theta0 = c.arch->rope_theta_default;
+  const bool local = c.arch->local_rope;
   if (v5 && (params->contains("full_attention") || params->contains("sliding_attention"))) {
     const auto full = params->find("full_attention");
     const auto sliding = params->find("sliding_attention");
@@ -235,19 +220,19 @@ void parse_ropes(const nlohmann::json& j, ModelConfig& c, const std::string& whe
   } else {
     const auto rs = j.find("rope_scaling");
     c.rope = parse_rope(rs == j.end() ? nullptr : &*rs, get_double(j, "rope_theta", theta0, where), j, c, where);
-    if (gemma3) {
+    if (local) {
       c.rope_local.theta = get_double(j, "rope_local_base_freq", 10000.0, where);
       c.local_rope = !(c.rope_local == c.rope);
     }
   }
-  if (c.local_rope && !gemma3) {
+  if (c.local_rope && !local) {
     throw InputError(str_cat(where, ": rope_parameters per layer type are not supported for ", c.model_type));
   }
 }
 
 // The no_rope_layers of smollm3: 1 = the layer has a rotary embedding.
 void parse_rope_layers(const nlohmann::json& j, ModelConfig& c, const std::string& where) {
-  if (c.model_type != "smollm3") {
+  if (!c.arch->no_rope_layers) {
     refuse_unless(j, "no_rope_layers", nullptr, where, "every layer has a rotary embedding");
     return;
   }
@@ -301,8 +286,7 @@ void parse_decoder(const nlohmann::json& j, const Architecture& a, ModelConfig& 
     throw InputError(str_cat(where, ": ", a.activation_key, " ", capped(act->dump(), 100), " is not supported (",
                              act_name, ")"));
   }
-  const bool gemma = a.norm_offset;
-  if (gemma) {
+  if (a.gemma_attention) {
     c.attn_softcap = get_double(j, "attn_logit_softcapping", 0.0, where);
     c.final_softcap = get_double(j, "final_logit_softcapping", 0.0, where);
     if (c.attn_softcap < 0 || c.final_softcap < 0 || !std::isfinite(c.attn_softcap) || !std::isfinite(c.final_softcap)) {
@@ -322,7 +306,7 @@ void parse_decoder(const nlohmann::json& j, const Architecture& a, ModelConfig& 
       refuse_unless(j, key, false, where, "no q/k norm");
     }
   }
-  parse_sliding_window(j, c, where);
+  parse_sliding_window(j, a, c, where);
   parse_ropes(j, c, where);
   parse_rope_layers(j, c, where);
 }

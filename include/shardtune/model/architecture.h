@@ -34,6 +34,14 @@ enum class QkNorm {
 
 enum class Activation { kSilu, kGeluTanh };
 
+// Which layers config.json's sliding_window applies to, as transformers reads it.
+enum class WindowRule {
+  kNone,          // the key is ignored (llama, olmo2)
+  kEveryLayer,    // every layer (mistral, phi3)
+  kWhenEnabled,   // only with use_sliding_window: layer_types, else from max_window_layers on (qwen2, qwen3, smollm3)
+  kLayerPattern,  // always, required: layer_types, else all but every window_pattern-th layer (gemma2, gemma3)
+};
+
 struct Architecture {
   std::string model_type;  // config.json model_type
   std::string hf_class;    // config.json architectures[0]
@@ -51,8 +59,18 @@ struct Architecture {
   bool attention_bias_key = true;  // attention_bias in config.json puts biases on q, k, v and o
   bool mlp_bias_key = false;    // mlp_bias in config.json puts biases on the MLP
   bool gguf_rope_permuted = false;  // llama.cpp's converter interleaves q/k rows (the llama layout)
+  bool gguf_rope_freqs = false;     // llama.cpp reads llama3 rope scaling as a rope_freqs tensor
   bool tie_default = false;     // tie_word_embeddings when config.json does not say
   double norm_eps_default = 1e-6;
+  double rope_theta_default = 10000.0;
+  WindowRule windows = WindowRule::kNone;
+  int64_t window_pattern = 0;   // kLayerPattern: every window_pattern-th layer sees everything
+  // Gemma's attention: query_pre_attn_scalar, attention and final soft-caps.
+  bool gemma_attention = false;
+  bool local_rope = false;      // the windowed layers have a rotary embedding of their own (gemma3)
+  bool partial_rotary = false;  // partial_rotary_factor (phi3)
+  bool longrope = false;        // longrope scaling (phi3)
+  bool no_rope_layers = false;  // no_rope_layers / no_rope_layer_interval (smollm3)
 };
 
 // The description of model_type, or nullptr (gpt2, or a type not implemented).
