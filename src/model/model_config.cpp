@@ -174,6 +174,16 @@ RopeSpec parse_rope(const nlohmann::json* rs, double theta, const nlohmann::json
                                          : std::sqrt(1.0 + std::log(factor) /
                                                                std::log(static_cast<double>(r.original_max_positions)));
     }
+    for (const auto* fs : {&r.short_factor, &r.long_factor}) {
+      for (double v : *fs) {
+        if (!(v > 0 && std::isfinite(v))) {
+          throw InputError(str_cat(where, ": longrope short_factor and long_factor must be positive numbers, got ", v));
+        }
+      }
+    }
+    if (!(r.attention_factor > 0 && std::isfinite(r.attention_factor))) {
+      throw InputError(str_cat(where, ": longrope attention_factor must be a positive number"));
+    }
     const size_t half = static_cast<size_t>(rotary_dim(c) / 2);
     if (r.short_factor.size() != half || r.long_factor.size() != half) {
       throw InputError(str_cat(where, ": longrope short_factor and long_factor must hold ", half,
@@ -287,11 +297,15 @@ void parse_decoder(const nlohmann::json& j, const Architecture& a, ModelConfig& 
                              act_name, ")"));
   }
   if (a.gemma_attention) {
+    // null: no cap; a number: the cap, which must be positive (0 would divide by zero).
+    for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+      const double cap = get_double(j, key, 0.0, where);
+      if (j.contains(key) && !j[key].is_null() && !(cap > 0 && std::isfinite(cap))) {
+        throw InputError(str_cat(where, ": ", key, " must be a positive number or null, got ", cap));
+      }
+    }
     c.attn_softcap = get_double(j, "attn_logit_softcapping", 0.0, where);
     c.final_softcap = get_double(j, "final_logit_softcapping", 0.0, where);
-    if (c.attn_softcap < 0 || c.final_softcap < 0 || !std::isfinite(c.attn_softcap) || !std::isfinite(c.final_softcap)) {
-      throw InputError(str_cat(where, ": attn_logit_softcapping and final_logit_softcapping must be positive or null"));
-    }
     const double scalar = get_double(j, "query_pre_attn_scalar", 256.0, where);
     if (!(scalar > 0) || !std::isfinite(scalar)) throw InputError(str_cat(where, ": query_pre_attn_scalar must be positive"));
     c.query_scale = 1.0 / std::sqrt(scalar);
