@@ -352,7 +352,7 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
       std::vector<ChatMessage> msgs;
       if (!system.empty()) msgs.push_back({"system", system});
       msgs.push_back({"user", text});
-      prompt_ids = render_generation_prompt(*tok, format.kind, with_default_system(format, msgs));
+      prompt_ids = render_generation_prompt(*tok, format.kind, template_messages(format, msgs));
     } else {
       if (tok->bos_id() >= 0) prompt_ids.push_back(tok->bos_id());
       const auto body = tok->encode(text);

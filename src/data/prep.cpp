@@ -144,7 +144,7 @@ class Converter {
       msgs.push_back({role, m["content"].get<std::string>()});
     }
     if (!has_assistant && !o_.train_on_all) throw InputError("no assistant message to train on");
-    Tokenized t = render_chat(tok_, format_.kind, with_default_system(format_, std::move(msgs)), o_.train_on_all);
+    Tokenized t = render_chat(tok_, format_.kind, template_messages(format_, std::move(msgs)), o_.train_on_all);
     ex.ids = std::move(t.ids);
     ex.mask = std::move(t.mask);
   }

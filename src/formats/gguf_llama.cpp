@@ -1,6 +1,7 @@
 #include "shardtune/formats/gguf_llama.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <functional>
@@ -20,6 +21,11 @@ enum TokenType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnu
 // llama.cpp's pre-tokenizer regexes, one Split each, as tokenizer.json writes them.
 const char* kLlama3Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+// GPT-4o's (o200k), which Phi-4-mini uses: cased words keep their capitals at the front.
+const char* kGpt4oRegex =
+    R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?)"
+    R"(|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?)"
+    R"(|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 const char* kQwen2Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
@@ -33,15 +39,17 @@ json byte_level(bool use_regex) {
 // The tokenizer.json pre_tokenizer for a tokenizer.ggml.pre name, as
 // llama.cpp splits text for it; null when the name is not one shardtune knows.
 json pre_tokenizer_for(const std::string& pre) {
-  if (pre == "gpt-2" || pre == "gpt2") return byte_level(true);
+  if (pre == "gpt-2" || pre == "gpt2" || pre == "olmo") return byte_level(true);
   if (pre == "smollm" || pre == "starcoder") {
     return {{"type", "Sequence"},
             {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, byte_level(true)}}};
   }
-  if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3") {
+  // dbrx: GPT-4's (cl100k) split, as llama-bpe, without ignore_merges (OLMo 2's files say dbrx).
+  if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3" || pre == "dbrx") {
     return {{"type", "Sequence"}, {"pretokenizers", {split(kLlama3Regex), byte_level(false)}}};
   }
   if (pre == "qwen2") return {{"type", "Sequence"}, {"pretokenizers", {split(kQwen2Regex), byte_level(false)}}};
+  if (pre == "gpt-4o") return {{"type", "Sequence"}, {"pretokenizers", {split(kGpt4oRegex), byte_level(false)}}};
   if (pre == "default") {
     return {{"type", "Sequence"},
             {"pretokenizers",
@@ -51,7 +59,11 @@ json pre_tokenizer_for(const std::string& pre) {
   return nullptr;
 }
 
-const char* kKnownPre = "gpt-2, llama-bpe, qwen2, smollm, starcoder, default";
+const char* kKnownPre = "gpt-2, olmo, llama-bpe, dbrx, qwen2, gpt-4o, smollm, starcoder, default";
+
+// The pre-tokenizers whose llama.cpp rules keep a word that is in the
+// vocabulary whole (tokenizer.json's ignore_merges).
+bool pre_ignores_merges(const std::string& pre) { return pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3"; }
 
 std::string token_text(const json& j) {
   if (j.is_string()) return j.get<std::string>();
@@ -163,7 +175,7 @@ json gguf_tokenizer_json(const GgufFile& f) {
     j["pre_tokenizer"] = pre_tok;
     j["post_processor"] = post;
     j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
-    const bool ignore_merges = pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3";
+    const bool ignore_merges = pre_ignores_merges(pre);
     j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
                   {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
                   {"ignore_merges", ignore_merges}, {"vocab", vocab}, {"merges", merges}};
@@ -269,12 +281,70 @@ std::string gguf_pre_tokenizer_name(const json& tok, const std::string& where) {
     return p;
   };
   const json want = canonical(pre);
-  for (const char* name : {"gpt-2", "llama-bpe", "qwen2", "smollm", "default"}) {
+  const bool ignore_merges = tok.value("model", json::object()).value("ignore_merges", false);
+  for (const char* name : {"gpt-2", "llama-bpe", "dbrx", "qwen2", "gpt-4o", "smollm", "default"}) {
+    const std::string n = name;
+    if ((n == "llama-bpe" || n == "dbrx") && pre_ignores_merges(n) != ignore_merges) continue;
     if (canonical(pre_tokenizer_for(name)) == want) return name;
   }
   throw InputError(str_cat(where, ": its pre_tokenizer matches none of llama.cpp's (", kKnownPre,
                            "), so GGUF could not say how to split text: ", want.dump().substr(0, 200)));
 }
+
+namespace {
+
+bool is_byte_token(const std::string& t) {
+  return t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && std::isxdigit(static_cast<unsigned char>(t[3])) &&
+         std::isxdigit(static_cast<unsigned char>(t[4]));
+}
+
+// For a SentencePiece-style tokenizer.json (byte-fallback BPE whose spaces
+// become U+2581 in the normalizer or a Metaspace pre-tokenizer): whether a
+// U+2581 goes before the text (llama.cpp's add_space_prefix). Throws when the
+// layout is one llama.cpp's SentencePiece tokenizer would split otherwise.
+bool spm_space_prefix(const json& tok, const std::string& where) {
+  const std::string marker = "\xe2\x96\x81";
+  std::vector<json> norms;
+  std::function<void(const json&)> flat = [&](const json& n) {
+    if (n.is_null()) return;
+    if (n.value("type", "") == "Sequence") {
+      for (const auto& x : n.at("normalizers")) flat(x);
+    } else {
+      norms.push_back(n);
+    }
+  };
+  flat(tok.value("normalizer", json()));
+  const json pre = tok.value("pre_tokenizer", json());
+  const auto refuse = [&](const std::string& why) {
+    return InputError(str_cat(where, ": this SentencePiece-style tokenizer cannot be written to GGUF: ", why));
+  };
+  const bool replaces = !norms.empty() && norms.back().value("type", "") == "Replace" &&
+                        norms.back().value("pattern", json::object()).value("String", "") == " " &&
+                        norms.back().value("content", "") == marker;
+  if (replaces) {  // Llama-2 (Prepend + Replace) and Gemma (Replace) style
+    bool prepend = false;
+    for (size_t i = 0; i + 1 < norms.size(); ++i) {
+      if (norms[i].value("type", "") == "Prepend" && norms[i].value("prepend", "") == marker && i == 0) {
+        prepend = true;
+      } else {
+        throw refuse(str_cat("normalizer step ", norms[i].dump().substr(0, 120), " has no GGUF equivalent"));
+      }
+    }
+    // Gemma's Split on " " after its normalizer has turned every space into U+2581: it splits nothing.
+    const bool inert_split = pre.is_object() && pre.value("type", "") == "Split" &&
+                             pre.value("pattern", json::object()).value("String", "") == " ";
+    if (!pre.is_null() && !inert_split) throw refuse(str_cat("pre_tokenizer ", pre.dump().substr(0, 120), " after the normalizer"));
+    return prepend;
+  }
+  if (norms.empty() && pre.is_object() && pre.value("type", "") == "Metaspace" && pre.value("replacement", marker) == marker) {
+    const std::string scheme = pre.contains("prepend_scheme") ? pre["prepend_scheme"].get<std::string>()
+                                                              : (pre.value("add_prefix_space", true) ? "always" : "never");
+    return scheme != "never";
+  }
+  throw refuse("spaces do not become U+2581 by a Replace normalizer or a Metaspace pre-tokenizer");
+}
+
+}  // namespace
 
 void add_gguf_tokenizer(GgufWriter& w, const json& tok, const json& cfg, const json& hf_config,
                         const std::string& where) {
@@ -282,11 +352,19 @@ void add_gguf_tokenizer(GgufWriter& w, const json& tok, const json& cfg, const j
   if (!model.is_object() || model.value("type", "") != "BPE" || !model.contains("vocab")) {
     throw InputError(str_cat(where, ": only BPE tokenizers are written to GGUF"));
   }
-  if (model.value("byte_fallback", false) || tok.value("pre_tokenizer", json()).dump().find("ByteLevel") == std::string::npos) {
-    throw InputError(str_cat(where, ": only byte-level BPE tokenizers (GPT-2, Llama-3, Qwen2, SmolLM style) are "
-                                    "written to GGUF; SentencePiece-style ones are not"));
+  // Byte-level BPE is llama.cpp's gpt2 model, with a pre-tokenizer name;
+  // byte-fallback BPE over U+2581 words is its llama (SentencePiece) model.
+  const bool spm = model.value("byte_fallback", false);
+  std::string pre;
+  bool space_prefix = false;
+  if (spm) {
+    space_prefix = spm_space_prefix(tok, where);
+  } else {
+    if (tok.value("pre_tokenizer", json()).dump().find("ByteLevel") == std::string::npos) {
+      throw InputError(str_cat(where, ": a BPE tokenizer with neither ByteLevel nor byte_fallback has no GGUF equivalent"));
+    }
+    pre = gguf_pre_tokenizer_name(tok, where);
   }
-  const std::string pre = gguf_pre_tokenizer_name(tok, where);
   // Ids: the vocabulary, the added tokens, padded to the model's vocab_size.
   std::map<int64_t, std::string> by_id;
   for (const auto& [t, id] : model["vocab"].items()) by_id[id.get<int64_t>()] = t;
@@ -298,6 +376,7 @@ void add_gguf_tokenizer(GgufWriter& w, const json& tok, const json& cfg, const j
   }
   int64_t n = by_id.empty() ? 0 : by_id.rbegin()->first + 1;
   n = std::max<int64_t>(n, hf_config.value("vocab_size", int64_t{0}));
+  const std::string unk = model.value("unk_token", json()).is_string() ? model["unk_token"].get<std::string>() : "";
   json tokens = json::array(), types = json::array();
   for (int64_t i = 0; i < n; ++i) {
     const auto it = by_id.find(i);
@@ -308,17 +387,50 @@ void add_gguf_tokenizer(GgufWriter& w, const json& tok, const json& cfg, const j
     }
     tokens.push_back(it->second);
     const auto a = added.find(i);
-    types.push_back(a == added.end() ? kNormal : (a->second ? kControl : kUserDefined));
+    if (a != added.end()) {
+      types.push_back(it->second == unk ? kUnknown : a->second ? kControl : kUserDefined);
+    } else if (spm && it->second == unk) {
+      types.push_back(kUnknown);
+    } else if (spm && is_byte_token(it->second)) {
+      types.push_back(kByte);
+    } else {
+      types.push_back(kNormal);
+    }
   }
   json merges = json::array();
   for (const auto& m : model.value("merges", json::array())) {
     merges.push_back(m.is_string() ? m.get<std::string>() : str_cat(m.at(0).get<std::string>(), " ", m.at(1).get<std::string>()));
   }
-  w.add_string("tokenizer.ggml.model", "gpt2");
-  w.add_string("tokenizer.ggml.pre", pre);
-  w.add("tokenizer.ggml.tokens", {GgufValueType::kArray, GgufValueType::kString, tokens});
-  w.add("tokenizer.ggml.token_type", {GgufValueType::kArray, GgufValueType::kInt32, types});
-  w.add("tokenizer.ggml.merges", {GgufValueType::kArray, GgufValueType::kString, merges});
+  if (spm) {
+    // SentencePiece merges by score: a token made by the merge of rank r
+    // scores -r, so llama.cpp (and the reader here) merge in the file's
+    // order; tokens no merge makes score below every merge.
+    std::unordered_map<std::string, int64_t> rank;
+    for (size_t r = 0; r < merges.size(); ++r) {
+      const std::string m = merges[r].get<std::string>();
+      const size_t sp = m.find(' ', 1);
+      if (sp == std::string::npos) throw InputError(str_cat(where, ": merge '", m.substr(0, 100), "' is not 'a b'"));
+      rank.emplace(m.substr(0, sp) + m.substr(sp + 1), static_cast<int64_t>(r));  // the first merge that makes it
+    }
+    json scores = json::array();
+    const double floor = -static_cast<double>(merges.size());
+    for (int64_t i = 0; i < n; ++i) {
+      const auto it = rank.find(tokens[static_cast<size_t>(i)].get<std::string>());
+      scores.push_back(types[static_cast<size_t>(i)] != kNormal ? 0.0
+                       : it != rank.end()                      ? -static_cast<double>(it->second)
+                                                               : floor - static_cast<double>(i));
+    }
+    w.add_string("tokenizer.ggml.model", "llama");
+    w.add("tokenizer.ggml.tokens", {GgufValueType::kArray, GgufValueType::kString, tokens});
+    w.add("tokenizer.ggml.scores", {GgufValueType::kArray, GgufValueType::kFloat32, scores});
+    w.add("tokenizer.ggml.token_type", {GgufValueType::kArray, GgufValueType::kInt32, types});
+  } else {
+    w.add_string("tokenizer.ggml.model", "gpt2");
+    w.add_string("tokenizer.ggml.pre", pre);
+    w.add("tokenizer.ggml.tokens", {GgufValueType::kArray, GgufValueType::kString, tokens});
+    w.add("tokenizer.ggml.token_type", {GgufValueType::kArray, GgufValueType::kInt32, types});
+    w.add("tokenizer.ggml.merges", {GgufValueType::kArray, GgufValueType::kString, merges});
+  }
   auto id_of = [&](const std::string& t) -> int64_t {
     for (int64_t i = 0; i < n; ++i) {
       if (tokens[static_cast<size_t>(i)] == t) return i;
@@ -337,11 +449,12 @@ void add_gguf_tokenizer(GgufWriter& w, const json& tok, const json& cfg, const j
            {"unk_token", "tokenizer.ggml.unknown_token_id", ""},
            {"pad_token", "tokenizer.ggml.padding_token_id", "pad_token_id"}}) {
     int64_t id = c.contains(name) ? id_of(token_text(c[name])) : -1;
+    if (id < 0 && name == "unk_token" && !unk.empty()) id = id_of(unk);
     if (id < 0 && !config_key.empty() && hf_config.contains(config_key)) id = first_id(hf_config[config_key]);
     if (id >= 0 && id < n) w.add_uint32(key, static_cast<uint32_t>(id));
   }
   w.add_bool("tokenizer.ggml.add_bos_token", c.value("add_bos_token", false));
-  w.add_bool("tokenizer.ggml.add_space_prefix", false);
+  w.add_bool("tokenizer.ggml.add_space_prefix", space_prefix);
   if (c.contains("chat_template") && c["chat_template"].is_string()) {
     w.add_string("tokenizer.chat_template", c["chat_template"].get<std::string>());
   }

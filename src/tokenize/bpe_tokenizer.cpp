@@ -106,6 +106,10 @@ struct PreStep {
   bool add_prefix_space = false;  // kByteLevel
   std::string prepend_scheme = "always";  // kMetaspace: always, first, never
   bool split = true;                      // kMetaspace
+  // kSplit: what becomes of the matches (HF's SplitDelimiterBehavior), and
+  // whether the pattern matches the pieces rather than the delimiters.
+  enum Behavior { kIsolated, kRemoved, kMergedWithPrevious, kMergedWithNext, kContiguous } behavior = kIsolated;
+  bool invert = false;
 };
 
 struct NormStep {
@@ -355,13 +359,51 @@ class BpeTokenizer final : public Tokenizer {
   void pre_tokenize(const PreStep& step, const std::string& piece, bool first, std::vector<std::string>& out) const {
     switch (step.kind) {
       case PreStep::kSplit: {
+        // The piece as segments, each a match (of the delimiter) or not.
+        struct Seg {
+          size_t b, e;
+          bool match;
+        };
+        std::vector<Seg> segs;
         size_t last = 0;
         step.regex->for_each_match(piece, [&](size_t b, size_t e) {
-          if (b > last) out.push_back(piece.substr(last, b - last));
-          out.push_back(piece.substr(b, e - b));
+          if (b > last) segs.push_back({last, b, step.invert});
+          segs.push_back({b, e, !step.invert});
           last = e;
         });
-        if (last < piece.size()) out.push_back(piece.substr(last));
+        if (last < piece.size()) segs.push_back({last, piece.size(), step.invert});
+        std::vector<Seg> parts;
+        bool prev_match = false;
+        switch (step.behavior) {
+          case PreStep::kIsolated:
+            parts = segs;
+            break;
+          case PreStep::kRemoved:
+            for (const Seg& g : segs) {
+              if (!g.match) parts.push_back(g);
+            }
+            break;
+          case PreStep::kMergedWithPrevious:  // a match joins the piece before it, unless that was a match
+            for (const Seg& g : segs) {
+              if (g.match && !prev_match && !parts.empty()) parts.back().e = g.e; else parts.push_back(g);
+              prev_match = g.match;
+            }
+            break;
+          case PreStep::kMergedWithNext:  // a match joins the piece after it, unless that is a match
+            for (auto it = segs.rbegin(); it != segs.rend(); ++it) {
+              if (it->match && !prev_match && !parts.empty()) parts.back().b = it->b; else parts.push_back(*it);
+              prev_match = it->match;
+            }
+            std::reverse(parts.begin(), parts.end());
+            break;
+          case PreStep::kContiguous:  // runs of matches, and runs of the rest, become one piece each
+            for (size_t i = 0; i < segs.size(); ++i) {
+              if (i > 0 && segs[i].match == prev_match) parts.back().e = segs[i].e; else parts.push_back(segs[i]);
+              prev_match = segs[i].match;
+            }
+            break;
+        }
+        for (const Seg& g : parts) out.push_back(piece.substr(g.b, g.e - g.b));
         return;
       }
       case PreStep::kByteLevel: {
@@ -568,11 +610,23 @@ void parse_pre(const json& p, const std::string& where, std::vector<PreStep>& ou
     if (p.value("use_regex", true)) s.regex = std::make_shared<Regex>(kGpt2Pattern, where);
     out.push_back(s);
   } else if (type == "Split") {
-    if (p.value("behavior", "Isolated") != "Isolated" || p.value("invert", false)) {
-      throw InputError(str_cat(where, ": Split pre-tokenizer with behavior ", p.value("behavior", "?"),
-                               " is not supported (Isolated)"));
-    }
     PreStep s{PreStep::kSplit};
+    const std::string behavior = p.value("behavior", "Isolated");
+    if (behavior == "Isolated") {
+      s.behavior = PreStep::kIsolated;
+    } else if (behavior == "Removed") {
+      s.behavior = PreStep::kRemoved;
+    } else if (behavior == "MergedWithPrevious") {
+      s.behavior = PreStep::kMergedWithPrevious;
+    } else if (behavior == "MergedWithNext") {
+      s.behavior = PreStep::kMergedWithNext;
+    } else if (behavior == "Contiguous") {
+      s.behavior = PreStep::kContiguous;
+    } else {
+      throw InputError(str_cat(where, ": Split behavior '", behavior,
+                               "' is not one of Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous"));
+    }
+    s.invert = p.value("invert", false);
     s.regex = split_regex(p.at("pattern"), where);
     out.push_back(s);
   } else if (type == "Digits") {

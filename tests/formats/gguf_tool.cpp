@@ -6,6 +6,10 @@
 //   gguf_tool quantize TYPE IN.safetensors OUT.bin     tensor "x" encoded as f32|f16|bf16|q8_0
 //   gguf_tool tokenize SPEC TEXTS.json OUT.json        ids of each text (parse_special off)
 //   gguf_tool chat SPEC MESSAGES.json OUT.json         ids of a chat rendered with the tokenizer's template
+//                                                      (the prompt for the assistant's reply)
+//   gguf_tool chat-train SPEC MESSAGES.json OUT.json   {"ids", "mask"} of a whole chat, as prep renders it
+//   gguf_tool write-tokenizer DIR OUT.gguf             a GGUF holding only DIR's tokenizer (tokenizer.json
+//                                                      and tokenizer_config.json), as convert writes it
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -16,6 +20,7 @@
 
 #include "shardtune/core/error.h"
 #include "shardtune/formats/gguf.h"
+#include "shardtune/formats/gguf_llama.h"
 #include "shardtune/model/gguf_model.h"
 #include "shardtune/model/safetensors.h"
 #include "shardtune/tokenize/chat.h"
@@ -65,10 +70,27 @@ int run(const std::vector<std::string>& a) {
     const ChatFormat format = resolve_chat_format(*tok, "");
     std::vector<ChatMessage> msgs;
     for (const auto& m : read_json(a[2])) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-    write_json(a[3], render_generation_prompt(*tok, format.kind, with_default_system(format, msgs)));
+    write_json(a[3], render_generation_prompt(*tok, format.kind, template_messages(format, msgs)));
     return 0;
   }
-  std::fprintf(stderr, "usage: gguf_tool dequant|quantize|tokenize|chat ...\n");
+  if (a.size() == 4 && a[0] == "chat-train") {
+    auto tok = load_tokenizer(a[1]);
+    const ChatFormat format = resolve_chat_format(*tok, "");
+    std::vector<ChatMessage> msgs;
+    for (const auto& m : read_json(a[2])) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    const Tokenized t = render_chat(*tok, format.kind, template_messages(format, msgs));
+    write_json(a[3], {{"ids", t.ids}, {"mask", t.mask}});
+    return 0;
+  }
+  if (a.size() == 3 && a[0] == "write-tokenizer") {
+    const nlohmann::json cfg = read_json(a[1] + "/tokenizer_config.json");
+    GgufWriter w;
+    w.add_string("general.architecture", "llama");
+    add_gguf_tokenizer(w, read_json(a[1] + "/tokenizer.json"), cfg, nlohmann::json::object(), a[1]);
+    w.write(a[2]);
+    return 0;
+  }
+  std::fprintf(stderr, "usage: gguf_tool dequant|quantize|tokenize|chat|chat-train|write-tokenizer ...\n");
   return 2;
 }
 

@@ -49,7 +49,8 @@ std::vector<double> llama3_rope_factors(int64_t dim, double theta, double factor
 // the chat template and PreTrainedTokenizerFast, which keeps the
 // pre-tokenizer as written) made from the file's tokenizer.ggml.* metadata.
 // gpt2 models get llama.cpp's pre-tokenizer for tokenizer.ggml.pre (gpt-2,
-// llama-bpe, qwen2, smollm, starcoder, default); llama (SentencePiece) models
+// olmo, llama-bpe, dbrx, qwen2, gpt-4o, smollm, starcoder, default); llama
+// (SentencePiece) models
 // a byte-fallback BPE with merges ordered by the vocabulary's scores.
 nlohmann::json gguf_tokenizer_json(const GgufFile& file);
 nlohmann::json gguf_tokenizer_config(const GgufFile& file);
@@ -58,8 +59,11 @@ nlohmann::json gguf_tokenizer_config(const GgufFile& file);
 // InputError naming `where` when it matches none llama.cpp knows.
 std::string gguf_pre_tokenizer_name(const nlohmann::json& tokenizer_json, const std::string& where);
 
-// Adds tokenizer.ggml.* (and tokenizer.chat_template) metadata for a
-// byte-level BPE tokenizer.json, with bos/eos/pad and add_bos_token from
+// Adds tokenizer.ggml.* (and tokenizer.chat_template) metadata for a BPE
+// tokenizer.json: byte-level ones as llama.cpp's gpt2 model (merges and the
+// pre-tokenizer's name), byte-fallback ones over U+2581 words (Llama-2,
+// Phi-3, Gemma) as its llama model (scores that keep the merge order, token
+// types, add_space_prefix); bos/eos/pad and add_bos_token from
 // tokenizer_config.json (may be null) and the model's config.json.
 void add_gguf_tokenizer(GgufWriter& w, const nlohmann::json& tokenizer_json, const nlohmann::json& tokenizer_config,
                         const nlohmann::json& hf_config, const std::string& where);
