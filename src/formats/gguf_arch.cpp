@@ -174,7 +174,8 @@ json gguf_hf_config(const GgufFile& f) {
                              gemma3 ? ", linear" : "", ")"));
   }
   const bool windowed = a.windows == WindowRule::kLayerPattern;
-  if (!windowed && f.get_int(p + "attention.sliding_window", 0) > 0) {
+  const bool every_layer = a.windows == WindowRule::kEveryLayer;  // phi3: one window for all layers, 0 for none
+  if (!windowed && !every_layer && f.get_int(p + "attention.sliding_window", 0) > 0) {
     throw InputError(str_cat(f.path(), ": ", p, "attention.sliding_window is not supported for ", arch_name));
   }
   for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
@@ -194,9 +195,14 @@ json gguf_hf_config(const GgufFile& f) {
   if (f.get_int(p + "attention.value_length", head_dim) != head_dim) {
     throw InputError(str_cat(f.path(), ": ", p, "attention.value_length differs from key_length (not supported)"));
   }
-  if (f.get_int(p + "rope.dimension_count", head_dim) != head_dim) {
-    throw InputError(str_cat(f.path(), ": ", p, "rope.dimension_count ", f.get_int(p + "rope.dimension_count"),
-                             " is not the head size ", head_dim, " (partial rotary embeddings are not supported)"));
+  const int64_t rotary = f.get_int(p + "rope.dimension_count", head_dim);
+  const bool partial = rotary != head_dim;
+  if (partial && (!a.partial_rotary || rotary <= 0 || rotary > head_dim || rotary % 2 != 0 ||
+                  static_cast<int64_t>(static_cast<double>(head_dim) *
+                                       (static_cast<double>(rotary) / static_cast<double>(head_dim))) != rotary)) {
+    throw InputError(str_cat(f.path(), ": ", p, "rope.dimension_count ", rotary, " is not the head size ", head_dim,
+                             a.partial_rotary ? " nor an even part of it" : " (partial rotary embeddings are not supported for ",
+                             a.partial_rotary ? "" : arch_name, a.partial_rotary ? "" : ")"));
   }
   const GgufTensorInfo* embd = f.find_tensor("token_embd.weight");
   if (embd == nullptr) throw InputError(str_cat(f.path(), ": tensor 'token_embd.weight' is missing"));
@@ -235,6 +241,53 @@ json gguf_hf_config(const GgufFile& f) {
     c["attention_bias"] = has_bias;
   }
   if (a.windows == WindowRule::kWhenEnabled) c["use_sliding_window"] = false;
+  if (partial) c["partial_rotary_factor"] = static_cast<double>(rotary) / static_cast<double>(head_dim);
+  if (every_layer) {
+    const int64_t window = f.get_int(p + "attention.sliding_window", 0);
+    c["sliding_window"] = window > 0 ? json(window) : json(nullptr);
+  }
+  if (a.longrope) {
+    // Phi-3's longrope: its two factor tensors, the original context and the attention factor.
+    const GgufTensorInfo* lf = f.find_tensor("rope_factors_long.weight");
+    const GgufTensorInfo* sf = f.find_tensor("rope_factors_short.weight");
+    const int64_t ctx = f.get_int(p + "context_length");
+    const int64_t orig = f.get_int(p + "rope.scaling.original_context_length", ctx);
+    if (orig <= 0) throw InputError(str_cat(f.path(), ": ", p, "rope.scaling.original_context_length must be positive"));
+    c["original_max_position_embeddings"] = orig;
+    if ((lf == nullptr) != (sf == nullptr)) {
+      throw InputError(str_cat(f.path(), ": tensor '", lf ? "rope_factors_short.weight" : "rope_factors_long.weight",
+                               "' is missing (longrope needs both factor tensors)"));
+    }
+    const double scale = static_cast<double>(ctx) / static_cast<double>(orig);
+    const double want_attn =
+        scale > 1.0 ? std::sqrt(1.0 + std::log(scale) / std::log(static_cast<double>(orig))) : 1.0;
+    const double attn = f.get_float(p + "rope.scaling.attn_factor", lf ? want_attn : 1.0);
+    if (lf == nullptr) {
+      if (attn != 1.0) {
+        throw InputError(str_cat(f.path(), ": ", p, "rope.scaling.attn_factor = ", attn,
+                                 " without rope factor tensors (not supported)"));
+      }
+    } else {
+      json rs = {{"rope_type", "longrope"}, {"original_max_position_embeddings", orig}};
+      for (const auto& [t, key] : {std::pair{lf, "long_factor"}, std::pair{sf, "short_factor"}}) {
+        if (t->dims.size() != 1 || t->dims[0] != rotary / 2) {
+          throw InputError(str_cat(f.path(), ": tensor '", t->name, "' must hold ", rotary / 2,
+                                   " factors (rotary dimensions / 2)"));
+        }
+        const std::vector<float> v = f.dequantized(*t);
+        rs[key] = std::vector<double>(v.begin(), v.end());
+      }
+      // Stored as float32: the default (from the two lengths) unless it differs by more than rounding.
+      if (std::abs(attn - want_attn) > 1e-6 * want_attn) rs["attention_factor"] = attn;
+      c["rope_scaling"] = rs;
+    }
+  } else {
+    for (const char* t : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
+      if (f.find_tensor(t) != nullptr) {
+        throw InputError(str_cat(f.path(), ": tensor '", t, "' is not supported for ", arch_name, " (phi3 only)"));
+      }
+    }
+  }
   if (a.no_rope_layers) c["no_rope_layer_interval"] = 4;  // llama.cpp's fixed step: every 4th layer has none
   if (const GgufTensorInfo* rf = f.find_tensor("rope_freqs.weight")) {
     if (!a.gguf_rope_freqs) {

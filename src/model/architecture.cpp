@@ -68,7 +68,6 @@ std::vector<Architecture> make_table() {
   phi3.model_type = "phi3";
   phi3.hf_class = "Phi3ForCausalLM";
   phi3.gguf_arch = "phi3";
-  phi3.gguf_supported = false;  // its GGUF layout (rope factor tensors, fused ffn_up) is not mapped yet
   phi3.fused_qkv = true;
   phi3.fused_gate_up = true;
   phi3.attention_bias_key = false;

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <set>
@@ -59,7 +60,10 @@ void load_gguf_weights(CausalLM& model, const GgufFile& file) {
   const std::string arch = file.get_string("general.architecture");
   std::map<std::string, const GgufTensorInfo*> by_hf;
   for (const auto& t : file.tensors()) {
-    if (t.name == "rope_freqs.weight") continue;  // read into the config (gguf_hf_config)
+    // Read into the config (gguf_hf_config).
+    if (t.name == "rope_freqs.weight" || t.name == "rope_factors_long.weight" || t.name == "rope_factors_short.weight") {
+      continue;
+    }
     const std::string hf = gguf_to_hf_name(a, t.name);
     if (hf.empty()) {
       throw InputError(str_cat(file.path(), ": unexpected tensor '", t.name, "' (not part of a ", arch, " model)"));
@@ -127,7 +131,7 @@ void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& 
                              ")"));
   }
   if (c.mlp_bias) refuse("mlp_bias", none);
-  if (c.rotary_dim > 0 && c.rotary_dim != c.head_dim) refuse("a partial rotary embedding", none);
+  if (c.rotary_dim > 0 && c.rotary_dim != c.head_dim && !a.partial_rotary) refuse("a partial rotary embedding", none);
   const bool gemma2 = arch == "gemma2", gemma3 = arch == "gemma3";
   if (a.windows == WindowRule::kLayerPattern) {
     const bool big = (gemma2 && c.num_layers == 46) || (gemma3 && c.num_layers == 62);
@@ -144,7 +148,7 @@ void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& 
       }
     }
     if (gemma3 && (c.attn_softcap > 0 || c.final_softcap > 0)) refuse("soft-capping", none);
-  } else if (c.sliding_window > 0) {
+  } else if (c.sliding_window > 0 && a.windows != WindowRule::kEveryLayer) {
     refuse("sliding_window", none);
   }
   if (a.no_rope_layers) {
@@ -159,7 +163,7 @@ void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& 
   const RopeSpec& r = c.rope;
   if (r.kind == RopeSpec::Kind::kLlama3 && !a.gguf_rope_freqs) refuse("llama3 rope scaling", none);
   if (r.kind == RopeSpec::Kind::kLinear && !gemma3) refuse("linear rope scaling", none);
-  if (r.kind == RopeSpec::Kind::kLongrope) refuse("longrope scaling", none);
+  if (r.kind == RopeSpec::Kind::kLongrope && !a.longrope) refuse("longrope scaling", none);
   if (c.local_rope && (!gemma3 || c.rope_local.kind != RopeSpec::Kind::kDefault)) {
     refuse("this rotary embedding of the windowed layers", "llama.cpp's gemma3 gives them a base without scaling");
   }
@@ -180,8 +184,17 @@ void add_model_metadata(GgufWriter& w, const ModelConfig& c, const std::string& 
   w.add_uint32(p + "attention.key_length", static_cast<uint32_t>(c.head_dim));
   w.add_uint32(p + "attention.value_length", static_cast<uint32_t>(c.head_dim));
   w.add_uint32(p + "vocab_size", static_cast<uint32_t>(c.vocab_size));
-  w.add_uint32(p + "rope.dimension_count", static_cast<uint32_t>(c.head_dim));
+  w.add_uint32(p + "rope.dimension_count", static_cast<uint32_t>(rotary_dim(c)));
   if (a.windows == WindowRule::kLayerPattern) w.add_uint32(p + "attention.sliding_window", static_cast<uint32_t>(c.sliding_window));
+  if (a.windows == WindowRule::kEveryLayer) {  // phi3: 0 for none, as llama.cpp's converter writes it
+    w.add_uint32(p + "attention.sliding_window", static_cast<uint32_t>(std::max<int64_t>(c.sliding_window, 0)));
+  }
+  if (a.longrope) {
+    const bool lr = r.kind == RopeSpec::Kind::kLongrope;
+    w.add_uint32(p + "rope.scaling.original_context_length",
+                 static_cast<uint32_t>(lr ? r.original_max_positions : c.max_positions));
+    if (lr) w.add_float32(p + "rope.scaling.attn_factor", static_cast<float>(r.attention_factor));
+  }
   if (gemma2) {
     if (c.attn_softcap > 0) w.add_float32(p + "attn_logit_softcapping", static_cast<float>(c.attn_softcap));
     if (c.final_softcap > 0) w.add_float32(p + "final_logit_softcapping", static_cast<float>(c.final_softcap));
@@ -222,6 +235,15 @@ void save_gguf_model(CausalLM& model, const std::string& path, const nlohmann::j
     std::vector<uint8_t> bytes(v.size() * sizeof(float));
     std::memcpy(bytes.data(), v.data(), bytes.size());
     w.add_tensor("rope_freqs.weight", {static_cast<int64_t>(v.size())}, GgmlType::kF32, std::move(bytes));
+  }
+  if (c.rope.kind == RopeSpec::Kind::kLongrope) {  // phi3's factor tensors, long then short as llama.cpp writes them
+    for (const auto& [tname, factors] : {std::pair{"rope_factors_long.weight", &c.rope.long_factor},
+                                         std::pair{"rope_factors_short.weight", &c.rope.short_factor}}) {
+      std::vector<float> v(factors->begin(), factors->end());
+      std::vector<uint8_t> bytes(v.size() * sizeof(float));
+      std::memcpy(bytes.data(), v.data(), bytes.size());
+      w.add_tensor(tname, {static_cast<int64_t>(v.size())}, GgmlType::kF32, std::move(bytes));
+    }
   }
   for (auto& [name, tensor] : hf_state_dict(model)) {
     if (c.tie_word_embeddings && name == "lm_head.weight") continue;

@@ -19,6 +19,7 @@ Exit 77 (ctest's skip) from the smollm2 part when the model package is absent.
 """
 import argparse
 import importlib.util
+import math
 import json
 import os
 import shutil
@@ -303,8 +304,18 @@ def synthetic_families(a, work):
                              "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
         "olmo2": ("olmo2", lambda v: T.Olmo2Config(vocab_size=v, num_hidden_layers=2, pad_token_id=0, **common)),
         "smollm3": ("smollm3", lambda v: T.SmolLM3Config(vocab_size=v, num_hidden_layers=4, pad_token_id=0, **common)),
+        # Phi-3-mini: fused qkv and gate_up, one window for every layer.
+        "phi3": ("phi3", lambda v: T.Phi3Config(vocab_size=v, num_hidden_layers=2, pad_token_id=0, sliding_window=7,
+                                                original_max_position_embeddings=128, **common)),
+        # Phi-4-mini / Phi-3.5: longrope (17 tokens > 16: the long factors), partial rotary, tied embeddings.
+        "phi4mini": ("phi3", lambda v: T.Phi3Config(
+            vocab_size=v, num_hidden_layers=2, pad_token_id=0, tie_word_embeddings=True, **common,
+            original_max_position_embeddings=16,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                             "short_factor": [1.0, 1.25, 1.5, 2.0, 2.5, 3.0],
+                             "long_factor": [2.0, 3.0, 4.0, 5.0, 7.0, 11.0], "original_max_position_embeddings": 16})),
     }
-    loader_knows = {"llama", "qwen3", "gemma2", "gemma3"}
+    loader_knows = {"llama", "qwen3", "gemma2", "gemma3", "phi3"}
     for name, (arch, make) in families.items():
         d = os.path.join(work, f"fam_{name}")
         shutil.rmtree(d, ignore_errors=True)
@@ -340,7 +351,10 @@ def synthetic_families(a, work):
                 v = permute(v, cfg.num_attention_heads)
             if arch in ("llama", "smollm3") and rest == "self_attn.k_proj.weight":
                 v = permute(v, cfg.num_key_value_heads)
-            g = post if rest == "post_attention_layernorm.weight" else LLAMACPP_BLOCK[rest]
+            g = post if rest == "post_attention_layernorm.weight" else LLAMACPP_BLOCK.get(rest)
+            if arch == "phi3":
+                g = {"self_attn.qkv_proj.weight": "attn_qkv.weight", "mlp.gate_up_proj.weight": "ffn_up.weight",
+                     "post_attention_layernorm.weight": "ffn_norm.weight"}.get(rest, g)
             tensors[f"blk.{layer}.{g}"] = v
         path = os.path.join(work, f"fam_{name}_ref.gguf")
         w = gguf.GGUFWriter(path, arch)
@@ -368,6 +382,20 @@ def synthetic_families(a, work):
             w.add_rope_scaling_factor(4.0)
         if name == "llama3":
             w.add_tensor("rope_freqs.weight", llama3_factors(16, 500000.0, 8.0, 1.0, 4.0, 8192))
+        extra = ["rope_freqs.weight"] if name == "llama3" else []
+        if arch == "phi3":  # as llama.cpp's Phi3MiniModel converter writes them
+            rp = cfg.rope_parameters
+            rot = int(rp.get("partial_rotary_factor", 1.0) * 64) // 4
+            w.add_rope_dimension_count(rot)
+            w.add_sliding_window(cfg.sliding_window or 0)
+            orig = rp.get("original_max_position_embeddings", cfg.original_max_position_embeddings)
+            w.add_rope_scaling_orig_ctx_len(orig)
+            if rp.get("rope_type") == "longrope":
+                scale = 128 / orig
+                w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(orig)))
+                w.add_tensor("rope_factors_long.weight", np.array(rp["long_factor"], dtype=np.float32))
+                w.add_tensor("rope_factors_short.weight", np.array(rp["short_factor"], dtype=np.float32))
+                extra = ["rope_factors_long.weight", "rope_factors_short.weight"]
         for tn, arr in tensors.items():
             w.add_tensor(tn, arr.astype(np.float32))
         finish(w)
@@ -379,7 +407,7 @@ def synthetic_families(a, work):
         ours = os.path.join(work, f"fam_{name}_ours.gguf")
         run(a.shardtune, "convert", d, ours, "--overwrite")
         r = gguf.GGUFReader(ours)
-        same_names = sorted(t.name for t in r.tensors) == sorted(list(tensors) + (["rope_freqs.weight"] if name == "llama3" else []))
+        same_names = sorted(t.name for t in r.tensors) == sorted(list(tensors) + extra)
         check(same_names and field(r, "general.architecture") == arch,
               f"{name}: shardtune's GGUF has llama.cpp's architecture '{arch}' and tensor names")
         if arch in loader_knows:
@@ -473,18 +501,39 @@ def synthetic_family_refusals(a, work):
             [a.shardtune, "convert",
              bad("qwen3_yarn", "qwen3", set_kv={"qwen3.rope.scaling.type": ("yarn", V.STRING)}), out],
             "rope.scaling.type 'yarn' is not supported")
-    refused("the phi3 architecture",
-            [a.shardtune, "convert", bad("phi3", "olmo2", arch="phi3"), out], "architecture 'phi3' is not supported")
+    rf = os.path.join(work, "refused_qwen3_factors.gguf")
+    r0 = gguf.GGUFReader(os.path.join(work, "fam_qwen3_ref.gguf"))
+    w = gguf.GGUFWriter(rf, "qwen3")
+    for key, f in r0.fields.items():
+        if not key.startswith("GGUF.") and key != "general.architecture":
+            w.add_key_value(key, f.contents(), f.types[0], f.types[1] if len(f.types) > 1 else None)
+    w.add_tensor("rope_factors_long.weight", np.ones(12, dtype=np.float32))
+    for t in r0.tensors:
+        w.add_tensor(t.name, np.array(t.data, dtype=np.float32))
+    finish(w)
+    refused("longrope factor tensors on qwen3", [a.shardtune, "convert", rf, out],
+            "tensor 'rope_factors_long.weight' is not supported for qwen3 (phi3 only)")
+    refused("phi3 with one longrope factor tensor",
+            [a.shardtune, "convert",
+             bad("phi3_one_factor", "phi4mini", tensor=lambda n, x: None if n == "rope_factors_short.weight" else x), out],
+            "tensor 'rope_factors_short.weight' is missing (longrope needs both factor tensors)")
+    refused("phi3 longrope factors of the wrong length",
+            [a.shardtune, "convert",
+             bad("phi3_factor_len", "phi4mini", tensor=lambda n, x: x[:4] if n.startswith("rope_factors") else x), out],
+            "must hold 6 factors (rotary dimensions / 2)")
+    refused("phi3 rotary dimensions that are odd",
+            [a.shardtune, "convert",
+             bad("phi3_rot", "phi3", set_kv={"phi3.rope.dimension_count": (7, V.UINT32)}), out],
+            "rope.dimension_count 7 is not the head size 16 nor an even part of it")
     # Writing: what llama.cpp's architecture would not reproduce.
-    from transformers import AutoModelForCausalLM, Gemma2Config, Phi3Config, SmolLM3Config
+    from transformers import AutoModelForCausalLM, Gemma2Config, SmolLM3Config
     small = dict(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=64)
     for name, cfg, want in (
             ("gemma2_qpas", Gemma2Config(**small, head_dim=8, sliding_window=4, query_pre_attn_scalar=12),
              "query_pre_attn_scalar 12 is not written to GGUF"),
             ("smollm3_norope", SmolLM3Config(**small, pad_token_id=0, no_rope_layers=[1, 0]),
-             "this no_rope_layers pattern is not written to GGUF (llama.cpp's smollm3 leaves out"),
-            ("phi3", Phi3Config(**small, pad_token_id=0), "a phi3 model is not written to GGUF")):
+             "this no_rope_layers pattern is not written to GGUF (llama.cpp's smollm3 leaves out")):
         d = os.path.join(work, f"refused_{name}")
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
