@@ -11,6 +11,8 @@ start=$(date +%s)
 bash scripts/build.sh
 # A one-node Slurm for the slurm_* tests (installs slurm-wlm and munge if needed).
 bash scripts/slurm_local.sh start
+# llama.cpp's own HF -> GGUF converter, for gguf_llamacpp_converter.
+bash scripts/fetch_llamacpp_converter.sh
 (cd build && ctest --output-on-failure --timeout 600)
 
 echo "== torch-free modules under ASan + UBSan"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The peers of benchmarks/peers/train_gpt2.sh: the same training step with
-transformers' model of the same config.json (GPT2LMHeadModel or
-LlamaForCausalLM) on the CPU,
+transformers' model of the same config.json (GPT2LMHeadModel,
+LlamaForCausalLM, Qwen3ForCausalLM or Gemma3ForCausalLM) on the CPU,
 torch.distributed over gloo, in one of three set-ups a user would pick:
 
   ddp       DistributedDataParallel + torch.optim.AdamW           (ZeRO 0)

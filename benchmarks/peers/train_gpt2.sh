@@ -13,9 +13,11 @@
 #
 # Environment: LAYERS [4], WIDTH [256], HEADS [4], VOCAB [50257], SEQ [256],
 # MICRO_BATCH [4], GLOBAL_BATCH [8], STEPS [8 timed], WARMUP [3], RANKS [2],
-# STAGES ["0 1 2 3"], FAMILY [gpt2; llama: a Llama-shaped config.json of
-# the same sizes, transformers' LlamaForCausalLM on the peer's side, with FFN
-# [WIDTH*8/3], KV_HEADS [HEADS] and TIE [false] for tie_word_embeddings],
+# STAGES ["0 1 2 3"], FAMILY [gpt2; llama, qwen3 or gemma3: a config.json of
+# that family of the same sizes, transformers' LlamaForCausalLM,
+# Qwen3ForCausalLM or Gemma3ForCausalLM on the peer's side, with FFN
+# [WIDTH*8/3], KV_HEADS [HEADS] and TIE [false] for tie_word_embeddings;
+# gemma3 windows SEQ/4 tokens on all layers but every WINDOW_EVERY-th [2]],
 # LOAD [0: with LOAD=1 one busy process per core runs
 # beside both sides, to measure them on a loaded machine], OUT_DIR
 # [build/bench-train-peers], LAUNCH [scripts/mpirun.sh: shardtune's
@@ -57,8 +59,34 @@ elif [ "$family" = llama ]; then
  "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "attention_dropout": 0.0,
  "tie_word_embeddings": $tie, "torch_dtype": "float32"}
 JSON
+elif [ "$family" = qwen3 ]; then
+  cat >"$out/gpt2/config.json" <<JSON
+{"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "vocab_size": $vocab,
+ "max_position_embeddings": $seq, "hidden_size": $width, "intermediate_size": $ffn,
+ "num_hidden_layers": $layers, "num_attention_heads": $heads, "num_key_value_heads": $kv_heads,
+ "head_dim": $((width / heads)), "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+ "attention_bias": false, "use_sliding_window": false, "attention_dropout": 0.0,
+ "tie_word_embeddings": $tie, "torch_dtype": "float32"}
+JSON
+elif [ "$family" = gemma3 ]; then
+  # Gemma 3's layout: windows of SEQ/4 on every layer but each WINDOW_EVERY-th [2 here; 6 in the
+  # released models, which a 4-layer model would not reach], local and global rotary bases.
+  every=${WINDOW_EVERY:-2}
+  [[ $every =~ ^[1-9][0-9]*$ ]] || bad "WINDOW_EVERY must be a positive integer, not '$every'"
+  types=$(python3 -c "import json; print(json.dumps(['full_attention' if (i + 1) % $every == 0 else 'sliding_attention' for i in range($layers)]))")
+  cat >"$out/gpt2/config.json" <<JSON
+{"model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"], "vocab_size": $vocab,
+ "max_position_embeddings": $seq, "hidden_size": $width, "intermediate_size": $ffn,
+ "num_hidden_layers": $layers, "num_attention_heads": $heads, "num_key_value_heads": $kv_heads,
+ "head_dim": $((width / heads)), "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6,
+ "query_pre_attn_scalar": $((width / heads)), "sliding_window": $((seq / 4)), "layer_types": $types,
+ "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+ "attention_bias": false, "attention_dropout": 0.0, "final_logit_softcapping": null,
+ "attn_logit_softcapping": null, "tie_word_embeddings": $tie, "torch_dtype": "float32"}
+JSON
 else
-  bad "FAMILY must be gpt2 or llama, not '$family'"
+  bad "FAMILY must be gpt2, llama, qwen3 or gemma3, not '$family'"
 fi
 if [ ! -f "$out/text-train-00000.h5" ]; then
   cat /usr/share/common-licenses/{GPL-3,Apache-2.0,LGPL-3,MPL-2.0,GFDL-1.3} >"$out/text.txt"
@@ -127,7 +155,7 @@ for line in open(sys.argv[1]):
     z, st, stc, stm, pt, ptc = line.split()
     rows.setdefault(z, []).append((float(st), float(stc), float(stm), float(pt), float(ptc)))
 peer = {"0": "DDP", "1": "DDP + ZeroRedundancyOptimizer", "2": "DDP + ZeroRedundancyOptimizer", "3": "FSDP2"}
-print(f"{'GPT-2' if '$family' == 'gpt2' else 'Llama'} {$layers} layers, width {$width}, vocab {$vocab}, seq {$seq}, micro-batch {$mb}, global batch {$gb}, "
+print(f"{ {'gpt2': 'GPT-2', 'llama': 'Llama', 'qwen3': 'Qwen3', 'gemma3': 'Gemma 3'}['$family'] } {$layers} layers, width {$width}, vocab {$vocab}, seq {$seq}, micro-batch {$mb}, global batch {$gb}, "
       f"{$ranks} ranks x 1 thread, float32; median of {len(next(iter(rows.values())))} rounds"
       + (", with one busy process per core" if "$load" == "1" else ""))
 print("%-5s %15s %30s %11s %6s %15s %12s" % ("ZeRO", "shardtune tok/s", "peer", "peer tok/s", "ratio",

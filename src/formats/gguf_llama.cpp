@@ -226,7 +226,11 @@ json gguf_tokenizer_json(const GgufFile& f) {
                           {{"type", "ByteFallback"}}, {{"type", "Fuse"}}});
   if (space_prefix) dec.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
   j["decoder"] = {{"type", "Sequence"}, {"decoders", dec}};
-  const int64_t unk = token_id(f, "tokenizer.ggml.unknown_token_id", n);
+  // Without the key, the token typed unknown (llama.cpp's default is id 0, which is that token in these files).
+  int64_t unk = token_id(f, "tokenizer.ggml.unknown_token_id", n);
+  for (size_t i = 0; unk < 0 && i < n; ++i) {
+    if (types[i] == kUnknown) unk = static_cast<int64_t>(i);
+  }
   j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", unk >= 0 ? json(tokens[unk]) : json(nullptr)},
                 {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr}, {"fuse_unk", true},
                 {"byte_fallback", true}, {"ignore_merges", false}, {"vocab", vocab}, {"merges", merges}};

@@ -82,11 +82,15 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
   }
   if (o.softcap > 0) {
     // Soft-capped scores (no fused kernel takes them): as transformers'
-    // eager attention computes them, the softmax in float32.
-    torch::Tensor s = torch::matmul(q, kk.transpose(-2, -1)) * scale;
-    s = torch::tanh(s / o.softcap) * o.softcap;
-    s = s.masked_fill(mask().logical_not(), neg_inf);
-    return torch::matmul(torch::softmax(s, -1, torch::kFloat32).to(q.scalar_type()), vv);
+    // eager attention computes them, the softmax in float32. In place where
+    // autograd keeps nothing (the product's output, the capped scores), so
+    // a layer holds three seq x seq tensors (tanh's output, the capped
+    // scores, the softmax) rather than one per operation.
+    torch::Tensor s = torch::matmul(q, kk.transpose(-2, -1));
+    s.mul_(scale / o.softcap).tanh_();
+    torch::Tensor capped = s * o.softcap;
+    capped.masked_fill_(mask().logical_not(), neg_inf);
+    return torch::matmul(torch::softmax(capped, -1, torch::kFloat32).to(q.scalar_type()), vv);
   }
   const std::optional<double> sdpa_scale = o.scale > 0 ? std::optional<double>(o.scale) : std::nullopt;
   if (!windowed && tq == tk) {

@@ -188,7 +188,7 @@ class BpeTokenizer final : public Tokenizer {
   // Builds from parsed parts; `where` names the source in errors.
   BpeTokenizer(const std::string& where, std::unordered_map<std::string, int32_t> vocab,
                const std::vector<std::pair<std::string, std::string>>& merges, std::vector<AddedToken> added,
-               std::vector<NormStep> norm, std::vector<PreStep> pre, bool byte_fallback, int32_t unk,
+               std::vector<NormStep> norm, std::vector<PreStep> pre, bool byte_fallback, int32_t unk, bool fuse_unk,
                bool ignore_merges, bool strip_leading_space, bool decode_bytes, std::string fingerprint)
       : vocab_(std::move(vocab)),
         added_(std::move(added)),
@@ -196,6 +196,7 @@ class BpeTokenizer final : public Tokenizer {
         pre_(std::move(pre)),
         byte_fallback_(byte_fallback),
         unk_(unk),
+        fuse_unk_(fuse_unk),
         ignore_merges_(ignore_merges),
         strip_leading_space_(strip_leading_space),
         decode_bytes_(decode_bytes) {
@@ -475,20 +476,26 @@ class BpeTokenizer final : public Tokenizer {
         return;
       }
     }
+    // A character outside the vocabulary: its bytes' tokens when every one
+    // exists (byte fallback), else the unknown token, one for a run of them
+    // with fuse_unk (as HF tokenizers and sentencepiece do).
     std::vector<int32_t> syms;
+    bool last_unk = false;
     for (size_t i = 0; i < word.size();) {
       const size_t n = detail::utf8_len(static_cast<unsigned char>(word[i]));
       const auto it = vocab_.find(word.substr(i, n));
+      bool unknown = false;
       if (it != vocab_.end()) {
         syms.push_back(it->second);
-      } else if (byte_fallback_) {
-        for (size_t k = 0; k < n; ++k) {
-          const int32_t b = byte_ids_[static_cast<unsigned char>(word[i + k])];
-          if (b >= 0) syms.push_back(b); else if (unk_ >= 0) syms.push_back(unk_);
-        }
+      } else if (byte_fallback_ && std::all_of(word.begin() + static_cast<long>(i),
+                                               word.begin() + static_cast<long>(std::min(i + n, word.size())),
+                                               [&](char c) { return byte_ids_[static_cast<unsigned char>(c)] >= 0; })) {
+        for (size_t k = 0; k < n && i + k < word.size(); ++k) syms.push_back(byte_ids_[static_cast<unsigned char>(word[i + k])]);
       } else if (unk_ >= 0) {
-        syms.push_back(unk_);
+        unknown = true;
+        if (!(fuse_unk_ && last_unk)) syms.push_back(unk_);
       }
+      last_unk = unknown;
       i += n;
     }
     merge(syms);
@@ -566,6 +573,7 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<PreStep> pre_;
   bool byte_fallback_;
   int32_t unk_;
+  bool fuse_unk_;
   bool ignore_merges_;
   bool strip_leading_space_;
   bool decode_bytes_;
@@ -799,7 +807,7 @@ std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, co
     if (it != vocab.end()) unk = it->second;
   }
   auto tok = std::make_unique<BpeTokenizer>(path, std::move(vocab), merges, added, std::move(norm), std::move(pre),
-                                            model.value("byte_fallback", false), unk,
+                                            model.value("byte_fallback", false), unk, model.value("fuse_unk", false),
                                             model.value("ignore_merges", false),
                                             decoder_strips_leading_space(member(j, "decoder")),
                                             decoder_has(member(j, "decoder"), "ByteFallback"),
@@ -866,7 +874,7 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& dir) {
   PreStep byte_level{PreStep::kByteLevel};
   byte_level.regex = std::make_shared<Regex>(kGpt2Pattern, vocab_path);
   auto tok = std::make_unique<BpeTokenizer>(vocab_path, std::move(vocab), merges, added, std::vector<NormStep>{},
-                                            std::vector<PreStep>{byte_level}, false, -1, false, false, false,
+                                            std::vector<PreStep>{byte_level}, false, -1, false, false, false, false,
                                             "gpt2:" + content_hash(vocab_text + merges_text));
   tok->set_special_ids(-1, eot, -1);
   return tok;
