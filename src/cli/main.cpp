@@ -18,6 +18,7 @@
 #include "shardtune/comm/communicator.h"
 #include "shardtune/core/error.h"
 #include "shardtune/core/strings.h"
+#include "shardtune/data/data_check.h"
 #include "shardtune/data/prep.h"
 #include "shardtune/data/token_shard.h"
 #include "shardtune/model/generate.h"
@@ -44,12 +45,12 @@ commands:
            [options]
       continue a prompt with a Hugging Face model folder (gpt2, llama,
       mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2, smollm3) or a
-      GGUF file (llama, qwen2, qwen3, gemma2, gemma3, olmo2, smollm3) and print the
+      GGUF file (llama, qwen2, qwen3, gemma2, gemma3, phi3, olmo2, smollm3) and print the
       text (the new token ids with --prompt-ids; with --prompt-file, one
       prompt per line in, one JSON line {"prompt", "completion"} out).
       Options: --tokenizer SPEC [the model's tokenizer], --chat (the prompt
-      is a user message; --chat-template chatml|llama3|plain [the
-      tokenizer's own template, else chatml], --system TEXT),
+      is a user message; --chat-template chatml|qwen3|llama3|gemma|phi3|
+      phi4|plain [the tokenizer's own template, else chatml], --system TEXT),
       --max-new-tokens N [64], --temperature T [0 = greedy], --top-k K
       [0 = off], --top-p P [1], --seed S, --device cpu|cuda[:i] [cpu],
       --dtype float32|bfloat16 [float32], --no-cache
@@ -58,9 +59,19 @@ commands:
       HDF5 shards PREFIX-train-NNNNN.h5 and PREFIX-val-NNNNN.h5. Options:
       --format chat|prompt_completion|text|auto [auto], --val-fraction F [0],
       --shard-tokens N [100000000], --threads N [cores], --chat-template
-      chatml|llama3|plain [the tokenizer's own, else chatml], --train-on
+      NAME [the tokenizer's own, else chatml; names as generate's], --train-on
       assistant|all [assistant],
       --skip-bad (skip and count bad lines), --overwrite
+  data check FILE.jsonl [--model DIR|FILE.gguf] [--tokenizer SPEC] [--config CONFIG]
+             [--chat-template NAME] [--train-on assistant|all] [--seq-len N] [--output DIR]
+      check chat JSONL before a fine-tune: format problems by kind with their
+      line numbers (errors: what prep refuses; warnings), then with the
+      model's (or --tokenizer's) tokenizer and chat template the tokens and
+      trained tokens per example (min, mean, p50, p90, p99, max), examples
+      longer than a window (seq_len: --seq-len, else CONFIG's data.seq_len)
+      and than the model's context, and with CONFIG the windows, tokens and
+      steps per epoch. Writes data_check.txt, .json and a histogram .png to
+      DIR [FILE without .jsonl + ".check"]. Exit 0 (warnings too), 2 on errors
   inspect FILE.h5 [--tokenizer SPEC] [--show N]
       validate a token shard and print its attributes, counts, dtype and mask
       fraction; with --tokenizer, the first N [64] tokens decoded
@@ -80,7 +91,7 @@ commands:
       GGUF file <-> Hugging Face folder, the direction by the names: a .gguf
       SRC becomes the folder DST (config.json, float32 model.safetensors,
       tokenizer.json, tokenizer_config.json, generation_config.json); a folder
-      SRC becomes the .gguf DST (the families above but gpt2 and phi3; 2-D weights as
+      SRC becomes the .gguf DST (the families above but gpt2; 2-D weights as
       --gguf-type [f32], with the tokenizer)
   plan CONFIG [key=value ...] [--ranks N] [--device KIND] [--json] [options]
       predict, without training, each rank's memory (params, grads,
@@ -400,6 +411,52 @@ int cmd_prep(const DistContext& dist, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int cmd_data(const DistContext& dist, const std::vector<std::string>& args) {
+  if (args.empty() || args[0] != "check") throw InputError(str_cat("data: expected 'data check FILE.jsonl'\n", kUsage));
+  if (dist.rank() != 0) return kExitOk;
+  Flags f(std::vector<std::string>(args.begin() + 1, args.end()), {}, "data check");
+  DataCheckOptions o;
+  std::string model = f.get("--model", "");
+  std::string tokenizer = f.get("--tokenizer", "");
+  const std::string config_path = f.get("--config", "");
+  o.chat_template = f.get("--chat-template", "");
+  const std::string train_on = f.get("--train-on", "assistant");
+  if (train_on != "assistant" && train_on != "all") {
+    throw InputError(str_cat("data check: --train-on must be assistant or all, got \"", train_on, "\""));
+  }
+  o.train_on_all = train_on == "all";
+  o.seq_len = f.integer("--seq-len", 0, 1, int64_t{1} << 30);
+  std::string out_dir = f.get("--output", "");
+  f.done();
+  if (f.positional().size() != 1) throw InputError(str_cat("data check needs one FILE.jsonl\n", kUsage));
+  o.input = f.positional()[0];
+  if (!config_path.empty()) {
+    const Config config = load_config(config_path);
+    if (o.seq_len == 0) o.seq_len = config.data.seq_len;
+    o.global_batch = config.data.global_batch;
+    if (model.empty()) model = !config.model.init.empty() ? config.model.init : config.model.config;
+  }
+  if (!model.empty()) {
+    o.model_context = (is_gguf_path(model) ? gguf_model_config(GgufFile(model)) : load_model_config(model)).max_positions;
+    if (tokenizer.empty()) tokenizer = model;
+  }
+  std::unique_ptr<Tokenizer> tok;
+  if (!tokenizer.empty()) tok = load_tokenizer(tokenizer);
+  o.tokenizer = tok.get();
+  const DataCheckResult r = check_chat_data(o);
+  std::printf("%s", format_data_check(r, o).c_str());
+  if (out_dir.empty()) {
+    const bool jsonl = o.input.size() > 6 && o.input.compare(o.input.size() - 6, 6, ".jsonl") == 0;
+    const std::string stem = jsonl ? o.input.substr(0, o.input.size() - 6) : o.input;
+    out_dir = stem + ".check";
+  }
+  std::string why;
+  const std::string png = write_data_check(r, o, out_dir, why);
+  std::printf("report: %s/data_check.txt, data_check.json, %s\n", out_dir.c_str(),
+              png.empty() ? str_cat("no histogram (", why, ")").c_str() : png.c_str());
+  return r.ok() ? kExitOk : kExitBadInput;
+}
+
 int cmd_inspect(const DistContext& dist, const std::vector<std::string>& args) {
   if (dist.rank() != 0) return kExitOk;
   Flags f(args, {}, "inspect");
@@ -606,6 +663,7 @@ int dispatch(DistContext& dist, const std::vector<std::string>& argv) {
   if (command == "generate") return cmd_generate(dist, args);
   if (command == "prep") return cmd_prep(dist, args);
   if (command == "inspect") return cmd_inspect(dist, args);
+  if (command == "data") return cmd_data(dist, args);
   if (command == "train") return cmd_train(dist, args);
   if (command == "eval") return cmd_eval(dist, args);
   if (command == "export") return cmd_export(dist, args);
