@@ -20,6 +20,7 @@
 #include "shardtune/core/strings.h"
 #include "shardtune/data/data_check.h"
 #include "shardtune/data/prep.h"
+#include "shardtune/judge/judge.h"
 #include "shardtune/data/token_shard.h"
 #include "shardtune/model/generate.h"
 #include "shardtune/model/gguf_model.h"
@@ -82,6 +83,19 @@ commands:
       checkpoint.resume=never. SIGTERM or SIGUSR1 saves and exits 0
   eval CONFIG --checkpoint DIR [key=value ...]
       validation loss and perplexity of a checkpoint on CONFIG's data.val
+  eval --generate HELDOUT.jsonl --model M [--model M ...] [options]
+      answer each held-out chat example (the conversation up to its last
+      assistant turn) with every arm and score the answer against that
+      turn: exact, normalized, json_valid, json_equal, json_fields,
+      token_f1, rouge_l, chrf (and regex with --regex R); per arm the mean
+      with a 95% bootstrap interval, the difference from the first arm,
+      prompt and answer tokens and latency. Arms: each --model (HF folder
+      or .gguf) zero-shot, and with --few-shot K --few-shot-from FILE the
+      first model with K conversations from FILE first [--shot-seed S].
+      Options: --metric NAME [normalized], --limit N, --output DIR [HELDOUT
+      without .jsonl + ".eval"], --require-better (exit 1 unless the last
+      arm beats the first, its interval above 0), --tokenizer,
+      --chat-template, and generate's sampling, --device and --dtype flags
   export --checkpoint DIR --output DIR|FILE.gguf [--adapter] [--dtype float32|bfloat16]
          [--gguf-type f32|f16|bf16|q8_0] [--overwrite]
       write a checkpoint as a Hugging Face folder (LoRA merged, with the
@@ -509,7 +523,44 @@ int cmd_train(DistContext& dist, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int cmd_eval_generate(DistContext& dist, const std::vector<std::string>& args) {
+  Flags f(args, {"--require-better"}, "eval --generate");
+  JudgeOptions o;
+  o.heldout = f.get("--generate", "");
+  o.models = f.all("--model");
+  o.tokenizer = f.get("--tokenizer", "");
+  o.chat_template = f.get("--chat-template", "");
+  o.few_shot = f.integer("--few-shot", 0, 1, int64_t{1} << 20);
+  o.few_shot_from = f.get("--few-shot-from", "");
+  o.shot_seed = static_cast<uint64_t>(f.integer("--shot-seed", 0, 0, INT64_MAX));
+  o.metric = f.get("--metric", "normalized");
+  o.regex = f.get("--regex", "");
+  o.limit = f.integer("--limit", 0, 1, int64_t{1} << 40);
+  o.require_better = f.has("--require-better");
+  o.device = f.get("--device", "cpu");
+  o.dtype = f.get("--dtype", "float32");
+  SamplingOptions& s = o.sampling;
+  s.max_new_tokens = f.integer("--max-new-tokens", 64, 1, int64_t{1} << 24);
+  s.temperature = f.number("--temperature", 0.0);
+  s.top_k = f.integer("--top-k", 0, 0, int64_t{1} << 30);
+  s.top_p = f.number("--top-p", 1.0);
+  s.seed = static_cast<uint64_t>(f.integer("--seed", 0, 0, INT64_MAX));
+  if (s.temperature < 0) throw InputError("eval --generate: --temperature must be 0 (greedy) or positive");
+  if (!(s.top_p > 0 && s.top_p <= 1)) throw InputError("eval --generate: --top-p must be in (0, 1]");
+  o.output_dir = f.get("--output", "");
+  f.done(/*positional_ok=*/false);
+  if (o.dtype != "float32" && o.dtype != "bfloat16") {
+    throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", capped(o.dtype), "\""));
+  }
+  if (o.output_dir.empty()) {
+    const bool jsonl = o.heldout.size() > 6 && o.heldout.compare(o.heldout.size() - 6, 6, ".jsonl") == 0;
+    o.output_dir = (jsonl ? o.heldout.substr(0, o.heldout.size() - 6) : o.heldout) + ".eval";
+  }
+  return run_judge(o, dist);
+}
+
 int cmd_eval(DistContext& dist, const std::vector<std::string>& args) {
+  if (std::find(args.begin(), args.end(), "--generate") != args.end()) return cmd_eval_generate(dist, args);
   std::vector<std::string> rest;
   std::string checkpoint;
   for (size_t i = 0; i < args.size(); ++i) {

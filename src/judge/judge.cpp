@@ -1,0 +1,399 @@
+#include "shardtune/judge/judge.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
+#include "shardtune/judge/text_metrics.h"
+#include "shardtune/model/hf_checkpoint.h"
+#include "shardtune/tokenize/chat.h"
+#include "shardtune/tokenize/tokenizer.h"
+
+namespace shardtune {
+namespace fs = std::filesystem;
+namespace {
+
+using json = nlohmann::json;
+
+struct Example {
+  int64_t line = 0;
+  std::vector<ChatMessage> prompt;
+  std::string reference;
+};
+
+// A chat JSONL line's messages, checked as prep checks them.
+std::vector<ChatMessage> read_messages(const std::string& text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw InputError(str_cat(where, ": not a JSON object: ", without_exception_tag(e.what())));
+  }
+  if (!j.is_object() || !j.contains("messages") || !j["messages"].is_array() || j["messages"].empty()) {
+    throw InputError(str_cat(where, ": not a chat example (an object with a non-empty 'messages' list)"));
+  }
+  std::vector<ChatMessage> out;
+  for (size_t i = 0; i < j["messages"].size(); ++i) {
+    const json& m = j["messages"][i];
+    const std::string role = m.is_object() && m.contains("role") && m["role"].is_string() ? m["role"].get<std::string>() : "";
+    if (role != "system" && role != "user" && role != "assistant") {
+      throw InputError(str_cat(where, ": message ", i, " has role '", role, "' (expected system, user or assistant)"));
+    }
+    if (!m.contains("content") || !m["content"].is_string()) {
+      throw InputError(str_cat(where, ": message ", i, " has no string 'content'"));
+    }
+    check_utf8(m["content"].get<std::string>(), str_cat(where, ": message ", i));
+    out.push_back({role, m["content"].get<std::string>()});
+  }
+  return out;
+}
+
+std::vector<std::pair<int64_t, std::vector<ChatMessage>>> read_chat_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(str_cat(path, ": cannot open"));
+  std::vector<std::pair<int64_t, std::vector<ChatMessage>>> out;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (trim(line).empty()) continue;
+    out.emplace_back(n, read_messages(line, str_cat(path, ":", n)));
+  }
+  if (out.empty()) throw InputError(str_cat(path, ": no chat examples"));
+  return out;
+}
+
+struct Arm {
+  std::string name, model;
+  int64_t shots = 0;
+};
+
+struct Answer {
+  std::string text;
+  int64_t prompt_tokens = 0, answer_tokens = 0;
+  double latency_s = 0;
+};
+
+void write_atomically(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << text;
+    if (!out) throw Error(str_cat(tmp.string(), ": cannot write"));
+  }
+  fs::rename(tmp, path);
+}
+
+std::string gp_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+// gnuplot SCRIPT without a shell; true when it exits 0.
+bool run_gnuplot(const std::string& script) {
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) {
+      dup2(null, STDOUT_FILENO);
+      dup2(null, STDERR_FILENO);
+    }
+    execlp("gnuplot", "gnuplot", script.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  return waitpid(pid, &status, 0) >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// One arm's answers to the examples of this rank (i mod W == rank).
+std::map<int64_t, Answer> run_arm(const JudgeOptions& o, const Arm& arm, const std::vector<Example>& examples,
+                                  const std::vector<std::vector<ChatMessage>>& shots, const DistContext& dist) {
+  auto model = load_hf_model(arm.model, o.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32,
+                             torch::Device(o.device));
+  auto tok = load_tokenizer(o.tokenizer.empty() ? arm.model : o.tokenizer);
+  if (o.chat_template.empty() && tok->chat_template().empty()) {
+    throw InputError(str_cat(arm.model, ": its tokenizer has no chat template; name one with --chat-template"));
+  }
+  if (tok->vocab_size() > model->config().vocab_size) {
+    throw InputError(str_cat(arm.model, ": its tokenizer has ", tok->vocab_size(), " tokens but the model only ",
+                             model->config().vocab_size));
+  }
+  const ChatFormat format = resolve_chat_format(*tok, o.chat_template);
+  SamplingOptions s = o.sampling;
+  s.eos_token_ids = model->config().eos_token_ids;
+  int32_t end = -1;
+  try {
+    end = end_of_turn_id(*tok, format.kind);
+  } catch (const InputError& e) {
+    throw InputError(str_cat(arm.model, ": ", e.what()));
+  }
+  s.eos_token_ids.push_back(end);
+  std::map<int64_t, Answer> out;
+  for (size_t i = static_cast<size_t>(dist.rank()); i < examples.size(); i += static_cast<size_t>(dist.world_size())) {
+    const Example& ex = examples[i];
+    std::vector<ChatMessage> msgs;
+    size_t first = 0;
+    if (!ex.prompt.empty() && ex.prompt[0].role == "system") msgs.push_back(ex.prompt[first++]);
+    for (int64_t k = 0; k < arm.shots; ++k) {
+      for (const auto& m : shots[static_cast<size_t>(k)]) msgs.push_back(m);
+    }
+    msgs.insert(msgs.end(), ex.prompt.begin() + static_cast<long>(first), ex.prompt.end());
+    std::vector<int32_t> ids;
+    try {
+      ids = render_generation_prompt(*tok, format.kind, template_messages(format, msgs));
+    } catch (const InputError& e) {
+      throw InputError(str_cat(o.heldout, ":", ex.line, ": arm ", arm.name, ": ", e.what()));
+    }
+    if (static_cast<int64_t>(ids.size()) + s.max_new_tokens > model->config().max_positions) {
+      throw InputError(str_cat(o.heldout, ":", ex.line, ": arm ", arm.name, ": the prompt (", ids.size(),
+                               " tokens) and --max-new-tokens ", s.max_new_tokens, " exceed the model's context (",
+                               model->config().max_positions, ")"));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto all = generate(*model, std::vector<int64_t>(ids.begin(), ids.end()), s);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::vector<int32_t> gen(all.begin() + static_cast<long>(ids.size()), all.end());
+    Answer a;
+    a.prompt_tokens = static_cast<int64_t>(ids.size());
+    a.answer_tokens = static_cast<int64_t>(gen.size());
+    if (!gen.empty() && std::find(s.eos_token_ids.begin(), s.eos_token_ids.end(), gen.back()) != s.eos_token_ids.end()) {
+      gen.pop_back();
+    }
+    a.text = tok->decode(gen, /*skip_special=*/true);
+    a.latency_s = dt;
+    out[static_cast<int64_t>(i)] = a;
+  }
+  return out;
+}
+
+}  // namespace
+
+int run_judge(const JudgeOptions& o, DistContext& dist) {
+  const auto& names = text_metric_names();
+  if (std::find(names.begin(), names.end(), o.metric) == names.end() || (o.metric == "regex" && o.regex.empty())) {
+    throw InputError(str_cat("eval --generate: --metric '", o.metric, "' is not one of ", join(names, ", "),
+                             " (regex needs --regex)"));
+  }
+  if (o.models.empty()) throw InputError("eval --generate needs at least one --model");
+  if (o.few_shot > 0 && o.few_shot_from.empty()) throw InputError("eval --generate: --few-shot needs --few-shot-from FILE");
+  if (o.few_shot == 0 && !o.few_shot_from.empty()) {
+    throw InputError("eval --generate: --few-shot-from has no effect without --few-shot K");
+  }
+  const TextScorer scorer(o.regex);
+  // The examples.
+  std::vector<Example> examples;
+  for (auto& [line, msgs] : read_chat_file(o.heldout)) {
+    size_t last = msgs.size();
+    for (size_t i = msgs.size(); i-- > 0;) {
+      if (msgs[i].role == "assistant") {
+        last = i;
+        break;
+      }
+    }
+    if (last == msgs.size()) throw InputError(str_cat(o.heldout, ":", line, ": no assistant turn to score"));
+    if (last == 0) throw InputError(str_cat(o.heldout, ":", line, ": the assistant turn to score has no prompt before it"));
+    examples.push_back({line, std::vector<ChatMessage>(msgs.begin(), msgs.begin() + static_cast<long>(last)),
+                        msgs[last].content});
+    if (o.limit > 0 && static_cast<int64_t>(examples.size()) == o.limit) break;
+  }
+  // The shots: K whole conversations without their system messages, by seed.
+  std::vector<std::vector<ChatMessage>> shots;
+  if (o.few_shot > 0) {
+    auto pool = read_chat_file(o.few_shot_from);
+    if (o.few_shot > static_cast<int64_t>(pool.size())) {
+      throw InputError(str_cat(o.few_shot_from, ": --few-shot ", o.few_shot, " is more than its ", pool.size(),
+                               " conversations"));
+    }
+    std::mt19937_64 rng(o.shot_seed);
+    for (size_t i = pool.size() - 1; i > 0; --i) std::swap(pool[i], pool[std::uniform_int_distribution<size_t>(0, i)(rng)]);
+    for (int64_t k = 0; k < o.few_shot; ++k) {
+      std::vector<ChatMessage> turns;
+      for (const auto& m : pool[static_cast<size_t>(k)].second) {
+        if (m.role != "system") turns.push_back(m);
+      }
+      shots.push_back(std::move(turns));
+    }
+  }
+  std::vector<Arm> arms;
+  for (size_t i = 0; i < o.models.size(); ++i) {
+    const std::string base = fs::path(o.models[i]).filename().string();
+    arms.push_back({str_cat(base, " zero-shot"), o.models[i], 0});
+    if (i == 0 && o.few_shot > 0) arms.push_back({str_cat(base, " ", o.few_shot, "-shot"), o.models[i], o.few_shot});
+  }
+  for (size_t i = 0; i < arms.size(); ++i) {  // a model given twice: arms 2, 3, ... of that name get a number
+    int same = 1;
+    for (size_t k = 0; k < i; ++k) same += arms[k].name.rfind(arms[i].name, 0) == 0 ? 1 : 0;
+    if (same > 1) arms[i].name += str_cat(" (", same, ")");
+  }
+  const fs::path out_dir = o.output_dir;
+  const fs::path parts = out_dir / ".parts";
+  if (dist.rank() == 0) {
+    fs::create_directories(parts);
+  }
+  dist.barrier();
+  for (size_t a = 0; a < arms.size(); ++a) {
+    const auto answers = run_arm(o, arms[a], examples, shots, dist);
+    std::ostringstream s;
+    for (const auto& [i, ans] : answers) {
+      s << json{{"i", i}, {"answer", ans.text}, {"prompt_tokens", ans.prompt_tokens}, {"answer_tokens", ans.answer_tokens},
+                {"latency_s", ans.latency_s}}
+               .dump(-1, ' ', false, json::error_handler_t::replace)
+        << "\n";
+    }
+    write_atomically(parts / str_cat("arm", a, "-rank", dist.rank(), ".jsonl"), s.str());
+  }
+  dist.barrier();
+  if (dist.rank() != 0) return 0;
+
+  // Rank 0: gather, score, report.
+  const size_t n = examples.size();
+  std::vector<std::vector<Answer>> got(arms.size(), std::vector<Answer>(n));
+  for (size_t a = 0; a < arms.size(); ++a) {
+    for (int r = 0; r < dist.world_size(); ++r) {
+      std::ifstream in(parts / str_cat("arm", a, "-rank", r, ".jsonl"));
+      for (std::string line; std::getline(in, line);) {
+        const json j = json::parse(line);
+        Answer& ans = got[a][j["i"].get<size_t>()];
+        ans.text = j["answer"].get<std::string>();
+        ans.prompt_tokens = j["prompt_tokens"];
+        ans.answer_tokens = j["answer_tokens"];
+        ans.latency_s = j["latency_s"];
+      }
+    }
+  }
+  fs::remove_all(parts);
+  std::vector<std::string> metrics;
+  for (const auto& m : names) {
+    if (m != "regex" || scorer.has_regex()) metrics.push_back(m);
+  }
+  std::vector<std::map<std::string, std::vector<double>>> scores(arms.size());
+  std::ostringstream examples_out;
+  for (size_t a = 0; a < arms.size(); ++a) {
+    for (size_t i = 0; i < n; ++i) {
+      const Answer& ans = got[a][i];
+      const auto sc = scorer.score(ans.text, examples[i].reference);
+      for (const auto& m : metrics) scores[a][m].push_back(sc.at(m));
+      json prompt = json::array();
+      for (const auto& m : examples[i].prompt) prompt.push_back({{"role", m.role}, {"content", m.content}});
+      examples_out << json{{"arm", arms[a].name}, {"line", examples[i].line}, {"prompt", prompt},
+                           {"reference", examples[i].reference}, {"answer", ans.text}, {"scores", sc},
+                           {"prompt_tokens", ans.prompt_tokens}, {"answer_tokens", ans.answer_tokens},
+                           {"latency_s", ans.latency_s}}
+                          .dump(-1, ' ', false, json::error_handler_t::replace)
+                   << "\n";
+    }
+  }
+  json summary = {{"heldout", o.heldout}, {"examples", n}, {"metric", o.metric}, {"arms", json::array()}};
+  std::ostringstream table, md;
+  char buf[512];
+  std::snprintf(buf, sizeof(buf), "%-34s %-26s %-26s %9s %9s %9s\n", "arm", (o.metric + " [95% CI]").c_str(),
+                "vs first arm [95% CI]", "prompt tk", "answer tk", "latency s");
+  table << buf;
+  md << "# eval --generate: " << o.heldout << "\n\n" << n << " examples; main metric `" << o.metric
+     << "` (mean, 95% bootstrap interval).\n\n| arm | " << o.metric
+     << " | vs first arm | prompt tokens | answer tokens | latency s |";
+  for (const auto& m : metrics) {
+    if (m != o.metric) md << " " << m << " |";
+  }
+  md << "\n|---|---|---|---|---|---|";
+  for (const auto& m : metrics) {
+    if (m != o.metric) md << "---|";
+  }
+  md << "\n";
+  std::ostringstream dat;
+  Interval last_diff;
+  for (size_t a = 0; a < arms.size(); ++a) {
+    double pt = 0, at = 0, lat = 0;
+    for (const auto& ans : got[a]) {
+      pt += static_cast<double>(ans.prompt_tokens);
+      at += static_cast<double>(ans.answer_tokens);
+      lat += ans.latency_s;
+    }
+    pt /= static_cast<double>(n);
+    at /= static_cast<double>(n);
+    lat /= static_cast<double>(n);
+    json arm = {{"name", arms[a].name}, {"model", arms[a].model}, {"shots", arms[a].shots},
+                {"prompt_tokens", pt}, {"answer_tokens", at}, {"latency_s", lat}, {"metrics", json::object()}};
+    for (const auto& m : metrics) {
+      const Interval ci = bootstrap_mean(scores[a][m]);
+      arm["metrics"][m] = {{"mean", ci.mean}, {"low", ci.low}, {"high", ci.high}};
+    }
+    const Interval main = bootstrap_mean(scores[a][o.metric]);
+    const Interval diff = bootstrap_difference(scores[0][o.metric], scores[a][o.metric]);
+    if (a > 0) arm["difference"] = {{"mean", diff.mean}, {"low", diff.low}, {"high", diff.high}};
+    last_diff = diff;
+    summary["arms"].push_back(arm);
+    const std::string score = str_cat(main.mean, " [", main.low, ", ", main.high, "]");
+    std::snprintf(buf, sizeof(buf), "%.3f [%.3f, %.3f]", main.mean, main.low, main.high);
+    const std::string sc = buf;
+    std::snprintf(buf, sizeof(buf), "%+.3f [%+.3f, %+.3f]", diff.mean, diff.low, diff.high);
+    const std::string df = a == 0 ? "-" : buf;
+    std::snprintf(buf, sizeof(buf), "%-34s %-26s %-26s %9.1f %9.1f %9.3f\n", arms[a].name.c_str(), sc.c_str(), df.c_str(),
+                  pt, at, lat);
+    table << buf;
+    md << "| " << arms[a].name << " | " << sc << " | " << df << " | " << pt << " | " << at << " | " << lat << " |";
+    for (const auto& m : metrics) {
+      if (m == o.metric) continue;
+      std::snprintf(buf, sizeof(buf), " %.3f |", arm["metrics"][m]["mean"].get<double>());
+      md << buf;
+    }
+    md << "\n";
+    std::string label = arms[a].name;  // a double-quoted field of gnuplot's data file
+    std::replace(label.begin(), label.end(), '"', '\'');
+    dat << a << " \"" << label << "\" " << main.mean << " " << main.low << " " << main.high << " " << pt << "\n";
+  }
+  const bool better = arms.size() > 1 && last_diff.low > 0;
+  summary["last_beats_first"] = better;
+  write_atomically(out_dir / "examples.jsonl", examples_out.str());
+  write_atomically(out_dir / "summary.json", summary.dump(1) + "\n");
+  write_atomically(out_dir / "report.md", md.str());
+  std::printf("%s", table.str().c_str());
+  // The chart: the main metric with its interval, and the prompt tokens, per arm.
+  std::string chart = "no chart (gnuplot is not installed)";
+  {
+    const fs::path d = out_dir / "chart.dat", g = out_dir / "chart.gp", png = out_dir / "chart.png";
+    write_atomically(d, dat.str());
+    std::ostringstream gp;
+    gp << "set terminal png size 1100,520 noenhanced\nset output " << gp_quote(png.string() + ".tmp") << "\nset multiplot layout 1,2\n"
+       << "set style fill solid 0.6\nset boxwidth 0.6\nset xtics rotate by -15 font ',9'\nset bmargin 6\nset xrange [-0.6:" << arms.size() - 0.4
+       << "]\nset yrange [0:1.05]\n"
+       << "set title " << gp_quote(str_cat(o.metric, " (95% interval), ", n, " examples")) << "\n"
+       << "plot " << gp_quote(d.string()) << " using 1:3:xtic(2) with boxes notitle, '' using 1:3:4:5 with yerrorbars notitle lc rgb 'black'\n"
+       << "set yrange [0:*]\nset title 'mean prompt tokens per request'\n"
+       << "plot " << gp_quote(d.string()) << " using 1:6:xtic(2) with boxes notitle lc rgb '#cc6600'\nunset multiplot\n";
+    write_atomically(g, gp.str());
+    if (run_gnuplot(g.string())) {
+      fs::rename(png.string() + ".tmp", png);
+      chart = png.string();
+    } else {
+      fs::remove(png.string() + ".tmp");
+    }
+    fs::remove(d);
+    fs::remove(g);
+  }
+  std::printf("written: %s/{examples.jsonl,summary.json,report.md}, %s\n", out_dir.c_str(), chart.c_str());
+  if (o.require_better) {
+    if (!better) {
+      std::printf("--require-better: the last arm (%s) does not beat the first (%s): difference %+.3f [%+.3f, %+.3f]\n",
+                  arms.back().name.c_str(), arms.front().name.c_str(), last_diff.mean, last_diff.low, last_diff.high);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace shardtune
