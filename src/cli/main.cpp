@@ -92,7 +92,8 @@ commands:
       prompt and answer tokens and latency. Arms: each --model (HF folder
       or .gguf) zero-shot, and with --few-shot K --few-shot-from FILE the
       first model with K conversations from FILE first [--shot-seed S].
-      Options: --metric NAME [normalized], --limit N, --output DIR [HELDOUT
+      Options: --metric NAME [normalized], --limit N, --batch-size B (prompts
+      generated together, left-padded, with a KV cache) [8], --output DIR [HELDOUT
       without .jsonl + ".eval"], --require-better (exit 1 unless the last
       arm beats the first, its interval above 0), --tokenizer,
       --chat-template, and generate's sampling, --device and --dtype flags
@@ -536,6 +537,7 @@ int cmd_eval_generate(DistContext& dist, const std::vector<std::string>& args) {
   o.metric = f.get("--metric", "normalized");
   o.regex = f.get("--regex", "");
   o.limit = f.integer("--limit", 0, 1, int64_t{1} << 40);
+  o.batch_size = f.integer("--batch-size", 8, 1, 4096);
   o.require_better = f.has("--require-better");
   o.device = f.get("--device", "cpu");
   o.dtype = f.get("--dtype", "float32");

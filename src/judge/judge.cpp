@@ -142,7 +142,9 @@ std::map<int64_t, Answer> run_arm(const JudgeOptions& o, const Arm& arm, const s
     throw InputError(str_cat(arm.model, ": ", e.what()));
   }
   s.eos_token_ids.push_back(end);
-  std::map<int64_t, Answer> out;
+  // This rank's prompts, rendered.
+  std::vector<size_t> mine;
+  std::vector<std::vector<int64_t>> prompts;
   for (size_t i = static_cast<size_t>(dist.rank()); i < examples.size(); i += static_cast<size_t>(dist.world_size())) {
     const Example& ex = examples[i];
     std::vector<ChatMessage> msgs;
@@ -163,19 +165,32 @@ std::map<int64_t, Answer> run_arm(const JudgeOptions& o, const Arm& arm, const s
                                " tokens) and --max-new-tokens ", s.max_new_tokens, " exceed the model's context (",
                                model->config().max_positions, ")"));
     }
+    mine.push_back(i);
+    prompts.emplace_back(ids.begin(), ids.end());
+  }
+  // Batches of --batch-size, in order; an answer's latency is its batch's time over its rows.
+  std::map<int64_t, Answer> out;
+  const size_t bs = static_cast<size_t>(std::max<int64_t>(o.batch_size, 1));
+  for (size_t start = 0; start < prompts.size(); start += bs) {
+    const size_t end_row = std::min(prompts.size(), start + bs);
+    const std::vector<std::vector<int64_t>> batch(prompts.begin() + static_cast<long>(start),
+                                                  prompts.begin() + static_cast<long>(end_row));
     const auto t0 = std::chrono::steady_clock::now();
-    const auto all = generate(*model, std::vector<int64_t>(ids.begin(), ids.end()), s);
+    const auto gens = generate_batch(*model, batch, s);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::vector<int32_t> gen(all.begin() + static_cast<long>(ids.size()), all.end());
-    Answer a;
-    a.prompt_tokens = static_cast<int64_t>(ids.size());
-    a.answer_tokens = static_cast<int64_t>(gen.size());
-    if (!gen.empty() && std::find(s.eos_token_ids.begin(), s.eos_token_ids.end(), gen.back()) != s.eos_token_ids.end()) {
-      gen.pop_back();
+    for (size_t r = 0; r < batch.size(); ++r) {
+      std::vector<int32_t> gen(gens[r].begin(), gens[r].end());
+      Answer a;
+      a.prompt_tokens = static_cast<int64_t>(batch[r].size());
+      a.answer_tokens = static_cast<int64_t>(gen.size());
+      if (!gen.empty() &&
+          std::find(s.eos_token_ids.begin(), s.eos_token_ids.end(), gen.back()) != s.eos_token_ids.end()) {
+        gen.pop_back();
+      }
+      a.text = tok->decode(gen, /*skip_special=*/true);
+      a.latency_s = dt / static_cast<double>(batch.size());
+      out[static_cast<int64_t>(mine[start + r])] = a;
     }
-    a.text = tok->decode(gen, /*skip_special=*/true);
-    a.latency_s = dt;
-    out[static_cast<int64_t>(i)] = a;
   }
   return out;
 }

@@ -147,7 +147,9 @@ struct DecoderAttentionImpl : torch::nn::Module {
       k = apply_rope(k, rope.cos, rope.sin);
     }
     auto [kk, vv] = extend_cache(cache, layer, k, v);
-    torch::Tensor y = causal_attention(q, kk, vv, impl, options);
+    AttentionOptions o = options;
+    if (cache != nullptr) o.pad = cache->pad;
+    torch::Tensor y = causal_attention(q, kk, vv, impl, o);
     return o_proj(y.transpose(1, 2).reshape({b, t, qw}));
   }
   const Architecture& arch;
@@ -254,9 +256,17 @@ class DecoderLM final : public CausalLM {
                   .to(x.scalar_type())
                   .to(x.device());
     }
-    const torch::Tensor positions = torch::arange(past, past + t, ids.options().dtype(torch::kInt64));
+    torch::Tensor positions = torch::arange(past, past + t, ids.options().dtype(torch::kInt64));
+    const bool padded = cache != nullptr && cache->pad.defined();
+    if (padded) {  // [B, T]: each row's own positions (a padded token's clamped to 0)
+      positions = (positions.unsqueeze(0) - cache->pad.to(positions.device()).unsqueeze(1)).clamp_min(0);
+    }
     auto tables = [&](const RopeSpec& r) {
-      auto [cos, sin] = rope_tables(r, rotary_dim(c), positions, past + t);
+      auto [cos, sin] = rope_tables(r, rotary_dim(c), positions.reshape({-1}), past + t);
+      if (padded) {  // [B, 1, T, dims], against q and k [B, heads, T, head_dim]
+        cos = cos.view({ids.size(0), 1, t, -1});
+        sin = sin.view({ids.size(0), 1, t, -1});
+      }
       return Rope{cos.to(x.scalar_type()), sin.to(x.scalar_type())};
     };
     const Rope global = tables(c.rope);

@@ -65,12 +65,20 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
   const double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   // Query i sits at absolute position tk - tq + i and sees keys j <= it (and,
   // with a window, j > it - window).
+  // With padding ([B, 1, Tq, Tk]), a row's queries see none of its padded
+  // keys, and a padded query sees itself only (no row without a key).
+  const bool padded = o.pad.defined();
   auto mask = [&] {
     auto opts = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
     torch::Tensor qpos = torch::arange(tk - tq, tk, opts).unsqueeze(1);
     torch::Tensor kpos = torch::arange(0, tk, opts).unsqueeze(0);
     torch::Tensor m = kpos <= qpos;
     if (windowed) m = m & (kpos > qpos - window);
+    if (padded) {
+      torch::Tensor real = kpos.unsqueeze(0) >= o.pad.to(q.device()).view({-1, 1, 1});  // [B, 1, Tk]
+      m = (m.unsqueeze(0) & real) | (kpos == qpos).unsqueeze(0);
+      m = m.unsqueeze(1);
+    }
     return m;
   };
   const float neg_inf = -std::numeric_limits<float>::infinity();
@@ -93,10 +101,10 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
     return torch::matmul(torch::softmax(capped, -1, torch::kFloat32).to(q.scalar_type()), vv);
   }
   const std::optional<double> sdpa_scale = o.scale > 0 ? std::optional<double>(o.scale) : std::nullopt;
-  if (!windowed && tq == tk) {
+  if (!windowed && !padded && tq == tk) {
     return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, /*is_causal=*/true, sdpa_scale);
   }
-  if (!windowed && tq == 1) return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, false, sdpa_scale);
+  if (!windowed && !padded && tq == 1) return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, false, sdpa_scale);
   return at::scaled_dot_product_attention(q, kk, vv, mask(), 0.0, false, sdpa_scale);
 }
 

@@ -233,7 +233,7 @@ def main():
             failed |= not rows[-1][4]
 
             gen = tool("generate", folder, ids_path, "12")
-            rows.append((name, "greedy: KV cache == none", "-", gen.strip()[:30], True))
+            rows.append((name, "greedy: KV cache == none == batched", "-", gen.strip()[:30], True))
 
             if name in LORA_TARGETS and name != "gpt2":
                 runs = [(False, None), (True, None)] + ([(False, args.mpiexec)] if args.mpiexec else [])

@@ -4,7 +4,8 @@
 //   model_tool logits  MODEL IDS.safetensors OUT.safetensors [--device D] [--dtype T] [--attention reference]
 //   model_tool export  MODEL OUT_DIR [--shard-bytes N]
 //   model_tool lora    MODEL IDS.safetensors OUT.safetensors ADAPTER_DIR TARGETS RANK ALPHA
-//   model_tool generate MODEL IDS.safetensors N      (greedy, with and without the KV cache)
+//   model_tool generate MODEL IDS.safetensors N      (greedy, with and without the KV cache; the rows
+//                                                     cut to different lengths, batched vs one at a time)
 //   model_tool params  MODEL -                       (parameter_count of the config, and of the module)
 //   model_tool train   MODEL IDS.safetensors OUT.safetensors STEPS LR [TARGETS RANK ALPHA] [--zero S]
 //       STEPS AdamW steps (betas 0.9/0.999, eps 1e-6, weight decay 0.1 on every
@@ -169,7 +170,25 @@ int run(std::vector<std::string> args) {
     const auto without = generate(*model, prompt, o);
     for (size_t i = prompt.size(); i < with_cache.size(); ++i) std::printf("%ld ", static_cast<long>(with_cache[i]));
     std::printf("\n");
-    return with_cache == without ? 0 : 3;
+    if (with_cache != without) return 3;
+    // Batched: every row of IDS, row r cut by 3 r tokens (left padding), against each alone.
+    const torch::Tensor all = read_ids(args[2]);
+    std::vector<std::vector<int64_t>> prompts;
+    for (int64_t r = 0; r < all.size(0); ++r) {
+      const int64_t len = std::max<int64_t>(1, all.size(1) - 3 * r);
+      const torch::Tensor row = all[r].narrow(0, 0, len).contiguous();
+      prompts.emplace_back(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + len);
+    }
+    o.use_cache = true;
+    const auto batched = generate_batch(*model, prompts, o);
+    for (size_t r = 0; r < prompts.size(); ++r) {
+      const auto alone = generate(*model, prompts[r], o);
+      if (std::vector<int64_t>(alone.begin() + static_cast<long>(prompts[r].size()), alone.end()) != batched[r]) {
+        std::fprintf(stderr, "model_tool: batched generation differs from one prompt at a time on row %zu\n", r);
+        return 4;
+      }
+    }
+    return 0;
   }
   std::fprintf(stderr, "model_tool: bad arguments\n");
   return 2;

@@ -37,6 +37,7 @@ struct JudgeOptions {
   std::string regex;                // the regex metric's pattern, if any
   std::string output_dir;
   int64_t limit = 0;                // score the first N examples only; 0: all
+  int64_t batch_size = 8;           // prompts generated together (generate_batch)
   bool require_better = false;      // exit 1 unless the last arm beats the first (interval above 0)
   std::string device = "cpu", dtype = "float32";
 };

@@ -48,6 +48,10 @@ enum class AttentionImpl {
 struct KVCache {
   std::vector<torch::Tensor> keys;
   std::vector<torch::Tensor> values;
+  // Batched generation (decoder families): int64 [batch], the left padding
+  // of each row. Row b's tokens sit at positions p - pad[b]; its queries see
+  // no padded key (a padded query sees itself only). Undefined: no padding.
+  torch::Tensor pad;
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
 };
 
@@ -124,6 +128,7 @@ struct AttentionOptions {
   int64_t window = 0;   // a query sees the last `window` positions only; 0 = all
   double scale = 0.0;   // scores times this; 0 = 1/sqrt(head_dim)
   double softcap = 0.0; // scores -> c tanh(scores / c) before the mask; 0 = none
+  torch::Tensor pad;    // int64 [B]: keys before pad[b] are padding in row b (KVCache::pad)
 };
 
 // Attention of q [B, H, Tq, D] over k, v [B, Hkv, Tk, D], the queries being
