@@ -3,11 +3,13 @@
 # machine's CPU with 2 MPI ranks.
 #   set up and build (set-up installs SmolLM2-135M-Instruct as a GGUF file);
 #   make a chat dataset from bsdgames' quiz files (a sentence about a
-#   country's capital -> one JSON record); ask the base model the held-out
-#   questions; LoRA-fine-tune it with ZeRO stage 2 (configs/smollm2-lora-sft.yaml);
-#   ask the fine-tuned model the same questions; print both side by side with
-#   the held-out score and validation loss before -> after; export the merged
-#   HF folder, the PEFT adapter and a GGUF file; plot the loss curve.
+#   country's capital -> one JSON record) and check it (shardtune data check);
+#   LoRA-fine-tune the model with ZeRO stage 2 (configs/smollm2-lora-sft.yaml);
+#   export the merged HF folder, the PEFT adapter and a GGUF file; judge the
+#   base model zero-shot and 3-shot, the fine-tuned model and its GGUF on the
+#   held-out questions (shardtune eval --generate, 2 ranks); print the score
+#   and prompt tokens per arm and the validation loss before -> after; plot
+#   the loss curve.
 # Everything it writes goes under build/finetune/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,16 +34,10 @@ echo; echo "== the data: sentences about capitals from bsdgames' quiz files -> J
 python3 scripts/make_finetune_data.py "$out/data"
 "$st" prep --tokenizer "$base" --input "$out/data/train.jsonl" --output "$out/data/chat" | tail -n 1
 "$st" prep --tokenizer "$base" --input "$out/data/heldout.jsonl" --output "$out/data/heldout" --val-fraction 1 | tail -n 1
-python3 - "$out/data/heldout.jsonl" "$out/heldout_questions.txt" "$out/heldout_expected.txt" <<'EOF'
-import json, sys
-rows = [json.loads(l)["messages"] for l in open(sys.argv[1], encoding="utf-8")]
-open(sys.argv[2], "w", encoding="utf-8").write("".join(m[0]["content"] + "\n" for m in rows))
-open(sys.argv[3], "w", encoding="utf-8").write("".join(m[1]["content"] + "\n" for m in rows))
-EOF
 
-echo; echo "== the base model on the held-out sentences"
-"$st" generate --model "$base" --chat --prompt-file "$out/heldout_questions.txt" --max-new-tokens 40 \
-  >"$out/answers_base.jsonl"
+echo; echo "== the data checked before training (shardtune data check)"
+"$st" data check "$out/data/train.jsonl" --model "$base" --config configs/smollm2-lora-sft.yaml \
+  --output "$out/data_check"
 
 echo; echo "== LoRA fine-tuning on 2 ranks with ZeRO stage 2 (configs/smollm2-lora-sft.yaml)"
 run train configs/smollm2-lora-sft.yaml log.progress=off | tee "$out/train.txt"
@@ -50,24 +46,26 @@ run export --checkpoint "$ckpt" --output "$out/model"
 run export --checkpoint "$ckpt" --output "$out/adapter" --adapter
 run export --checkpoint "$ckpt" --output "$out/model-q8_0.gguf" --gguf-type q8_0
 
-echo; echo "== the fine-tuned model on the held-out sentences"
-"$st" generate --model "$out/model" --chat --prompt-file "$out/heldout_questions.txt" --max-new-tokens 40 \
-  >"$out/answers_tuned.jsonl"
-"$st" generate --model "$out/model-q8_0.gguf" --chat --prompt-file "$out/heldout_questions.txt" --max-new-tokens 40 \
-  >"$out/answers_tuned_gguf.jsonl"
-python3 - "$out" <<'EOF' | tee "$out/heldout_report.txt"
+echo; echo "== the judge: base zero-shot, base 3-shot, fine-tuned, fine-tuned GGUF on the held-out sentences"
+# Exit 1 unless the fine-tuned GGUF beats the base model zero-shot (interval above 0).
+run eval --generate "$out/data/heldout.jsonl" --model "$base" --few-shot 3 --few-shot-from "$out/data/train.jsonl" \
+  --model "$out/model" --model "$out/model-q8_0.gguf" --metric exact --max-new-tokens 40 \
+  --output "$out/eval" --require-better | tee "$out/eval.txt"
+"$venv/bin/python" - "$out/eval" <<'EOF' | tee "$out/heldout_report.txt"
 import json, sys
 out = sys.argv[1]
-expected = open(f"{out}/heldout_expected.txt", encoding="utf-8").read().splitlines()
-def answers(name):
-    return [json.loads(l)["completion"].strip() for l in open(f"{out}/{name}", encoding="utf-8")]
-base, tuned, gguf = answers("answers_base.jsonl"), answers("answers_tuned.jsonl"), answers("answers_tuned_gguf.jsonl")
-questions = [json.loads(l)["prompt"] for l in open(f"{out}/answers_base.jsonl", encoding="utf-8")]
-for q, e, b, t in zip(questions, expected, base, tuned):
-    print(f"  Q:     {q}\n  base:  {b[:110]}\n  tuned: {t}   [{'right' if t == e else 'WRONG, expected ' + e}]\n")
-score = lambda xs: sum(x == e for x, e in zip(xs, expected))
-print(f"held-out exact match: base {score(base)}/{len(expected)} -> fine-tuned {score(tuned)}/{len(expected)} "
-      f"(the q8_0 GGUF export: {score(gguf)}/{len(expected)})")
+ex = [json.loads(l) for l in open(f"{out}/examples.jsonl", encoding="utf-8")]
+s = json.load(open(f"{out}/summary.json"))
+arms = [a["name"] for a in s["arms"]]
+by = {(e["arm"], e["line"]): e for e in ex}
+for line in sorted({e["line"] for e in ex})[:3]:
+    e = by[(arms[0], line)]
+    print(f"  Q:       {e['prompt'][-1]['content']}\n  base:    {e['answer'][:100]}")
+    print(f"  3-shot:  {by[(arms[1], line)]['answer'][:100]}\n  tuned:   {by[(arms[2], line)]['answer']}\n")
+n = s["examples"]
+cells = [f"{a['name']}: {round(a['metrics']['exact']['mean'] * n)}/{n} ({a['prompt_tokens']:.0f} prompt tokens)"
+         for a in s["arms"]]
+print("held-out exact match: " + "; ".join(cells))
 EOF
 
 echo; echo "== loss curve"
@@ -80,6 +78,7 @@ cat <<EOF
 
 == demo: done in $((end - built)) s after a $((built - start)) s set-up and build
   $(tail -n 1 "$out/heldout_report.txt")
+  judge report:      $out/eval/ (report.md, chart.png, examples.jsonl); data check: $out/data_check/
   held-out validation loss: $before before fine-tuning -> $after after
   data:              $out/data/{train,heldout}.jsonl, token shards $out/data/*.h5
   training:          $out/run/ (metrics.jsonl, checkpoints/), loss curve $out/loss.png

@@ -315,7 +315,9 @@ int run_judge(const JudgeOptions& o, DistContext& dist) {
   json summary = {{"heldout", o.heldout}, {"examples", n}, {"metric", o.metric}, {"arms", json::array()}};
   std::ostringstream table, md;
   char buf[512];
-  std::snprintf(buf, sizeof(buf), "%-34s %-26s %-26s %9s %9s %9s\n", "arm", (o.metric + " [95% CI]").c_str(),
+  int name_width = 10;
+  for (const auto& arm : arms) name_width = std::max(name_width, static_cast<int>(arm.name.size()));
+  std::snprintf(buf, sizeof(buf), "%-*s %-26s %-26s %9s %9s %9s\n", name_width, "arm", (o.metric + " [95% CI]").c_str(),
                 "vs first arm [95% CI]", "prompt tk", "answer tk", "latency s");
   table << buf;
   md << "# eval --generate: " << o.heldout << "\n\n" << n << " examples; main metric `" << o.metric
@@ -357,7 +359,7 @@ int run_judge(const JudgeOptions& o, DistContext& dist) {
     const std::string sc = buf;
     std::snprintf(buf, sizeof(buf), "%+.3f [%+.3f, %+.3f]", diff.mean, diff.low, diff.high);
     const std::string df = a == 0 ? "-" : buf;
-    std::snprintf(buf, sizeof(buf), "%-34s %-26s %-26s %9.1f %9.1f %9.3f\n", arms[a].name.c_str(), sc.c_str(), df.c_str(),
+    std::snprintf(buf, sizeof(buf), "%-*s %-26s %-26s %9.1f %9.1f %9.3f\n", name_width, arms[a].name.c_str(), sc.c_str(), df.c_str(),
                   pt, at, lat);
     table << buf;
     md << "| " << arms[a].name << " | " << sc << " | " << df << " | " << pt << " | " << at << " | " << lat << " |";
