@@ -324,6 +324,15 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
   if (model_dir.empty() || (!ids_text.empty()) + (!prompt.empty()) + (!prompt_file.empty()) != 1) {
     throw InputError(str_cat("generate needs --model and one of --prompt, --prompt-file, --prompt-ids\n", kUsage));
   }
+  // Flags that would be dropped in this mode are refused by name.
+  if (!chat && (!system.empty() || !chat_template.empty())) {
+    throw InputError(str_cat("generate: ", !system.empty() ? "--system" : "--chat-template",
+                             " applies to --chat prompts only; add --chat or leave it out"));
+  }
+  if (!ids_text.empty() && (chat || !tokenizer_spec.empty())) {
+    throw InputError(str_cat("generate: --prompt-ids are token ids already: ", chat ? "--chat" : "--tokenizer",
+                             " has no effect with them"));
+  }
   std::vector<std::string> prompts{prompt};
   if (!prompt_file.empty()) {
     std::ifstream in(prompt_file);
@@ -590,7 +599,8 @@ int cmd_export(const DistContext& dist, const std::vector<std::string>& args) {
   const std::string checkpoint = f.get("--checkpoint", "");
   const std::string output = f.get("--output", "");
   const std::string dtype = f.get("--dtype", "");
-  const std::string gguf_type = f.get("--gguf-type", "");
+  const std::string gguf_type = f.get("--gguf-type", "\x01");
+  if (gguf_type.empty()) throw InputError("export: --gguf-type is empty (f32, f16, bf16 or q8_0)");
   const bool adapter = f.has("--adapter");
   const bool overwrite = f.has("--overwrite");
   f.done(/*positional_ok=*/false);
@@ -598,8 +608,9 @@ int cmd_export(const DistContext& dist, const std::vector<std::string>& args) {
   if (!dtype.empty() && dtype != "float32" && dtype != "bfloat16") {
     throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", dtype, "\""));
   }
-  if (!gguf_type.empty()) parse_gguf_type(gguf_type);  // a bad name fails before any work
-  export_checkpoint(checkpoint, output, adapter, dtype, overwrite, gguf_type);
+  const std::string type = gguf_type == "\x01" ? "" : gguf_type;
+  if (!type.empty()) parse_gguf_type(type);  // a bad name fails before any work
+  export_checkpoint(checkpoint, output, adapter, dtype, overwrite, type);
   std::printf("exported %s%s to %s\n", checkpoint.c_str(), adapter ? " (LoRA adapter)" : "", output.c_str());
   return kExitOk;
 }
@@ -607,7 +618,9 @@ int cmd_export(const DistContext& dist, const std::vector<std::string>& args) {
 int cmd_convert(const DistContext& dist, const std::vector<std::string>& args) {
   if (dist.rank() != 0) return kExitOk;
   Flags f(args, {"--overwrite"}, "convert");
-  const std::string type = f.get("--gguf-type", "");
+  const std::string given = f.get("--gguf-type", "\x01");
+  if (given.empty()) throw InputError("convert: --gguf-type is empty (f32, f16, bf16 or q8_0)");
+  const std::string type = given == "\x01" ? "" : given;
   const bool overwrite = f.has("--overwrite");
   f.done();
   if (f.positional().size() != 2) throw InputError(str_cat("convert needs SRC and DST\n", kUsage));

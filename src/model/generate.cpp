@@ -35,6 +35,10 @@ std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& promp
                                model.config().vocab_size, ")"));
     }
   }
+  if (static_cast<int64_t>(prompt.size()) >= model.config().max_positions) {
+    throw InputError(str_cat("generate: the prompt has ", prompt.size(), " tokens; the model's context is ",
+                             model.config().max_positions, " positions, which leaves none to generate"));
+  }
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   const auto device = model.parameters()[0].device();
@@ -73,6 +77,10 @@ std::vector<std::vector<int64_t>> generate_batch(CausalLM& model, const std::vec
       }
     }
     longest = std::max(longest, p.size());
+    if (static_cast<int64_t>(p.size()) >= model.config().max_positions) {
+      throw InputError(str_cat("generate: a prompt has ", p.size(), " tokens; the model's context is ",
+                               model.config().max_positions, " positions, which leaves none to generate"));
+    }
   }
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);

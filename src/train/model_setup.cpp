@@ -100,6 +100,16 @@ ModelConfig random_model_config(const ModelSection& m, int64_t data_vocab, int64
   return c;
 }
 
+void check_seq_len(const Config& config, const ModelConfig& c) {
+  const ModelSection& m = config.model;
+  if (config.data.seq_len <= c.max_positions) return;
+  const std::string source = !m.init.empty()     ? str_cat("the max_position_embeddings of model.init ", m.init)
+                             : !m.config.empty() ? str_cat("the max_position_embeddings of model.config ", m.config)
+                                                 : std::string("model.max_positions");
+  throw InputError(str_cat("data.seq_len ", config.data.seq_len, " is past the model's ", c.max_positions,
+                           " positions (", source, "): lower data.seq_len"));
+}
+
 std::vector<std::string> lora_targets(const LoraConfig& lora, const ModelConfig& c) {
   if (!lora.targets.empty()) return lora.targets;
   if (c.family == Family::kGpt2) return {"c_attn"};
@@ -150,6 +160,7 @@ std::shared_ptr<CausalLM> build_model(const Config& config, const ShardAttrs& da
     }
     model->to(device, dtype);
   }
+  check_seq_len(config, model->config());
   if (data.vocab_size > model->config().vocab_size) {
     throw InputError(str_cat("the data's tokenizer has ", data.vocab_size, " token ids but the model's vocabulary only ",
                              model->config().vocab_size, " (model.", m.init.empty() ? "vocab_size" : "init",

@@ -23,6 +23,10 @@ double device_memory_bytes(const torch::Device& device);
 std::string device_name(const torch::Device& device);
 
 // The architecture a random init builds (vocab 0 = the data's).
+// Throws InputError when config's data.seq_len is past the model's positions
+// (naming where that limit comes from): every family, train and plan alike.
+void check_seq_len(const Config& config, const ModelConfig& model);
+
 ModelConfig random_model_config(const ModelSection& m, int64_t data_vocab, int64_t bos, int64_t eos);
 
 // LoRA targets: the config's, or the family's default.

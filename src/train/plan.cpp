@@ -511,16 +511,22 @@ CpuCalibration calibrate_cpu(const PlanInput& in, int threads) {
 
 ModelConfig planned_model_config(const Config& config, int64_t data_vocab) {
   const ModelSection& m = config.model;
-  if (!m.config.empty()) return load_model_config(m.config);
-  if (is_gguf_path(m.init)) {
+  ModelConfig c;
+  if (!m.config.empty()) {
+    c = load_model_config(m.config);
+  } else if (is_gguf_path(m.init)) {
     GgufFile file(m.init);
-    return gguf_model_config(file);
+    c = gguf_model_config(file);
+  } else if (!m.init.empty()) {
+    c = load_model_config(m.init);
+  } else {
+    if (m.vocab_size == 0 && data_vocab <= 0) {
+      throw InputError("model.vocab_size is 0 (the data's) and no training shard gives it: set model.vocab_size");
+    }
+    c = random_model_config(m, data_vocab, -1, -1);
   }
-  if (!m.init.empty()) return load_model_config(m.init);
-  if (m.vocab_size == 0 && data_vocab <= 0) {
-    throw InputError("model.vocab_size is 0 (the data's) and no training shard gives it: set model.vocab_size");
-  }
-  return random_model_config(m, data_vocab, -1, -1);
+  check_seq_len(config, c);
+  return c;
 }
 
 }  // namespace shardtune

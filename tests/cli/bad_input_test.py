@@ -196,6 +196,26 @@ log: {progress: "off"}
         ("generate: config.json eos_token_id of the wrong type",
          [a.shardtune, "generate", "--model", model_with("m_eos", eos_token_id="x"), "--prompt-ids", "1"],
          "config.json: eos_token_id: expected a token id or a list of them"),
+        # Flags that would have no effect, and lengths past the model's.
+        ("generate: --system without --chat", gen[:4] + ["--prompt", "hi", "--system", "be brief"],
+         "generate: --system applies to --chat prompts only"),
+        ("generate: --chat-template without --chat", gen[:4] + ["--prompt", "hi", "--chat-template", "chatml"],
+         "generate: --chat-template applies to --chat prompts only"),
+        ("generate: --tokenizer with --prompt-ids", gen + ["--tokenizer", "byte"],
+         "generate: --prompt-ids are token ids already: --tokenizer has no effect with them"),
+        ("generate: a prompt as long as the context", gen[:4] + ["--prompt-ids", ",".join(["1"] * 40)],
+         "generate: the prompt has 40 tokens; the model's context is 32 positions"),
+        ("export: an empty --gguf-type",
+         [a.shardtune, "export", "--checkpoint", os.path.join(w, "run", "checkpoints", "latest"), "--output",
+          os.path.join(w, "e3.gguf"), "--gguf-type", ""],
+         "export: --gguf-type is empty"),
+        ("convert: an empty --gguf-type", [a.shardtune, "convert", model, os.path.join(w, "c5.gguf"), "--gguf-type", ""],
+         "convert: --gguf-type is empty"),
+        ("plan: data.seq_len past the model's positions", [a.shardtune, "plan", cfg, "data.seq_len=64"],
+         "data.seq_len 64 is past the model's 32 positions (model.max_positions)"),
+        ("train: data.seq_len past the positions of model.init",
+         [a.shardtune, "train", cfg, "data.seq_len=64", f"model.init={model}", f"train.output_dir={w}/run_len"],
+         f"data.seq_len 64 is past the model's 32 positions (the max_position_embeddings of model.init {model})"),
     ]
     failed = 0
     for name, argv, want in cases:
