@@ -35,8 +35,11 @@ const std::map<std::string, std::string>& kind_text() {
       {"empty_messages", "'messages' is empty"},
       {"unknown_role", "a role other than system, user, assistant (or none)"},
       {"missing_content", "a message without a string 'content'"},
-      {"no_assistant_turn", "no assistant message to train on"},
-      {"unknown_key", "keys prep ignores (top level: messages; message: role, content)"},
+      {"no_assistant_turn", "no assistant message to train on (none, or all with weight 0)"},
+      {"unknown_key", "top-level keys prep ignores (it reads messages)"},
+      {"unknown_message_key", "a message key other than role, content, weight, name"},
+      {"bad_content_part", "a content part other than {\"type\": \"text\", \"text\": ...}"},
+      {"bad_weight", "a weight other than 0 or 1, or on a message that is not the assistant's"},
       {"empty_content", "a message whose content is empty or only whitespace"},
       {"roles_out_of_order", "roles out of order (system first only, then user and assistant alternating)"},
       {"ends_without_assistant", "the last message is not the assistant's (its turn is not trained)"},
@@ -185,22 +188,28 @@ DataCheckResult check_chat_data(const DataCheckOptions& o) {
     std::vector<ChatMessage> msgs;
     bool bad = false, has_assistant = false;
     for (const auto& m : *it) {
-      for (const auto& [k, v] : m.items()) {
-        if (k != "role" && k != "content") warn("unknown_key");
-      }
       const std::string role = m.contains("role") && m["role"].is_string() ? m["role"].get<std::string>() : "";
       if (role != "system" && role != "user" && role != "assistant") {
         error("unknown_role");
         bad = true;
         break;
       }
-      if (!m.contains("content") || !m["content"].is_string()) {
+      if (!m.contains("content") || !(m["content"].is_string() || m["content"].is_array())) {
         error("missing_content");
         bad = true;
         break;
       }
-      has_assistant = has_assistant || role == "assistant";
-      msgs.push_back({role, m["content"].get<std::string>()});
+      try {  // what is left: content parts, weight, keys
+        msgs.push_back(parse_chat_message(m, "message"));
+      } catch (const InputError& e) {
+        const std::string what = e.what();
+        error(what.find("has the key") != std::string::npos    ? "unknown_message_key"
+              : what.find("content part") != std::string::npos ? "bad_content_part"
+                                                               : "bad_weight");
+        bad = true;
+        break;
+      }
+      has_assistant = has_assistant || (role == "assistant" && msgs.back().train);
     }
     if (bad) continue;
     if (!has_assistant && !o.train_on_all) {

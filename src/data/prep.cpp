@@ -131,19 +131,12 @@ class Converter {
     std::vector<ChatMessage> msgs;
     bool has_assistant = false;
     for (size_t i = 0; i < it->size(); ++i) {
-      const auto& m = (*it)[i];
-      if (!m.is_object()) throw InputError(str_cat("message ", i, " is not an object"));
-      const std::string role = m.contains("role") && m["role"].is_string() ? m["role"].get<std::string>() : "";
-      if (role != "system" && role != "user" && role != "assistant") {
-        throw InputError(str_cat("message ", i, " has role '", role, "' (expected system, user or assistant)"));
-      }
-      if (!m.contains("content") || !m["content"].is_string()) {
-        throw InputError(str_cat("message ", i, " has no string 'content'"));
-      }
-      has_assistant = has_assistant || role == "assistant";
-      msgs.push_back({role, m["content"].get<std::string>()});
+      msgs.push_back(parse_chat_message((*it)[i], str_cat("message ", i)));
+      has_assistant = has_assistant || (msgs.back().role == "assistant" && msgs.back().train);
     }
-    if (!has_assistant && !o_.train_on_all) throw InputError("no assistant message to train on");
+    if (!has_assistant && !o_.train_on_all) {
+      throw InputError("no assistant message to train on (none, or every one has weight 0)");
+    }
     Tokenized t = render_chat(tok_, format_.kind, template_messages(format_, std::move(msgs)), o_.train_on_all);
     ex.ids = std::move(t.ids);
     ex.mask = std::move(t.mask);

@@ -46,16 +46,8 @@ std::vector<ChatMessage> read_messages(const std::string& text, const std::strin
   }
   std::vector<ChatMessage> out;
   for (size_t i = 0; i < j["messages"].size(); ++i) {
-    const json& m = j["messages"][i];
-    const std::string role = m.is_object() && m.contains("role") && m["role"].is_string() ? m["role"].get<std::string>() : "";
-    if (role != "system" && role != "user" && role != "assistant") {
-      throw InputError(str_cat(where, ": message ", i, " has role '", role, "' (expected system, user or assistant)"));
-    }
-    if (!m.contains("content") || !m["content"].is_string()) {
-      throw InputError(str_cat(where, ": message ", i, " has no string 'content'"));
-    }
-    check_utf8(m["content"].get<std::string>(), str_cat(where, ": message ", i));
-    out.push_back({role, m["content"].get<std::string>()});
+    out.push_back(parse_chat_message(j["messages"][i], str_cat(where, ": message ", i)));
+    check_utf8(out.back().content, str_cat(where, ": message ", i));
   }
   return out;
 }

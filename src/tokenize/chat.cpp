@@ -1,6 +1,7 @@
 #include "shardtune/tokenize/chat.h"
 
 #include <ctime>
+#include <nlohmann/json.hpp>
 
 #include "shardtune/core/error.h"
 
@@ -120,7 +121,7 @@ Tokenized render(const Tokenizer& tok, ChatTemplate tmpl, const std::vector<Chat
   }
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
-    const uint8_t target = train_on_all || m.role == "assistant" ? 1 : 0;
+    const uint8_t target = train_on_all || (m.role == "assistant" && m.train) ? 1 : 0;
     header(tok, tmpl, m.role, out, scaffold);
     std::string_view content = m.content;
     if (tmpl == ChatTemplate::kQwen3 && m.role == "assistant" && i > last_user && i + 1 == messages.size()) {
@@ -193,6 +194,44 @@ std::string llama3_date(const std::string& jinja) {
 }
 
 }  // namespace
+
+ChatMessage parse_chat_message(const nlohmann::json& m, const std::string& where) {
+  if (!m.is_object()) throw InputError(str_cat(where, " is not an object"));
+  for (const auto& [k, v] : m.items()) {
+    if (k != "role" && k != "content" && k != "weight" && k != "name") {
+      throw InputError(str_cat(where, " has the key '", k, "' (role, content, weight and name are read)"));
+    }
+  }
+  ChatMessage out;
+  out.role = m.contains("role") && m["role"].is_string() ? m["role"].get<std::string>() : "";
+  if (out.role != "system" && out.role != "user" && out.role != "assistant") {
+    throw InputError(str_cat(where, " has role '", out.role, "' (expected system, user or assistant)"));
+  }
+  const auto c = m.find("content");
+  if (c == m.end()) throw InputError(str_cat(where, " has no 'content'"));
+  if (c->is_string()) {
+    out.content = c->get<std::string>();
+  } else if (c->is_array()) {  // content parts: text only, joined
+    for (size_t i = 0; i < c->size(); ++i) {
+      const auto& p = (*c)[i];
+      if (!p.is_object() || p.value("type", "") != "text" || !p.contains("text") || !p["text"].is_string()) {
+        throw InputError(str_cat(where, " content part ", i, " is not {\"type\": \"text\", \"text\": ...}",
+                                 p.is_object() && p.contains("type") ? str_cat(" (type ", p["type"].dump(), ")") : ""));
+      }
+      out.content += p["text"].get<std::string>();
+    }
+  } else {
+    throw InputError(str_cat(where, " has a 'content' that is neither a string nor a list of text parts"));
+  }
+  if (const auto w = m.find("weight"); w != m.end()) {
+    if (out.role != "assistant") throw InputError(str_cat(where, " has a 'weight', which only assistant messages take"));
+    if (!w->is_number() || (w->get<double>() != 0.0 && w->get<double>() != 1.0)) {
+      throw InputError(str_cat(where, " has weight ", w->dump(), " (0 or 1)"));
+    }
+    out.train = w->get<double>() == 1.0;
+  }
+  return out;
+}
 
 ChatTemplate parse_chat_template(const std::string& name) {
   for (ChatTemplate t : {ChatTemplate::kChatMl, ChatTemplate::kQwen3, ChatTemplate::kLlama3, ChatTemplate::kGemma,

@@ -82,12 +82,28 @@ def main():
         (json.dumps({"messages": [{"role": "tool", "content": "x"}]}), "unknown_role", []),
         (json.dumps({"messages": [{"content": "x"}]}), "unknown_role", []),
         (json.dumps({"messages": [{"role": "user"}]}), "missing_content", []),
-        (json.dumps({"messages": [{"role": "user", "content": ["a"]}]}), "missing_content", []),
+        (json.dumps({"messages": [{"role": "user", "content": ["a"]}]}), "bad_content_part", []),
         (json.dumps({"messages": [{"role": "user", "content": "hi"}]}), "no_assistant_turn", []),
         (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "invalid_utf8", []),
         (json.dumps(dict(conv("Hi", "Hello"), extra=1)), None, ["unknown_key"]),
         (json.dumps({"messages": [{"role": "user", "content": "Hi", "weight": 1},
-                                  {"role": "assistant", "content": "Yo"}]}), None, ["unknown_key"]),
+                                  {"role": "assistant", "content": "Yo"}]}), "bad_weight", []),
+        (json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                  {"role": "assistant", "content": "Yo", "weight": 0.5}]}), "bad_weight", []),
+        (json.dumps({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                                  {"role": "assistant", "content": "Yo"}]}), "bad_content_part", []),
+        (json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                  {"role": "assistant", "content": "Yo", "tool_calls": []}]}), "unknown_message_key", []),
+        (json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                  {"role": "assistant", "content": "Yo", "weight": 0}]}), "no_assistant_turn", []),
+        # OpenAI's format, complete: text parts joined; a weight-0 turn is context, not a target.
+        (json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "Hello "},
+                                                               {"type": "text", "text": "world"}]},
+                                  {"role": "assistant", "content": "Hi there", "name": "bot"}]}), None, []),
+        (json.dumps({"messages": [{"role": "user", "content": "First?"},
+                                  {"role": "assistant", "content": "ignored answer", "weight": 0},
+                                  {"role": "user", "content": "Second?"},
+                                  {"role": "assistant", "content": "kept", "weight": 1}]}), None, []),
         (json.dumps(conv("Say nothing", "  ")), None, ["empty_content"]),
         (json.dumps({"messages": [{"role": "assistant", "content": "First"}, {"role": "user", "content": "?"},
                                   {"role": "assistant", "content": "ok"}]}), None, ["roles_out_of_order"]),
@@ -133,9 +149,11 @@ def main():
     end = ref.convert_tokens_to_ids("<|im_end|>")
     tokens, trained = [], []
     for _, msgs in valid:
-        tokens.append(len(ref.apply_chat_template(msgs, tokenize=True, return_dict=False)))
-        trained.append(sum(len(ref.encode(m["content"], add_special_tokens=False)) + 1
-                           for m in msgs if m["role"] == "assistant"))
+        plain = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str)
+                  else "".join(p["text"] for p in m["content"])} for m in msgs]
+        tokens.append(len(ref.apply_chat_template(plain, tokenize=True, return_dict=False)))
+        trained.append(sum(len(ref.encode(p["content"], add_special_tokens=False)) + 1
+                           for m, p in zip(msgs, plain) if m["role"] == "assistant" and m.get("weight", 1) == 1))
 
     def stats(v):
         s = sorted(v)
@@ -176,6 +194,18 @@ def main():
         for text, err, _ in lines:
             if text and err is None:
                 f.write(text + "\n")
+    # prep renders the same: per example, the mask's targets are the trained tokens (weight 0 left out).
+    import h5py
+    r = subprocess.run([a.shardtune, "prep", "--tokenizer", model, "--input", clean, "--output",
+                        os.path.join(work, "shard")], capture_output=True, text=True)
+    if r.returncode == 0:
+        h = h5py.File(os.path.join(work, "shard-train-00000.h5"), "r")
+        off, mask = h["doc_offsets"][:], h["loss_mask"][:]
+        got = [int(mask[off[i]:off[i + 1]].sum()) for i in range(len(off) - 1)]
+        toks = [int(off[i + 1] - off[i]) for i in range(len(off) - 1)]
+    check(r.returncode == 0 and got == trained and toks == tokens,
+          f"prep's shard: targets per example == trained tokens (weight-0 turns left out), tokens == "
+          f"apply_chat_template's ({r.stderr.strip()[-200:]})")
     r = subprocess.run([a.shardtune, "data", "check", clean], capture_output=True, text=True)
     check(r.returncode == 0 and "tokens: not counted" in r.stdout and
           os.path.exists(os.path.join(work, "clean.check", "data_check.json")),

@@ -364,7 +364,7 @@ TEST(Prep, BadLinesNameFileAndLineOrAreSkippedAndCounted) {
       {R"(["a list"])", "not a JSON object"},
       {R"({"messages": []})", "'messages' is empty"},
       {R"({"messages": [{"role": "bot", "content": "x"}]})", "message 0 has role 'bot'"},
-      {R"({"messages": [{"role": "user", "content": 5}]})", "message 0 has no string 'content'"},
+      {R"({"messages": [{"role": "user", "content": 5}]})", "message 0 has a 'content' that is neither a string nor a list of text parts"},
       {R"({"messages": [{"role": "user", "content": "only a question"}]})", "no assistant message to train on"},
       {R"({"prompt": "p"})", "no 'completion' field"},
       {R"({"text": 3})", "'text' is not a string"},

@@ -4,10 +4,12 @@
 // Format problems are counted by kind with their line numbers. Errors are
 // what prep refuses (the line is not UTF-8, not JSON, not an object; no
 // `messages` list, a message that is not an object, a role other than
-// system/user/assistant, content missing or not a string, no assistant
-// turn); warnings are what prep accepts but is likely a mistake (keys it
-// ignores, an empty content, roles out of order, a conversation that does
-// not end with the assistant, a duplicate of an earlier line).
+// system/user/assistant, content missing or neither a string nor text
+// parts, a weight other than 0/1 or off an assistant message, a message key
+// prep does not read, no assistant turn to train on); warnings are what
+// prep accepts but is likely a mistake (top-level keys it ignores, an empty
+// content, roles out of order, a conversation that does not end with the
+// assistant, a duplicate of an earlier line).
 //
 // With a tokenizer the valid examples are rendered as prep renders them
 // (chat template, loss mask): tokens and trained tokens per example (min,

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,7 +14,14 @@ namespace shardtune {
 struct ChatMessage {
   std::string role;  // "system", "user", "assistant"
   std::string content;
+  bool train = true;  // an assistant turn with OpenAI's "weight": 0 is context, not a target
 };
+
+// One message of OpenAI's chat fine-tuning format, checked: `role` system,
+// user or assistant; `content` a string or a list of {"type": "text",
+// "text": ...} parts (joined); `weight` 0 or 1, on assistant messages only;
+// no other key but `name`. Throws InputError starting with `where`.
+ChatMessage parse_chat_message(const nlohmann::json& message, const std::string& where);
 
 enum class ChatTemplate {
   kChatMl,  // <|im_start|>role\ncontent<|im_end|>\n (Qwen2, SmolLM2, ChatML)
