@@ -610,6 +610,7 @@ int cmd_export(const DistContext& dist, const std::vector<std::string>& args) {
   }
   const std::string type = gguf_type == "\x01" ? "" : gguf_type;
   if (!type.empty()) parse_gguf_type(type);  // a bad name fails before any work
+  if (!checkpoint.empty() && !output.empty()) refuse_output_over_input(output, checkpoint, "export");
   export_checkpoint(checkpoint, output, adapter, dtype, overwrite, type);
   std::printf("exported %s%s to %s\n", checkpoint.c_str(), adapter ? " (LoRA adapter)" : "", output.c_str());
   return kExitOk;
@@ -628,6 +629,7 @@ int cmd_convert(const DistContext& dist, const std::vector<std::string>& args) {
   if (is_gguf_path(src) == is_gguf_path(dst)) {
     throw InputError(str_cat("convert: exactly one of SRC and DST must end in .gguf (got '", src, "' and '", dst, "')"));
   }
+  refuse_output_over_input(dst, src, "convert");
   if (is_gguf_path(src)) {
     if (!type.empty()) throw InputError("convert: --gguf-type is for writing a .gguf file");
     convert_gguf_to_hf(src, dst, overwrite);

@@ -1,5 +1,9 @@
 #include "shardtune/core/strings.h"
 
+#include <filesystem>
+
+#include "shardtune/core/error.h"
+
 #include <algorithm>
 #include <cstdio>
 
@@ -132,6 +136,32 @@ int64_t peak_host_memory_bytes() {
   }
   std::fclose(f);
   return kib * 1024;
+}
+
+void refuse_output_over_input(const std::string& output, const std::string& input, const std::string& what) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path out = fs::weakly_canonical(fs::absolute(output), ec);
+  if (ec) return;
+  const fs::path in = fs::weakly_canonical(fs::absolute(input), ec);
+  if (ec) return;
+  auto within = [](const fs::path& inner, const fs::path& outer) {
+    auto i = inner.begin(), o = outer.begin();
+    for (; o != outer.end(); ++o, ++i) {
+      if (i == inner.end() || *i != *o) return false;
+    }
+    return true;
+  };
+  if (out == in) {
+    throw InputError(str_cat(what, ": the output ", output, " is the input ", input, "; write elsewhere"));
+  }
+  if (within(out, in)) {
+    throw InputError(str_cat(what, ": the output ", output, " is inside the input ", input, "; write elsewhere"));
+  }
+  if (within(in, out)) {
+    throw InputError(str_cat(what, ": the output ", output, " holds the input ", input,
+                             " (replacing it would delete the input); write elsewhere"));
+  }
 }
 
 }  // namespace shardtune

@@ -351,6 +351,19 @@ PrepSummary run_prep(const PrepOptions& o) {
   }
   const auto existing_train = find_shards(o.output, "train");
   const auto existing_val = find_shards(o.output, "val");
+  // An input that is one of the shards this run writes (or replaces) would be destroyed.
+  for (const auto& in : o.inputs) {
+    std::error_code ec;
+    const fs::path p = fs::weakly_canonical(fs::absolute(in), ec);
+    const fs::path out = fs::weakly_canonical(fs::absolute(o.output), ec);
+    const std::string name = p.filename().string(), stem = out.filename().string();
+    const bool shard_name = (name.rfind(stem + "-train-", 0) == 0 || name.rfind(stem + "-val-", 0) == 0) &&
+                            name.size() > 3 && name.compare(name.size() - 3, 3, ".h5") == 0;
+    if (!ec && (p == out || (p.parent_path() == out.parent_path() && shard_name))) {
+      throw InputError(str_cat("prep: the input ", in, " is one of the shards --output ", o.output,
+                               " writes; write elsewhere"));
+    }
+  }
   if ((!existing_train.empty() || !existing_val.empty()) && !o.overwrite) {
     throw InputError(str_cat(o.output, ": output exists (", (existing_train.empty() ? existing_val : existing_train)[0],
                              "); pass --overwrite to replace it"));

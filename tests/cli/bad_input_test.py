@@ -216,6 +216,24 @@ log: {progress: "off"}
         ("train: data.seq_len past the positions of model.init",
          [a.shardtune, "train", cfg, "data.seq_len=64", f"model.init={model}", f"train.output_dir={w}/run_len"],
          f"data.seq_len 64 is past the model's 32 positions (the max_position_embeddings of model.init {model})"),
+        # Outputs that would destroy inputs are refused before anything is touched.
+        ("export: onto its own checkpoint (through the latest link)",
+         [a.shardtune, "export", "--checkpoint", os.path.join(w, "run", "checkpoints", "latest"), "--output",
+          os.path.join(w, "run", "checkpoints"), "--overwrite"],
+         "export: the output " + os.path.join(w, "run", "checkpoints") + " holds the input"),
+        ("export: into its own checkpoint",
+         [a.shardtune, "export", "--checkpoint", os.path.join(w, "run", "checkpoints", "latest"), "--output",
+          os.path.join(w, "run", "checkpoints", "latest", "merged"), "--overwrite"],
+         "is inside the input"),
+        ("convert: --overwrite onto the folder holding its source",
+         [a.shardtune, "convert", os.path.join(w, "model", "copy.gguf"), model, "--overwrite"],
+         "convert: the output " + model + " holds the input"),
+        ("convert: into the folder holding its source", [a.shardtune, "convert", model, os.path.join(model, "m.gguf")],
+         "is inside the input " + model),
+        ("prep: over its own input shard",
+         [a.shardtune, "prep", "--tokenizer", "byte", "--input", os.path.join(w, "d-train-00000.h5"), "--output",
+          os.path.join(w, "d"), "--overwrite"],
+         "prep: the input " + os.path.join(w, "d-train-00000.h5") + " is one of the shards --output"),
     ]
     failed = 0
     for name, argv, want in cases:

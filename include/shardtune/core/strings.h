@@ -39,4 +39,10 @@ std::string without_exception_tag(std::string_view what);
 // the system does not say.
 int64_t peak_host_memory_bytes();
 
+// Throws InputError when writing `output` could destroy `input`: the same
+// path, or one inside the other (symbolic links resolved), e.g. an export
+// onto its own checkpoint or a convert into the folder holding its source.
+// `what` names the command in the message.
+void refuse_output_over_input(const std::string& output, const std::string& input, const std::string& what);
+
 }  // namespace shardtune
