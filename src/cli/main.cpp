@@ -298,6 +298,20 @@ std::vector<int64_t> generation_eos_ids(const std::string& model_dir, const Mode
   return token_ids_from_json(j, "eos_token_id", path);
 }
 
+// generate's sampling flags (eval --generate takes them too); at least
+// min_new_tokens new tokens.
+SamplingOptions sampling_flags(Flags& f, const char* command, int64_t min_new_tokens) {
+  SamplingOptions o;
+  o.max_new_tokens = f.integer("--max-new-tokens", 64, min_new_tokens, int64_t{1} << 24);
+  o.temperature = f.number("--temperature", 0.0);
+  o.top_k = f.integer("--top-k", 0, 0, int64_t{1} << 30);
+  o.top_p = f.number("--top-p", 1.0);
+  o.seed = static_cast<uint64_t>(f.integer("--seed", 0, 0, INT64_MAX));
+  if (o.temperature < 0) throw InputError(str_cat(command, ": --temperature must be 0 (greedy) or positive"));
+  if (!(o.top_p > 0 && o.top_p <= 1)) throw InputError(str_cat(command, ": --top-p must be in (0, 1]"));
+  return o;
+}
+
 int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) {
   if (dist.rank() != 0) return kExitOk;  // one process generates
   Flags f(args, {"--no-cache", "--chat"}, "generate");
@@ -311,14 +325,7 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
   const std::string system = f.get("--system", "");
   const std::string device = f.get("--device", "cpu");
   const std::string dtype = f.get("--dtype", "float32");
-  SamplingOptions o;
-  o.max_new_tokens = f.integer("--max-new-tokens", 64, 0, int64_t{1} << 24);
-  o.temperature = f.number("--temperature", 0.0);
-  o.top_k = f.integer("--top-k", 0, 0, int64_t{1} << 30);
-  o.top_p = f.number("--top-p", 1.0);
-  o.seed = static_cast<uint64_t>(f.integer("--seed", 0, 0, INT64_MAX));
-  if (o.temperature < 0) throw InputError("generate: --temperature must be 0 (greedy) or positive");
-  if (!(o.top_p > 0 && o.top_p <= 1)) throw InputError("generate: --top-p must be in (0, 1]");
+  SamplingOptions o = sampling_flags(f, "generate", 0);
   o.use_cache = !f.has("--no-cache");
   f.done(/*positional_ok=*/false);
   if (model_dir.empty() || (!ids_text.empty()) + (!prompt.empty()) + (!prompt_file.empty()) != 1) {
@@ -550,14 +557,7 @@ int cmd_eval_generate(DistContext& dist, const std::vector<std::string>& args) {
   o.require_better = f.has("--require-better");
   o.device = f.get("--device", "cpu");
   o.dtype = f.get("--dtype", "float32");
-  SamplingOptions& s = o.sampling;
-  s.max_new_tokens = f.integer("--max-new-tokens", 64, 1, int64_t{1} << 24);
-  s.temperature = f.number("--temperature", 0.0);
-  s.top_k = f.integer("--top-k", 0, 0, int64_t{1} << 30);
-  s.top_p = f.number("--top-p", 1.0);
-  s.seed = static_cast<uint64_t>(f.integer("--seed", 0, 0, INT64_MAX));
-  if (s.temperature < 0) throw InputError("eval --generate: --temperature must be 0 (greedy) or positive");
-  if (!(s.top_p > 0 && s.top_p <= 1)) throw InputError("eval --generate: --top-p must be in (0, 1]");
+  o.sampling = sampling_flags(f, "eval --generate", 1);
   o.output_dir = f.get("--output", "");
   f.done(/*positional_ok=*/false);
   if (o.dtype != "float32" && o.dtype != "bfloat16") {

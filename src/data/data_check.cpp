@@ -1,9 +1,5 @@
 #include "shardtune/data/data_check.h"
 
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +11,7 @@
 #include <unordered_map>
 
 #include "shardtune/core/error.h"
+#include "shardtune/core/files.h"
 #include "shardtune/core/strings.h"
 #include "shardtune/tokenize/chat.h"
 
@@ -82,51 +79,6 @@ bool valid_utf8(std::string_view s) {
   } catch (const InputError&) {
     return false;
   }
-}
-
-// Runs argv without a shell; true when it exits 0.
-bool run_program(const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  std::fflush(nullptr);  // nothing buffered is written twice
-  const pid_t pid = fork();
-  if (pid < 0) return false;
-  if (pid == 0) {
-    const int null = open("/dev/null", O_WRONLY);
-    if (null >= 0) dup2(null, STDOUT_FILENO);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  int status = 0;
-  if (waitpid(pid, &status, 0) < 0) return false;
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return false;
-  for (const auto& dir : split(path, ':')) {
-    if (!dir.empty() && access((fs::path(dir) / program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
-}
-
-// gnuplot's single-quoted string.
-std::string gp_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out) throw Error(str_cat(tmp.string(), ": cannot write"));
-  }
-  fs::rename(tmp, path);
 }
 
 }  // namespace
@@ -360,14 +312,14 @@ std::string data_check_json(const DataCheckResult& r, const DataCheckOptions& o)
 std::string write_data_check(const DataCheckResult& r, const DataCheckOptions& o, const std::string& dir,
                              std::string& why) {
   fs::create_directories(dir);
-  write_atomically(fs::path(dir) / "data_check.txt", format_data_check(r, o));
-  write_atomically(fs::path(dir) / "data_check.json", data_check_json(r, o));
+  write_file_atomically((fs::path(dir) / "data_check.txt").string(), format_data_check(r, o));
+  write_file_atomically((fs::path(dir) / "data_check.json").string(), data_check_json(r, o));
   const fs::path png = fs::path(dir) / "data_check.png";
   if (!r.tokenized || r.tokens.empty()) {
     why = "no tokens counted";
     return "";
   }
-  if (!on_path("gnuplot")) {
+  if (!program_on_path("gnuplot")) {
     why = "gnuplot is not installed (apt-get install gnuplot-nox)";
     return "";
   }
@@ -384,24 +336,25 @@ std::string write_data_check(const DataCheckResult& r, const DataCheckOptions& o
   for (size_t k = 0; k < a.size(); ++k) dat << (static_cast<double>(k) + 0.5) * width << " " << a[k] << " " << b[k] << "\n";
   const fs::path dat_path = fs::path(dir) / "data_check.dat";
   const fs::path gp_path = fs::path(dir) / "data_check.gp";
-  write_atomically(dat_path, dat.str());
+  write_file_atomically(dat_path.string(), dat.str());
   std::ostringstream gp;
-  gp << "set terminal png size 900,540\nset output " << gp_quote(png.string() + ".tmp") << "\n"
-     << "set title " << gp_quote(str_cat("tokens per example: ", fs::path(o.input).filename().string(), " (",
+  gp << "set terminal png size 900,540\nset output " << gnuplot_quote(png.string() + ".tmp") << "\n"
+     << "set title " << gnuplot_quote(str_cat("tokens per example: ", fs::path(o.input).filename().string(), " (",
                                           r.examples, " examples, template ", r.chat_template, ")"))
      << "\nset xlabel 'tokens'\nset ylabel 'examples'\nset style fill transparent solid 0.5\nset key top right\n"
      << "set boxwidth " << width << "\nset xrange [0:*]\n";
-  int arrow = 1;
+  int mark = 0;  // one arrow and one label per marked length
   for (const auto& [x, label] : {std::pair{o.seq_len > 0 ? o.seq_len + 1 : 0, "window (seq_len + 1)"},
                                  std::pair{o.model_context, "model context"}}) {
     if (x <= 0) continue;
-    gp << "set arrow " << arrow++ << " from " << x << ", graph 0 to " << x << ", graph 1 nohead dt 2 lw 2\n"
-       << "set label " << arrow << " " << gp_quote(label) << " at " << x << ", graph 0.95 right offset -1,0\n";
+    ++mark;
+    gp << "set arrow " << mark << " from " << x << ", graph 0 to " << x << ", graph 1 nohead dt 2 lw 2\n"
+       << "set label " << mark << " " << gnuplot_quote(label) << " at " << x << ", graph 0.95 right offset -1,0\n";
   }
-  gp << "plot " << gp_quote(dat_path.string()) << " using 1:2 with boxes title 'tokens', "
-     << gp_quote(dat_path.string()) << " using 1:3 with boxes title 'trained (assistant) tokens'\n";
-  write_atomically(gp_path, gp.str());
-  const bool drew = run_program({"gnuplot", gp_path.string()});
+  gp << "plot " << gnuplot_quote(dat_path.string()) << " using 1:2 with boxes title 'tokens', "
+     << gnuplot_quote(dat_path.string()) << " using 1:3 with boxes title 'trained (assistant) tokens'\n";
+  write_file_atomically(gp_path.string(), gp.str());
+  const bool drew = run_gnuplot(gp_path.string());
   fs::remove(gp_path);
   fs::remove(dat_path);
   if (!drew) {

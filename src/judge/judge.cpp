@@ -1,9 +1,5 @@
 #include "shardtune/judge/judge.h"
 
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +11,7 @@
 #include <sstream>
 
 #include "shardtune/core/error.h"
+#include "shardtune/core/files.h"
 #include "shardtune/core/strings.h"
 #include "shardtune/judge/text_metrics.h"
 #include "shardtune/model/hf_checkpoint.h"
@@ -76,40 +73,6 @@ struct Answer {
   int64_t prompt_tokens = 0, answer_tokens = 0;
   double latency_s = 0;
 };
-
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out) throw Error(str_cat(tmp.string(), ": cannot write"));
-  }
-  fs::rename(tmp, path);
-}
-
-std::string gp_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
-// gnuplot SCRIPT without a shell; true when it exits 0.
-bool run_gnuplot(const std::string& script) {
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  if (pid < 0) return false;
-  if (pid == 0) {
-    const int null = open("/dev/null", O_WRONLY);
-    if (null >= 0) {
-      dup2(null, STDOUT_FILENO);
-      dup2(null, STDERR_FILENO);
-    }
-    execlp("gnuplot", "gnuplot", script.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  return waitpid(pid, &status, 0) >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
 
 // One arm's answers to the examples of this rank (i mod W == rank).
 std::map<int64_t, Answer> run_arm(const JudgeOptions& o, const Arm& arm, const std::vector<Example>& examples,
@@ -261,7 +224,7 @@ int run_judge(const JudgeOptions& o, DistContext& dist) {
                .dump(-1, ' ', false, json::error_handler_t::replace)
         << "\n";
     }
-    write_atomically(parts / str_cat("arm", a, "-rank", dist.rank(), ".jsonl"), s.str());
+    write_file_atomically((parts / str_cat("arm", a, "-rank", dist.rank(), ".jsonl")).string(), s.str());
   }
   dist.barrier();
   if (dist.rank() != 0) return 0;
@@ -367,24 +330,24 @@ int run_judge(const JudgeOptions& o, DistContext& dist) {
   }
   const bool better = arms.size() > 1 && last_diff.low > 0;
   summary["last_beats_first"] = better;
-  write_atomically(out_dir / "examples.jsonl", examples_out.str());
-  write_atomically(out_dir / "summary.json", summary.dump(1) + "\n");
-  write_atomically(out_dir / "report.md", md.str());
+  write_file_atomically((out_dir / "examples.jsonl").string(), examples_out.str());
+  write_file_atomically((out_dir / "summary.json").string(), summary.dump(1) + "\n");
+  write_file_atomically((out_dir / "report.md").string(), md.str());
   std::printf("%s", table.str().c_str());
   // The chart: the main metric with its interval, and the prompt tokens, per arm.
   std::string chart = "no chart (gnuplot is not installed)";
   {
     const fs::path d = out_dir / "chart.dat", g = out_dir / "chart.gp", png = out_dir / "chart.png";
-    write_atomically(d, dat.str());
+    write_file_atomically(d.string(), dat.str());
     std::ostringstream gp;
-    gp << "set terminal png size 1100,520 noenhanced\nset output " << gp_quote(png.string() + ".tmp") << "\nset multiplot layout 1,2\n"
+    gp << "set terminal png size 1100,520 noenhanced\nset output " << gnuplot_quote(png.string() + ".tmp") << "\nset multiplot layout 1,2\n"
        << "set style fill solid 0.6\nset boxwidth 0.6\nset xtics rotate by -15 font ',9'\nset bmargin 6\nset xrange [-0.6:" << arms.size() - 0.4
        << "]\nset yrange [0:1.05]\n"
-       << "set title " << gp_quote(str_cat(o.metric, " (95% interval), ", n, " examples")) << "\n"
-       << "plot " << gp_quote(d.string()) << " using 1:3:xtic(2) with boxes notitle, '' using 1:3:4:5 with yerrorbars notitle lc rgb 'black'\n"
+       << "set title " << gnuplot_quote(str_cat(o.metric, " (95% interval), ", n, " examples")) << "\n"
+       << "plot " << gnuplot_quote(d.string()) << " using 1:3:xtic(2) with boxes notitle, '' using 1:3:4:5 with yerrorbars notitle lc rgb 'black'\n"
        << "set yrange [0:*]\nset title 'mean prompt tokens per request'\n"
-       << "plot " << gp_quote(d.string()) << " using 1:6:xtic(2) with boxes notitle lc rgb '#cc6600'\nunset multiplot\n";
-    write_atomically(g, gp.str());
+       << "plot " << gnuplot_quote(d.string()) << " using 1:6:xtic(2) with boxes notitle lc rgb '#cc6600'\nunset multiplot\n";
+    write_file_atomically(g.string(), gp.str());
     if (run_gnuplot(g.string())) {
       fs::rename(png.string() + ".tmp", png);
       chart = png.string();
