@@ -385,14 +385,18 @@ def signal_at_start(env, _):
             os.killpg(proc.pid, signal.SIGKILL)
             raise Fail(f"the 2 ranks never caught SIGUSR1 (signalled: {signalled})")
         for pid in children(proc.pid):
-            st = proc_status(pid)
             # Once the rank (shardtune already, not the launcher's fork
-            # before exec, which passes a pending signal on) catches USR1.
+            # before exec, which catches USR1 too) catches USR1. The
+            # executable is read before the status: a status read first could
+            # be the fork's, with the exec landing between the two reads.
             try:
                 exe = os.path.realpath(f"/proc/{pid}/exe")
             except OSError:
                 continue
-            if pid not in signalled and exe == binary and int(st.get("SigCgt", "0"), 16) & usr1:
+            if exe != binary:
+                continue
+            st = proc_status(pid)
+            if pid not in signalled and int(st.get("SigCgt", "0"), 16) & usr1:
                 os.kill(pid, signal.SIGUSR1)
                 signalled[pid] = int(st["Threads"])
         time.sleep(0.001)
