@@ -57,7 +57,10 @@ commands:
       --dtype float32|bfloat16 [float32], --no-cache
   prep --tokenizer SPEC --input FILE [--input FILE ...] --output PREFIX [options]
       tokenize examples (JSONL: chat, prompt_completion, text; or .txt) into
-      HDF5 shards PREFIX-train-NNNNN.h5 and PREFIX-val-NNNNN.h5. Options:
+      HDF5 shards PREFIX-train-NNNNN.h5 and PREFIX-val-NNNNN.h5. --tokenizer
+      is required: the model's folder or .gguf file (the tokenizer the model
+      was trained with; train refuses shards made by another), or byte for
+      a byte-level random-init model. Options:
       --format chat|prompt_completion|text|auto [auto], --val-fraction F [0],
       --shard-tokens N [100000000], --threads N [cores], --chat-template
       NAME [the tokenizer's own, else chatml; names as generate's], --train-on
@@ -419,7 +422,12 @@ int cmd_prep(const DistContext& dist, const std::vector<std::string>& args) {
   if (dist.rank() != 0) return kExitOk;  // one process writes the shards
   Flags f(args, {"--skip-bad", "--overwrite"}, "prep");
   PrepOptions o;
-  o.tokenizer = f.get("--tokenizer", "byte");
+  // No default: bytes by accident would train a real model on ids it never saw.
+  o.tokenizer = f.get("--tokenizer", "");
+  if (o.tokenizer.empty()) {
+    throw InputError("prep: --tokenizer is required: the model folder or .gguf file you will fine-tune (its "
+                     "tokenizer), a tokenizer spec, or byte for the byte tokenizer of a random-init model");
+  }
   o.inputs = f.all("--input");
   o.output = f.get("--output", "");
   o.format = f.get("--format", "auto");
@@ -498,8 +506,9 @@ int cmd_inspect(const DistContext& dist, const std::vector<std::string>& args) {
   TokenShardReader r(f.positional()[0]);
   const int64_t targets = r.validate_all();
   const auto& a = r.attrs();
-  std::printf("%s\n  format shardtune.tokens v1, tokenizer %s\n  vocab_size %ld, bos %ld, eos %ld, pad %ld\n",
-              r.path().c_str(), a.tokenizer.c_str(), static_cast<long>(a.vocab_size), static_cast<long>(a.bos_id),
+  std::printf("%s\n  format shardtune.tokens v1, tokenizer %s (%s)%s\n  vocab_size %ld, bos %ld, eos %ld, pad %ld\n",
+              r.path().c_str(), a.tokenizer_name.empty() ? "?" : a.tokenizer_name.c_str(), a.tokenizer.c_str(),
+              a.chat_format.empty() ? "" : str_cat(", chat format ", a.chat_format).c_str(), static_cast<long>(a.vocab_size), static_cast<long>(a.bos_id),
               static_cast<long>(a.eos_id), static_cast<long>(a.pad_id));
   std::printf("  %ld documents, %ld tokens (uint%d), loss mask %s, %.1f%% targets\n", static_cast<long>(r.num_docs()),
               static_cast<long>(r.num_tokens()), r.token_bits(), r.has_mask() ? "present" : "absent (all 1)",
@@ -507,8 +516,8 @@ int cmd_inspect(const DistContext& dist, const std::vector<std::string>& args) {
   if (!spec.empty() && r.num_tokens() > 0) {
     auto tok = load_tokenizer(spec);
     if (tok->fingerprint() != a.tokenizer) {
-      std::printf("  note: --tokenizer is %s, the shard was made by %s\n", tok->fingerprint().c_str(),
-                  a.tokenizer.c_str());
+      std::printf("  note: --tokenizer is %s (%s), the shard was made by %s (%s)\n", tok->name().c_str(),
+                  tok->fingerprint().c_str(), a.tokenizer_name.c_str(), a.tokenizer.c_str());
     }
     const int64_t n = std::min(show, r.num_tokens());
     std::vector<int32_t> ids(static_cast<size_t>(n));

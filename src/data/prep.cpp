@@ -39,6 +39,7 @@ struct Example {
   std::vector<int32_t> ids;
   std::vector<uint8_t> mask;
   int split = 0;       // 0 train, 1 val
+  bool chat = false;   // rendered with the chat format
   std::string error;   // non-empty: a bad line
 };
 
@@ -58,6 +59,8 @@ uint64_t fnv1a(const std::string& s) {
 class Converter {
  public:
   Converter(const Tokenizer& tok, const PrepOptions& o) : tok_(tok), o_(o), format_(resolve_chat_format(tok, o.chat_template)) {}
+
+  const ChatFormat& format() const { return format_; }
 
   Example convert(const Line& line, bool plain_text) const {
     Example ex;
@@ -84,6 +87,7 @@ class Converter {
       }
       if (format == "chat") {
         chat_example(j, ex);
+        ex.chat = true;
       } else if (format == "prompt_completion") {
         const std::string prompt = string_field(j, "prompt");
         const std::string completion = string_field(j, "completion");
@@ -372,9 +376,11 @@ PrepSummary run_prep(const PrepOptions& o) {
 
   auto tok = load_tokenizer(o.tokenizer);
   const Converter convert(*tok, o);
-  ShardAttrs attrs{tok->vocab_size(), tok->bos_id(), tok->eos_id(), tok->pad_id(), tok->fingerprint()};
-
   PrepSummary sum;
+  ShardAttrs attrs{tok->vocab_size(), tok->bos_id(), tok->eos_id(), tok->pad_id(), tok->fingerprint(), tok->name(), ""};
+  bool any_chat = false;
+  sum.tokenizer = str_cat(attrs.tokenizer_name, " (", attrs.tokenizer, ")");
+
   std::vector<std::string> parts;  // finished shards under their .part names
   std::optional<TokenShardWriter> writer[2];
   int index[2] = {0, 0};
@@ -421,6 +427,7 @@ PrepSummary run_prep(const PrepOptions& o) {
         if (writer[s] && writer[s]->docs() > 0 && writer[s]->tokens() + n > o.shard_tokens) finish_shard(s);
         if (!writer[s]) writer[s].emplace(shard_name(o.output, s, index[s]) + ".part", attrs, true);
         writer[s]->add(ex.ids.data(), ex.mask.data(), ex.ids.size());
+        any_chat = any_chat || ex.chat;
         sum.examples[s] += 1;
         sum.tokens[s] += n;
         sum.targets[s] += std::count(ex.mask.begin(), ex.mask.end(), uint8_t{1});
@@ -436,6 +443,10 @@ PrepSummary run_prep(const PrepOptions& o) {
     }
     finish_shard(0);
     finish_shard(1);
+    if (any_chat) {
+      sum.chat_format = chat_format_id(convert.format());
+      for (const auto& p : parts) set_shard_chat_format(p, sum.chat_format);
+    }
   } catch (...) {
     cleanup();
     throw;
@@ -473,6 +484,7 @@ std::string format_summary(const PrepSummary& s) {
   std::snprintf(rate, sizeof(rate), "%.1f MB in %.2f s: %.2f MB/s, %.0f tokens/s\n", s.input_bytes / 1e6, s.seconds,
                 s.input_bytes / 1e6 / std::max(s.seconds, 1e-9), total / std::max(s.seconds, 1e-9));
   out += rate;
+  out += str_cat("tokenizer ", s.tokenizer, s.chat_format.empty() ? "" : str_cat(", chat format ", s.chat_format), "\n");
   out += str_cat(s.files.size(), " shard(s) written, ", s.skipped, " bad line(s) skipped\n");
   for (const auto& f : s.files) out += "  " + f + "\n";
   return out;

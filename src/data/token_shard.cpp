@@ -115,6 +115,8 @@ TokenShardWriter::TokenShardWriter(const std::string& path, const ShardAttrs& at
   write_int_attr(f, "eos_id", attrs.eos_id);
   write_int_attr(f, "pad_id", attrs.pad_id);
   write_string_attr(f, "tokenizer", attrs.tokenizer);
+  write_string_attr(f, "tokenizer_name", attrs.tokenizer_name);
+  write_string_attr(f, "chat_format", attrs.chat_format);  // see set_shard_chat_format
   impl_->tokens = create_extendible(f, "tokens", attrs.vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE);
   impl_->offsets = create_extendible(f, "doc_offsets", H5T_STD_I64LE);
   if (with_mask) impl_->mask = create_extendible(f, "loss_mask", H5T_STD_U8LE);
@@ -167,6 +169,15 @@ void TokenShardWriter::finish() {
     throw Error(str_cat(path_, ": cannot rename the finished shard into place"));
   }
   finished_ = true;
+}
+
+void set_shard_chat_format(const std::string& path, const std::string& chat_format) {
+  quiet_hdf5();
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+  if (!file.ok()) throw Error(str_cat(path, ": cannot open to write"));
+  if (H5Aexists(file.get(), "chat_format") > 0) H5Adelete(file.get(), "chat_format");
+  write_string_attr(file.get(), "chat_format", chat_format);
+  if (H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0) throw Error(str_cat(path, ": flush failed"));
 }
 
 // ---------------------------------------------------------------- reader
@@ -264,6 +275,9 @@ TokenShardReader::TokenShardReader(const std::string& path) : impl_(std::make_un
   attrs_.eos_id = read_int_attr(f, "eos_id", path);
   attrs_.pad_id = read_int_attr(f, "pad_id", path);
   attrs_.tokenizer = read_string_attr(f, "tokenizer", path);
+  // Written since the content fingerprint (tok2:); absent in older shards.
+  if (H5Aexists(f, "tokenizer_name") > 0) attrs_.tokenizer_name = read_string_attr(f, "tokenizer_name", path);
+  if (H5Aexists(f, "chat_format") > 0) attrs_.chat_format = read_string_attr(f, "chat_format", path);
   for (const auto& [name, v] : {std::pair<const char*, int64_t>{"bos_id", attrs_.bos_id},
                                 {"eos_id", attrs_.eos_id}, {"pad_id", attrs_.pad_id}}) {
     if (v < -1 || v >= attrs_.vocab_size) bad(path, str_cat(name, " ", v, " is outside the vocabulary"));

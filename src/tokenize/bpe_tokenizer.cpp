@@ -189,7 +189,7 @@ class BpeTokenizer final : public Tokenizer {
   BpeTokenizer(const std::string& where, std::unordered_map<std::string, int32_t> vocab,
                const std::vector<std::pair<std::string, std::string>>& merges, std::vector<AddedToken> added,
                std::vector<NormStep> norm, std::vector<PreStep> pre, bool byte_fallback, int32_t unk, bool fuse_unk,
-               bool ignore_merges, bool strip_leading_space, bool decode_bytes, std::string fingerprint)
+               bool ignore_merges, bool strip_leading_space, bool decode_bytes)
       : vocab_(std::move(vocab)),
         added_(std::move(added)),
         norm_(std::move(norm)),
@@ -202,7 +202,14 @@ class BpeTokenizer final : public Tokenizer {
         decode_bytes_(decode_bytes) {
     static std::atomic<uint64_t> instances{0};
     instance_ = ++instances;
-    fingerprint_ = std::move(fingerprint);
+    {
+      std::string all;
+      for (const auto& [a, b] : merges) {
+        append_field(all, a);
+        append_field(all, b);
+      }
+      rules_hash_ = str_cat("bpe:", content_hash(all));
+    }
     int64_t size = 0;
     for (const auto& [tok, id] : vocab_) size = std::max<int64_t>(size, id + 1);
     for (const auto& t : added_) size = std::max<int64_t>(size, t.id + 1);
@@ -727,18 +734,16 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
   if (cfg_in && path.find('/') != std::string::npos) {
     cfg = parse_json(std::string(std::istreambuf_iterator<char>(cfg_in), {}), config_path);
   }
-  return load_hf_tokenizer_json(j, cfg, path, "hf:" + content_hash(text));
+  return load_hf_tokenizer_json(j, cfg, path);
 }
 
 namespace {
-std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, const std::string& path,
-                                              const std::string& fingerprint);
+std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, const std::string& path);
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const json& j, const json& cfg, const std::string& path,
-                                                  const std::string& fingerprint) {
+std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const json& j, const json& cfg, const std::string& path) {
   try {
-    return build_hf_tokenizer(j, cfg, path, fingerprint);
+    return build_hf_tokenizer(j, cfg, path);
   } catch (const json::exception& e) {
     // A value of the wrong JSON type somewhere: the file, and the library's
     // words without its exception tag.
@@ -756,8 +761,7 @@ int32_t token_id_value(const json& v, const std::string& path, const std::string
   return static_cast<int32_t>(v.get<int64_t>());
 }
 
-std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, const std::string& path,
-                                              const std::string& fingerprint) {
+std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, const std::string& path) {
   const json& model = member(j, "model");
   if (!model.is_object() || model.value("type", "BPE") != "BPE" || !model.contains("vocab")) {
     throw InputError(str_cat(path, ": the model is not a BPE model with a vocab (",
@@ -810,8 +814,7 @@ std::unique_ptr<Tokenizer> build_hf_tokenizer(const json& j, const json& cfg, co
                                             model.value("byte_fallback", false), unk, model.value("fuse_unk", false),
                                             model.value("ignore_merges", false),
                                             decoder_strips_leading_space(member(j, "decoder")),
-                                            decoder_has(member(j, "decoder"), "ByteFallback"),
-                                            fingerprint);
+                                            decoder_has(member(j, "decoder"), "ByteFallback"));
 
   // BOS: what the post-processor puts first; EOS and PAD by their usual
   // names. tokenizer_config.json beside the file, if any, has the last word.
@@ -874,8 +877,7 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& dir) {
   PreStep byte_level{PreStep::kByteLevel};
   byte_level.regex = std::make_shared<Regex>(kGpt2Pattern, vocab_path);
   auto tok = std::make_unique<BpeTokenizer>(vocab_path, std::move(vocab), merges, added, std::vector<NormStep>{},
-                                            std::vector<PreStep>{byte_level}, false, -1, false, false, false, false,
-                                            "gpt2:" + content_hash(vocab_text + merges_text));
+                                            std::vector<PreStep>{byte_level}, false, -1, false, false, false, false);
   tok->set_special_ids(-1, eot, -1);
   return tok;
 }

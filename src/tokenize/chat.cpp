@@ -305,6 +305,14 @@ std::optional<ChatFormat> recognize_chat_template(const std::string& jinja) {
   return std::nullopt;
 }
 
+std::string chat_format_id(const ChatFormat& format) {
+  std::string id = to_string(format.kind);
+  if (!format.default_system.empty()) id += "+system:" + content_hash(format.default_system).substr(0, 8);
+  if (!format.system_preamble.empty()) id += "+preamble:" + content_hash(format.system_preamble).substr(0, 8);
+  if (!format.system_allowed) id += "+no-system";
+  return id;
+}
+
 ChatFormat resolve_chat_format(const Tokenizer& tok, const std::string& name) {
   if (!name.empty()) return {parse_chat_template(name), "", "", true};
   if (tok.chat_template().empty()) return {ChatTemplate::kChatMl, "", "", true};

@@ -36,5 +36,5 @@ class Tokenizer;
 // A tokenizer from a parsed tokenizer.json and tokenizer_config.json (null
 // when there is none); `where` names the source in errors.
 std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const nlohmann::json& tokenizer, const nlohmann::json& config,
-                                                  const std::string& where, const std::string& fingerprint);
+                                                  const std::string& where);
 }  // namespace shardtune

@@ -20,7 +20,14 @@ class SentencePieceTokenizer final : public Tokenizer {
     bytes << in.rdbuf();
     const auto status = sp_.LoadFromSerializedProto(bytes.str());
     if (!status.ok()) throw InputError(str_cat(path, ": not a SentencePiece model: ", status.ToString()));
-    fingerprint_ = "sp:" + content_hash(bytes.str());
+    {
+      std::string all;
+      for (int i = 0; i < sp_.GetPieceSize(); ++i) {
+        append_field(all, std::to_string(sp_.GetScore(i)));
+        all += sp_.IsControl(i) ? 'c' : sp_.IsUnknown(i) ? 'u' : sp_.IsByte(i) ? 'b' : sp_.IsUnused(i) ? 'x' : 'n';
+      }
+      rules_hash_ = "sp:" + content_hash(all);
+    }
     bos_ = sp_.bos_id();
     eos_ = sp_.eos_id();
     pad_ = sp_.pad_id();

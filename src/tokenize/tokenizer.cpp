@@ -19,7 +19,7 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path)
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
   const GgufFile file(path);
   const nlohmann::json j = gguf_tokenizer_json(file);
-  return load_hf_tokenizer_json(j, gguf_tokenizer_config(file), path, "gguf:" + content_hash(j.dump()));
+  return load_hf_tokenizer_json(j, gguf_tokenizer_config(file), path);
 }
 
 namespace detail {
@@ -97,6 +97,25 @@ void check_utf8(std::string_view s, const std::string& what) {
   }
 }
 
+void append_field(std::string& out, std::string_view field) {
+  out += std::to_string(field.size());
+  out += ':';
+  out += field;
+}
+
+std::string Tokenizer::fingerprint() const {
+  std::string all;
+  append_field(all, rules_hash_);
+  append_field(all, std::to_string(vocab_size()));
+  for (int64_t id = 0; id < vocab_size(); ++id) {
+    append_field(all, id_to_token(static_cast<int32_t>(id)));
+    all += is_special(static_cast<int32_t>(id)) ? 'S' : 'n';
+  }
+  append_field(all, std::to_string(bos_));
+  append_field(all, std::to_string(eos_));
+  return "tok2:" + content_hash(all);
+}
+
 std::string content_hash(std::string_view bytes) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : bytes) {
@@ -119,7 +138,7 @@ class ByteTokenizer final : public Tokenizer {
     for (int i = 0; i < 4; ++i) added_.push_back({specials[i], 256 + i, true, false, false});
     eos_ = 256;
     pad_ = 257;
-    fingerprint_ = "byte:v1";
+    rules_hash_ = "byte";
   }
 
   std::vector<int32_t> encode(std::string_view text, bool parse_special) const override {
@@ -177,10 +196,15 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteTokenizer>(); }
+std::unique_ptr<Tokenizer> make_byte_tokenizer() {
+  auto tok = std::make_unique<ByteTokenizer>();
+  tok->set_name("byte");
+  return tok;
+}
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
-  if (spec == "byte") return make_byte_tokenizer();
+namespace {
+
+std::unique_ptr<Tokenizer> load_by_spec(const std::string& spec) {
   const size_t colon = spec.find(':');
   if (colon != std::string::npos && colon < 6) {
     const std::string kind = spec.substr(0, colon);
@@ -206,6 +230,32 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   throw InputError(str_cat("tokenizer '", spec,
                            "': not a tokenizer spec (byte, hf:tokenizer.json, gpt2:DIR, sp:x.model, gguf:x.gguf) "
                            "or a folder holding one"));
+}
+
+// The folder's name for a folder or a file with a generic name in one
+// (tokenizer.json, tokenizer.model, vocab.json); else the file's.
+std::string readable_name(const std::string& spec) {
+  if (spec == "byte") return spec;
+  std::string path = spec;
+  if (const size_t colon = path.find(':'); colon != std::string::npos && colon < 6) path = path.substr(colon + 1);
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const size_t slash = path.rfind('/');
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (is_dir(path) || base.rfind("tokenizer", 0) == 0 || base == "vocab.json") {
+    const std::string dir = is_dir(path) ? path : (slash == std::string::npos ? "." : path.substr(0, slash));
+    const size_t s2 = dir.rfind('/');
+    return s2 == std::string::npos ? dir : dir.substr(s2 + 1);
+  }
+  return base;
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
+  if (spec == "byte") return make_byte_tokenizer();
+  auto tok = load_by_spec(spec);
+  tok->set_name(readable_name(spec));
+  return tok;
 }
 
 }  // namespace shardtune

@@ -21,6 +21,10 @@ EvalResult evaluate_checkpoint(const Config& config, DistContext& dist, const st
   auto comm = make_trainer_communicator(config, dist.info(), device);
   if (config.data.val.empty()) throw InputError("data.val: no validation shards to evaluate on");
   TokenDataset val(expand_data_paths(config.data.val, "data.val"), dataset_options(config.data));
+  // A checkpoint carries model.init's tokenizer, when it had one.
+  if (auto tok = source_tokenizer(checkpoint)) {
+    check_data_tokenizer(val.attrs(), "data.val", *tok, checkpoint, "checkpoint", config.data.allow_tokenizer_mismatch);
+  }
   auto model = load_checkpoint_model(checkpoint, parse_dtype(config.model.dtype), device);
   if (val.attrs().vocab_size > model->config().vocab_size) {
     throw InputError(str_cat("data.val has ", val.attrs().vocab_size, " token ids, the model of ", checkpoint,

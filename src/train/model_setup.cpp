@@ -9,8 +9,11 @@
 
 #include "shardtune/ckpt/checkpoint.h"
 #include "shardtune/core/error.h"
+#include "shardtune/formats/gguf.h"
+#include "shardtune/metrics/log.h"
 #include "shardtune/model/gguf_model.h"
 #include "shardtune/model/hf_checkpoint.h"
+#include "shardtune/tokenize/chat.h"
 #include "shardtune/train/trainer.h"
 #include "shardtune/version.h"
 
@@ -123,6 +126,55 @@ std::shared_ptr<CausalLM> load_checkpoint_model(const std::string& checkpoint, t
   if (std::filesystem::exists(checkpoint + "/adapter_config.json")) load_peft_adapter(*model, checkpoint);
   model->to(device, dtype);
   return model;
+}
+
+std::unique_ptr<Tokenizer> source_tokenizer(const std::string& source) {
+  namespace fs = std::filesystem;
+  if (is_gguf_path(source)) {
+    if (GgufFile(source).find("tokenizer.ggml.model") == nullptr) return nullptr;
+    return load_tokenizer(source);
+  }
+  for (const char* name : {"tokenizer.json", "vocab.json", "tokenizer.model"}) {
+    if (fs::exists(fs::path(source) / name)) return load_tokenizer(source);
+  }
+  return nullptr;
+}
+
+void check_data_tokenizer(const ShardAttrs& data, const std::string& data_key, const Tokenizer& tok,
+                          const std::string& source, const std::string& source_key, bool allow) {
+  const std::string made_by = str_cat(data.tokenizer_name.empty() ? "?" : data.tokenizer_name, " (", data.tokenizer, ")");
+  std::string fingerprint = data.tokenizer;
+  if (fingerprint == "byte:v1") fingerprint = make_byte_tokenizer()->fingerprint();  // older shards' name for it
+  if (fingerprint.rfind("tok2:", 0) != 0) {
+    log::warn(data_key, " was made by tokenizer ", data.tokenizer,
+              " before shards recorded a tokenizer fingerprint: it cannot be checked against ", source_key, " ", source,
+              "'s; prep it again to have it checked");
+    return;
+  }
+  auto refuse = [&](const std::string& what) {
+    if (!allow) {
+      throw InputError(str_cat(what, ". Prep the data again with --tokenizer ", source,
+                               ", or set data.allow_tokenizer_mismatch: true to train on it anyway"));
+    }
+    log::warn(what, " (data.allow_tokenizer_mismatch: true, training anyway)");
+  };
+  if (fingerprint != tok.fingerprint()) {
+    refuse(str_cat(data_key, " was made by tokenizer ", made_by, ", vocabulary ", data.vocab_size, ", but ", source_key,
+                   " ", source, " has tokenizer ", tok.name(), " (", tok.fingerprint(), "), vocabulary ",
+                   tok.vocab_size()));
+    return;
+  }
+  if (data.chat_format.empty() || tok.chat_template().empty()) return;
+  std::optional<ChatFormat> own;
+  try {
+    own = recognize_chat_template(tok.chat_template());
+  } catch (const InputError&) {  // a template shardtune does not render: the data's was chosen by name
+  }
+  if (own && chat_format_id(*own) != data.chat_format) {
+    refuse(str_cat(data_key, "'s chat examples were rendered as ", data.chat_format, ", but the chat template of ",
+                   source_key, " ", source, " is ", chat_format_id(*own),
+                   ": the model would be trained in one format and prompted in another"));
+  }
 }
 
 std::shared_ptr<CausalLM> build_model(const Config& config, const ShardAttrs& data, const std::string& checkpoint,

@@ -11,6 +11,7 @@
 #include "shardtune/data/token_shard.h"
 #include "shardtune/dist/dist.h"
 #include "shardtune/model/transformer.h"
+#include "shardtune/tokenize/tokenizer.h"
 
 namespace shardtune {
 
@@ -31,6 +32,19 @@ ModelConfig random_model_config(const ModelSection& m, int64_t data_vocab, int64
 
 // LoRA targets: the config's, or the family's default.
 std::vector<std::string> lora_targets(const LoraConfig& lora, const ModelConfig& c);
+
+// The tokenizer a model source carries: an HF folder's or a checkpoint's
+// tokenizer files, a GGUF file's metadata; null when it has none.
+std::unique_ptr<Tokenizer> source_tokenizer(const std::string& source);
+
+// Data and model that do not belong together: throws InputError when the
+// shards (data_key) were made by another tokenizer than `tok`, the one
+// `source` (source_key: model.init, a checkpoint) carries, or their chat
+// examples rendered in another format than its chat template's, naming
+// both; with allow (data.allow_tokenizer_mismatch) a warning instead.
+// Shards made before the fingerprint was recorded are named in a warning.
+void check_data_tokenizer(const ShardAttrs& data, const std::string& data_key, const Tokenizer& tok,
+                          const std::string& source, const std::string& source_key, bool allow);
 
 // The model to train, in model.dtype on device: from checkpoint when given
 // (adapters included), else from model.init or a seeded random init, with

@@ -219,9 +219,21 @@ void Trainer::setup() {
   train_data_ = std::make_shared<TokenDataset>(expand_data_paths(d.train, "data.train"), dataset_options(d));
   if (!d.val.empty()) {
     val_data_ = std::make_shared<TokenDataset>(expand_data_paths(d.val, "data.val"), dataset_options(d));
-    if (val_data_->attrs().tokenizer != train_data_->attrs().tokenizer) {
-      throw InputError(str_cat("data.val was made by tokenizer ", val_data_->attrs().tokenizer, ", data.train by ",
-                               train_data_->attrs().tokenizer));
+    const ShardAttrs &v = val_data_->attrs(), &t = train_data_->attrs();
+    if (v.tokenizer != t.tokenizer || v.chat_format != t.chat_format) {
+      throw InputError(str_cat("data.val was made by tokenizer ", v.tokenizer_name, " (", v.tokenizer, ")",
+                               v.chat_format.empty() ? "" : str_cat(" in chat format ", v.chat_format),
+                               ", data.train by ", t.tokenizer_name, " (", t.tokenizer, ")",
+                               t.chat_format.empty() ? "" : str_cat(" in chat format ", t.chat_format)));
+    }
+  }
+  if (!config_.model.init.empty()) {  // a pretrained model: its tokenizer made the data
+    if (auto tok = source_tokenizer(config_.model.init)) {
+      check_data_tokenizer(train_data_->attrs(), "data.train", *tok, config_.model.init, "model.init",
+                           d.allow_tokenizer_mismatch);
+    } else if (rank_ == 0) {
+      log::warn("model.init ", config_.model.init, " carries no tokenizer: data.train (made by ",
+                train_data_->attrs().tokenizer_name, " ", train_data_->attrs().tokenizer, ") is taken on trust");
     }
   }
   accumulation_ = accumulation_steps(d, world_);

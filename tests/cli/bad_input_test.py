@@ -75,19 +75,31 @@ log: {progress: "off"}
     late_bad = write("late_bad.jsonl", "".join(json.dumps({"text": f"line {i} " * 4}) + "\n" for i in range(400))
                      + '{"text": 7}\n')
     gen = [a.shardtune, "generate", "--model", model, "--prompt-ids", "1,2"]
+    # Chat shards of the tiny GGUF's tokenizer, rendered as plain text (its own template is ChatML).
+    chat = write("chat.jsonl", "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                                 {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                                       for i in range(8)))
+    subprocess.run([a.shardtune, "prep", "--tokenizer", TINY_GGUF, "--chat-template", "plain", "--input", chat,
+                    "--output", os.path.join(w, "plain")], check=True, capture_output=True)
+    train_on = [a.shardtune, "train", cfg, "model.init=" + TINY_GGUF]
+    # A run from the tiny GGUF on its own tokenizer's shards: its checkpoint carries that tokenizer.
+    subprocess.run([a.shardtune, "prep", "--tokenizer", TINY_GGUF, "--input", text, "--output", os.path.join(w, "g")],
+                   check=True, capture_output=True)
+    subprocess.run([*train_on, "data.train=" + os.path.join(w, "g-train-*.h5"),
+                    "train.output_dir=" + os.path.join(w, "gguf_run")], check=True, capture_output=True)
     cases = [
         # Shards written before the bad line, and the folders made for them, are removed.
         ("prep: a bad line after finished shards, into new folders",
          [a.shardtune, "prep", "--tokenizer", "byte", "--input", late_bad, "--output", os.path.join(w, "new", "deeper", "o0"),
           "--shard-tokens", "200", "--threads", "1"],
          late_bad + ":401: "),
-        ("prep: an input that is a directory", [a.shardtune, "prep", "--input", os.path.join(w, "adir"), "--output", os.path.join(w, "o1")],
+        ("prep: an input that is a directory", [a.shardtune, "prep", "--tokenizer", "byte", "--input", os.path.join(w, "adir"), "--output", os.path.join(w, "o1")],
          os.path.join(w, "adir") + ": is a directory"),
-        ("prep: --val-fraction nan", [a.shardtune, "prep", "--input", text, "--output", os.path.join(w, "o2"), "--val-fraction", "nan"],
+        ("prep: --val-fraction nan", [a.shardtune, "prep", "--tokenizer", "byte", "--input", text, "--output", os.path.join(w, "o2"), "--val-fraction", "nan"],
          "--val-fraction: expected a finite number"),
-        ("prep: --shard-tokens 1.5", [a.shardtune, "prep", "--input", text, "--output", os.path.join(w, "o3"), "--shard-tokens", "1.5"],
+        ("prep: --shard-tokens 1.5", [a.shardtune, "prep", "--tokenizer", "byte", "--input", text, "--output", os.path.join(w, "o3"), "--shard-tokens", "1.5"],
          "--shard-tokens: expected a whole number"),
-        ("prep: a 5 MB bad JSONL line", [a.shardtune, "prep", "--input", huge, "--output", os.path.join(w, "o4")],
+        ("prep: a 5 MB bad JSONL line", [a.shardtune, "prep", "--tokenizer", "byte", "--input", huge, "--output", os.path.join(w, "o4")],
          huge + ":1: not a JSON object"),
         ("prep: a negative vocabulary id", [a.shardtune, "prep", "--tokenizer", "hf:" + tokenizer("neg.json", {"a": -5, "b": 1}),
                                              "--input", text, "--output", os.path.join(w, "o5")],
@@ -234,6 +246,17 @@ log: {progress: "off"}
          [a.shardtune, "prep", "--tokenizer", "byte", "--input", os.path.join(w, "d-train-00000.h5"), "--output",
           os.path.join(w, "d"), "--overwrite"],
          "prep: the input " + os.path.join(w, "d-train-00000.h5") + " is one of the shards --output"),
+        ("prep: no --tokenizer (bytes are never taken by default)",
+         [a.shardtune, "prep", "--input", text, "--output", os.path.join(w, "o8")], "prep: --tokenizer is required"),
+        ("train: shards of the byte tokenizer, model.init a GGUF file with another",
+         train_on, "data.train was made by tokenizer byte (tok2:"),
+        ("train: chat shards rendered as plain, model.init's template ChatML",
+         [*train_on, "data.train=" + os.path.join(w, "plain-train-*.h5")],
+         "data.train's chat examples were rendered as plain, but the chat template of model.init"),
+        ("eval: shards of the byte tokenizer, a checkpoint carrying another",
+         [a.shardtune, "eval", "--checkpoint", os.path.join(w, "gguf_run", "checkpoints", "latest"), cfg,
+          "data.val=" + os.path.join(w, "d-train-*.h5")],
+         "data.val was made by tokenizer byte (tok2:"),
     ]
     failed = 0
     for name, argv, want in cases:

@@ -9,7 +9,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 printf '%s\n' '{"messages":[{"role":"user","content":"2+2?"},{"role":"assistant","content":"4"}]}' \
   '{"prompt":"Say hi","completion":" hi"}' '{"text":"plain words"}' > "$work/ok.jsonl"
-"$st" prep --input "$work/ok.jsonl" --output "$work/ok" | tee "$work/prep.out"
+"$st" prep --tokenizer byte --input "$work/ok.jsonl" --output "$work/ok" | tee "$work/prep.out"
 grep -q "train: 3 examples" "$work/prep.out" || fail "prep summary"
 "$st" inspect "$work/ok-train-00000.h5" --tokenizer byte | tee "$work/inspect.out"
 grep -q "3 documents" "$work/inspect.out" || fail "inspect counts"
@@ -18,7 +18,7 @@ grep -q "<|im_start|>user" "$work/inspect.out" || fail "inspect decoding"
 # A bad line: exit code 2, file:line in the message, nothing written.
 printf '%s\n' '{"text":"fine"}' '{"messages":[{"role":"robot","content":"x"}]}' > "$work/bad.jsonl"
 set +e
-msg=$("$st" prep --input "$work/bad.jsonl" --output "$work/bad" 2>&1); rc=$?
+msg=$("$st" prep --tokenizer byte --input "$work/bad.jsonl" --output "$work/bad" 2>&1); rc=$?
 set -e
 echo "$msg"
 [ $rc -eq 2 ] || fail "bad line gave exit $rc, expected 2"

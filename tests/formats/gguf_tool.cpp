@@ -58,6 +58,10 @@ int run(const std::vector<std::string>& a) {
                                                 static_cast<std::streamsize>(bytes.size()));
     return 0;
   }
+  if (a.size() == 2 && a[0] == "fingerprint") {
+    std::printf("%s\n", load_tokenizer(a[1])->fingerprint().c_str());
+    return 0;
+  }
   if (a.size() == 4 && a[0] == "tokenize") {
     auto tok = load_tokenizer(a[1]);
     nlohmann::json out = nlohmann::json::array();

@@ -11,7 +11,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto j = nlohmann::json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return 0;
   try {
-    auto tok = shardtune::load_hf_tokenizer_json(j, nlohmann::json(), "fuzz.json", "fuzz");
+    auto tok = shardtune::load_hf_tokenizer_json(j, nlohmann::json(), "fuzz.json");
     const auto ids = tok->encode("Hello, world! 123 caf\xc3\xa9 <|endoftext|>\n  x", /*parse_special=*/true);
     (void)tok->decode(ids);
   } catch (const shardtune::InputError&) {

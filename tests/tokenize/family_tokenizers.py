@@ -195,6 +195,21 @@ def compare(a, work, spec, texts, want, what):
           + (f" (first difference: {bad[0][:50]!r})" if bad else ""))
 
 
+def fingerprint(a, spec):
+    return run(a.tool, "fingerprint", spec).stdout.strip()
+
+
+def same_fingerprint(a, specs, what):
+    """The shards' tokenizer fingerprint does not depend on the file a byte-level
+    BPE tokenizer was read from. (SentencePiece-style tokenizers written to
+    GGUF keep scores, not merges: read back, their merges are derived from
+    the scores and include pairs tokenizer.json does not list, so the two
+    are different tokenizers to the fingerprint.)"""
+    got = {s: fingerprint(a, s) for s in specs}
+    check(len(set(got.values())) == 1 and all(v.startswith("tok2:") for v in got.values()),
+          f"{what}: one fingerprint from {', '.join(os.path.basename(s) for s in specs)} ({sorted(set(got.values()))})")
+
+
 def gguf_field(path, key):
     r = gguf.GGUFReader(path)
     f = r.fields[key]
@@ -235,6 +250,7 @@ def tokenizers_part(a, work):
         got_pre = gguf_field(ours, "tokenizer.ggml.pre")
         check(got_pre == pre, f"{name}: shardtune writes tokenizer.ggml.pre '{got_pre}' (want {pre})")
         compare(a, work, ours, gtexts, gwant, f"{name} GGUF as shardtune writes it")
+        same_fingerprint(a, [f"{folder}/tokenizer.json", ours], name)
 
     # Gemma: tokenizer.model, its tokenizer.json, and both GGUF routes.
     folder, sp = gemma(work)
@@ -265,6 +281,8 @@ def tokenizers_part(a, work):
     check(gguf_field(ours, "tokenizer.ggml.model") == "llama" and gguf_field(ours, "tokenizer.ggml.add_space_prefix") is True,
           "llama2 (Phi-3): shardtune writes tokenizer.ggml.model llama, add_space_prefix true")
     compare(a, work, ours, cases, want, "llama2 (Phi-3) GGUF as shardtune writes it")
+    check(fingerprint(a, f"{folder}/tokenizer.json") != fingerprint(a, f"{folders['gemma']}/tokenizer.json")
+          and fingerprint(a, "byte") != fingerprint(a, f"{folder}/tokenizer.json"), "other tokenizers, other fingerprints")
     return folders
 
 

@@ -157,6 +157,7 @@ struct DataSection {
   bool shuffle = true;
   int64_t seed = 1234;
   int64_t prefetch = 4;
+  bool allow_tokenizer_mismatch = false;
 
   template <class V>
   void visit(V& v) {
@@ -171,6 +172,9 @@ struct DataSection {
     v.field("shuffle", shuffle, AnyValue{}, "visit the samples in a fresh random order each epoch");
     v.field("seed", seed, NonNegative{}, "seed of the sample order");
     v.field("prefetch", prefetch, Positive{}, "steps of batches read ahead on a background thread");
+    v.field("allow_tokenizer_mismatch", allow_tokenizer_mismatch, AnyValue{},
+            "train (or eval) on shards made by another tokenizer than model.init's (or in another chat format "
+            "than its template's), with a warning; false refuses them");
   }
 };
 

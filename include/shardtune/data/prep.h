@@ -46,6 +46,8 @@ struct PrepSummary {
   int64_t input_bytes = 0;
   double seconds = 0;
   std::vector<std::string> files;
+  std::string tokenizer;    // "NAME (fingerprint)", as the shards record it
+  std::string chat_format;  // the chat examples' format; empty when there were none
 };
 
 // Runs prep; throws InputError naming file:line for a bad line (unless

@@ -22,8 +22,14 @@ struct ShardAttrs {
   int64_t bos_id = -1;
   int64_t eos_id = -1;
   int64_t pad_id = -1;
-  std::string tokenizer;  // kind and content hash of the tokenizer that made it
+  std::string tokenizer;       // Tokenizer::fingerprint() of the tokenizer that made it
+  std::string tokenizer_name;  // its readable name (Tokenizer::name()); "" in older shards
+  std::string chat_format;     // the chat format chat examples were rendered in (chat_format_id); "" for none
 };
+
+// Sets the chat_format attribute of a finished shard (prep knows whether any
+// example was a chat only once all are read).
+void set_shard_chat_format(const std::string& path, const std::string& chat_format);
 
 // Writes one shard. Everything goes to `path.tmp`; finish() renames it to
 // path, so a reader never sees a partial shard. Dropping an unfinished writer

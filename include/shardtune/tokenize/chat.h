@@ -56,6 +56,11 @@ struct ChatFormat {
 // which writes today's date and a reasoning mode into its system turn).
 std::optional<ChatFormat> recognize_chat_template(const std::string& jinja);
 
+// What token shards record of the format their chat examples were rendered
+// in: the template's name, and what its Jinja adds ("chatml", "chatml
+// +system:<hash>" for SmolLM2's default system prompt, "llama3+preamble:<hash>").
+std::string chat_format_id(const ChatFormat& format);
+
 // The chat format to use: `name` (see parse_chat_template) when given; else
 // the tokenizer's own template when it carries one (InputError naming the
 // template when it is not one shardtune renders); else chatml.

@@ -45,9 +45,18 @@ class Tokenizer {
   int32_t eos_id() const { return eos_; }
   int32_t pad_id() const { return pad_; }
 
-  // "byte", "hf", "gpt2", "sp" and a hash of the files' content: what the
-  // token shards record, so a shard is never read with another tokenizer.
-  const std::string& fingerprint() const { return fingerprint_; }
+  // What the token shards record, so that data is never trained with a model
+  // whose tokenizer did not make it: "tok2:" and a hash of the vocabulary
+  // (every id's text and whether it is special), the rules that split text
+  // into it (BPE merges in rank order; SentencePiece scores and piece
+  // types), BOS and EOS. The same tokenizer read from tokenizer.json, a GGUF
+  // file or tokenizer.model (for the SentencePiece engine) has the same
+  // fingerprint; where it came from does not count.
+  std::string fingerprint() const;
+  // A readable name for messages: "byte", the model folder's name, or the
+  // file's ("SmolLM2-135M-Instruct.Q4_1.gguf").
+  const std::string& name() const { return name_; }
+  void set_name(std::string name) { name_ = std::move(name); }
 
   // The chat template the tokenizer's files carry (a Jinja text, from
   // tokenizer_config.json or GGUF metadata); empty when none.
@@ -55,7 +64,9 @@ class Tokenizer {
 
  protected:
   int32_t bos_ = -1, eos_ = -1, pad_ = -1;
-  std::string fingerprint_;
+  // What splits text into the vocabulary, for the fingerprint (set by each engine).
+  std::string rules_hash_;
+  std::string name_;
   std::string chat_template_;
 };
 
@@ -72,5 +83,9 @@ void check_utf8(std::string_view text, const std::string& what);
 
 // 64-bit FNV-1a of bytes, as hex.
 std::string content_hash(std::string_view bytes);
+
+// Appends a length-prefixed field to a hash input, so that field boundaries
+// count ("ab" + "c" differs from "a" + "bc").
+void append_field(std::string& out, std::string_view field);
 
 }  // namespace shardtune
