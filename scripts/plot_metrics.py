@@ -31,7 +31,7 @@ def main():
                 r = json.loads(line)
             except json.JSONDecodeError as e:
                 sys.exit(f"plot_metrics: {args.metrics}:{n}: not a JSON record: {e}")
-            if r.get("type") == "train":
+            if r.get("type") == "train" and not r.get("skipped"):  # a skipped step's loss is not finite
                 train[r["step"]] = r["loss"]
             elif r.get("type") == "eval":
                 val[r["step"]] = r["val_loss"]

@@ -12,6 +12,7 @@
 #include "shardtune/core/strings.h"
 #include "shardtune/formats/gguf_llama.h"
 #include "shardtune/model/hf_checkpoint.h"
+#include "shardtune/model/safetensors.h"
 
 namespace shardtune {
 namespace fs = std::filesystem;
@@ -87,6 +88,7 @@ void load_gguf_weights(CausalLM& model, const GgufFile& file) {
                                ", the metadata implies ", shape_str(dst.sizes().vec())));
     }
     std::vector<float> v = file.dequantized(t);
+    require_finite(v.data(), v.size(), file.path(), t.name);
     if (gguf_rope_permuted(a, name)) {
       const bool q = name.find("q_proj") != std::string::npos;
       const int64_t rows = t.shape()[0];

@@ -173,6 +173,7 @@ void load_hf_weights(CausalLM& model, const std::string& dir) {
       throw InputError(str_cat(it->second->path(), ": tensor '", name, "' is ",
                                c10::toString(src.scalar_type()), ", not a floating-point type"));
     }
+    require_finite(src, it->second->path(), name);
     dst.copy_(conv ? src.t() : src);
     used.insert(name);
   }
@@ -310,6 +311,7 @@ LoraSpec load_peft_adapter(CausalLM& model, const std::string& dir) {
       throw InputError(str_cat(file.path(), ": tensor '", name, "' has shape ", shape_str(src.sizes()),
                                ", adapter_config.json implies ", shape_str(item.value().sizes())));
     }
+    require_finite(src, file.path(), name);
     item.value().copy_(src);
     ++used;
   }

@@ -1,5 +1,6 @@
 #include "shardtune/model/safetensors.h"
 
+#include <cmath>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -110,6 +111,40 @@ torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
   auto keep = mapping_;
   return torch::from_blob(const_cast<char*>(data_) + e->begin, e->shape,
                           [keep](void*) {}, torch::TensorOptions().dtype(e->dtype));
+}
+
+namespace {
+[[noreturn]] void non_finite(double value, int64_t index, const std::string& file, const std::string& tensor) {
+  throw InputError(str_cat(file, ": tensor '", tensor, "' holds ", std::isnan(value) ? "NaN" : value > 0 ? "+Inf" : "-Inf",
+                           " (element ", index, "): weights must be finite numbers"));
+}
+}  // namespace
+
+void require_finite(const torch::Tensor& t, const std::string& file, const std::string& tensor) {
+  if (!t.is_floating_point()) return;
+  if (t.scalar_type() == torch::kFloat32 && t.is_contiguous() && t.device().is_cpu()) {
+    require_finite(t.data_ptr<float>(), static_cast<size_t>(t.numel()), file, tensor);
+    return;
+  }
+  if (torch::isfinite(t).all().item<bool>()) return;
+  const torch::Tensor flat = t.reshape({-1});
+  const int64_t i = torch::nonzero(torch::logical_not(torch::isfinite(flat)))[0][0].item<int64_t>();
+  non_finite(flat[i].item<double>(), i, file, tensor);
+}
+
+void require_finite(const float* v, size_t n, const std::string& file, const std::string& tensor) {
+  // NaN and Inf are the floats whose exponent bits are all set: an OR over
+  // integer tests, which the compiler vectorizes.
+  uint32_t any = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, v + i, sizeof(bits));
+    any |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  if (any == 0) return;
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(v[i])) non_finite(v[i], static_cast<int64_t>(i), file, tensor);
+  }
 }
 
 void save_safetensors(const std::string& path,

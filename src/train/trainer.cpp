@@ -43,6 +43,13 @@ double process_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+// JSON has no NaN or Inf: those are written as the strings "NaN", "Infinity"
+// and "-Infinity" (the names Python's json module reads them by).
+nlohmann::json json_number(double x) {
+  if (std::isfinite(x)) return x;
+  return std::isnan(x) ? "NaN" : x > 0 ? "Infinity" : "-Infinity";
+}
+
 // ---------------------------------------------------------------- signals
 
 // Set by SIGTERM / SIGUSR1; the ranks agree on it at each step boundary.
@@ -88,6 +95,9 @@ class StopSignals {
 // runs):
 //   throw@RANK:STEP    rank RANK throws in the middle of step STEP
 //   kill@RANK:STEP     rank RANK dies by SIGKILL in the middle of step STEP
+//   nan@RANK:STEP:COUNT
+//                      rank RANK's loss (and so every gradient) is NaN in
+//                      steps STEP .. STEP+COUNT-1
 //   stall_checkpoint@STEP:SECONDS
 //                      rank 0 pauses before completing the checkpoint of
 //                      step STEP, every file but DONE written (a test kills
@@ -95,10 +105,13 @@ class StopSignals {
 //   stall_prune@STEP:SECONDS
 //                      rank 0 pauses in the middle of deleting an old
 //                      checkpoint after completing the one of step STEP
+//   slow@SECONDS       every step of every rank sleeps that long
+// Anything else is refused like a bad setting.
 struct Faults {
-  enum Kind { kNone, kThrow, kKill, kStallCheckpoint, kStallPrune, kSlow } kind = kNone;
+  enum Kind { kNone, kThrow, kKill, kNan, kStallCheckpoint, kStallPrune, kSlow } kind = kNone;
   int rank = -1;
   int64_t step = -1;
+  int64_t count = 1;
   double seconds = 0.0;
 
   static Faults from_env() {
@@ -106,25 +119,52 @@ struct Faults {
     const char* env = std::getenv("SHARDTUNE_FAULT");
     if (env == nullptr || *env == '\0') return f;
     const std::string spec(env);
-    int rank = 0;
-    long long step = 0;
-    double secs = 0.0;
-    if (std::sscanf(spec.c_str(), "throw@%d:%lld", &rank, &step) == 2) {
-      f = {kThrow, rank, step, 0.0};
-    } else if (std::sscanf(spec.c_str(), "kill@%d:%lld", &rank, &step) == 2) {
-      f = {kKill, rank, step, 0.0};
-    } else if (std::sscanf(spec.c_str(), "stall_checkpoint@%lld:%lf", &step, &secs) == 2) {
-      f = {kStallCheckpoint, 0, step, secs};
-    } else if (std::sscanf(spec.c_str(), "stall_prune@%lld:%lf", &step, &secs) == 2) {
-      f = {kStallPrune, 0, step, secs};
-    } else if (std::sscanf(spec.c_str(), "slow@%lf", &secs) == 1 && secs >= 0) {
-      f = {kSlow, -1, -1, secs};  // every step of every rank (a long run for signal tests)
+    const std::string usage = str_cat(
+        "SHARDTUNE_FAULT: '", capped(spec, 80),
+        "' is not throw@RANK:STEP, kill@RANK:STEP, nan@RANK:STEP:COUNT, stall_checkpoint@STEP:SECONDS, "
+        "stall_prune@STEP:SECONDS or slow@SECONDS (whole numbers >= 0; COUNT >= 1; SECONDS a finite number >= 0)");
+    const size_t at = spec.find('@');
+    if (at == std::string::npos) throw InputError(usage);
+    const std::string kind = spec.substr(0, at);
+    const std::vector<std::string> parts = split(spec.substr(at + 1), ':');
+    auto whole = [&](size_t i, int64_t min) {
+      const std::string& t = parts[i];
+      if (t.empty() || t.size() > 12 || t.find_first_not_of("0123456789") != std::string::npos) throw InputError(usage);
+      const int64_t v = std::stoll(t);
+      if (v < min) throw InputError(usage);
+      return v;
+    };
+    auto secs = [&](size_t i) {
+      char* end = nullptr;
+      const double v = std::strtod(parts[i].c_str(), &end);
+      if (parts[i].empty() || *end != '\0' || !std::isfinite(v) || v < 0) throw InputError(usage);
+      return v;
+    };
+    auto want = [&](size_t n) {
+      if (parts.size() != n) throw InputError(usage);
+    };
+    if (kind == "throw" || kind == "kill") {
+      want(2);
+      f = {kind == "throw" ? kThrow : kKill, static_cast<int>(whole(0, 0)), whole(1, 0), 1, 0.0};
+    } else if (kind == "nan") {
+      want(3);
+      f = {kNan, static_cast<int>(whole(0, 0)), whole(1, 0), whole(2, 1), 0.0};
+    } else if (kind == "stall_checkpoint" || kind == "stall_prune") {
+      want(2);
+      f = {kind == "stall_checkpoint" ? kStallCheckpoint : kStallPrune, 0, whole(0, 0), 1, secs(1)};
+    } else if (kind == "slow") {
+      want(1);
+      f = {kSlow, -1, -1, 1, secs(0)};
     } else {
-      throw InputError(str_cat("SHARDTUNE_FAULT: '", spec,
-                               "' is not throw@RANK:STEP, kill@RANK:STEP, stall_checkpoint@STEP:SECONDS, "
-                               "stall_prune@STEP:SECONDS or slow@SECONDS"));
+      throw InputError(usage);
     }
+    if (f.rank > 1000000) throw InputError(usage);
     return f;
+  }
+
+  // Whether my_rank's loss is made NaN in my_step.
+  bool nan_at(int my_rank, int64_t my_step) const {
+    return kind == kNan && rank == my_rank && my_step >= step && my_step < step + count;
   }
 
   // Called mid-step (before the last micro-step's forward).
@@ -185,6 +225,9 @@ class Trainer {
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
   bool stop_ = false;
+  bool bad_step_ = false;      // this step's update was skipped (non-finite loss or gradient norm)
+  int64_t bad_in_a_row_ = 0;   // such steps in a row
+  int64_t bad_steps_ = 0;      // such steps in this attempt
   TrainSummary summary_;
   int64_t saved_step_ = -1;
   Clock::time_point start_;
@@ -410,6 +453,7 @@ void Trainer::train_step() {
                       batch.targets.begin() + static_cast<long>(at + span));
     dp_->begin_micro_step(micro == 0, micro == accumulation_ - 1);
     torch::Tensor loss = loss_sum(*model_, to_torch(mb, device_));
+    if (micro == accumulation_ - 1 && faults_.nan_at(rank_, step_)) loss = loss * std::nan("");
     local_loss += loss.detach();
     (loss * scale).backward();
     const double norm = dp_->end_micro_step();
@@ -418,13 +462,8 @@ void Trainer::train_step() {
   t_comm_ = dp_->exposed_comm_seconds();
   t_fwd_bwd_ = seconds_since(t_compute) - t_comm_;
 
-  const auto t_opt = Clock::now();
-  lr_ = lr_at(schedule_, step_);
-  dp_->step(lr_, config_.optim.max_grad_norm);
-  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
-  t_optim_ = seconds_since(t_opt);
-
-  // The step's loss, and whether any rank was asked to stop.
+  // The step's loss, and whether any rank was asked to stop: known on every
+  // rank before the update, so that all of them skip a bad one alike.
   const float stop_requested = g_stop_signal.load() != 0 ? 1.0f : 0.0f;
   torch::Tensor sums = torch::tensor({static_cast<float>(local_loss.item<double>()), stop_requested});
   if (device_.is_cuda()) sums = sums.to(device_);
@@ -432,6 +471,33 @@ void Trainer::train_step() {
   sums = sums.cpu();
   loss_ = static_cast<double>(sums[0].item<float>()) / static_cast<double>(std::max<int64_t>(1, step_tokens_));
   stop_ = sums[1].item<float>() > 0.0f;
+
+  // A non-finite loss or gradient norm (the same on every rank) would put
+  // NaN or Inf into the weights: the update is skipped, and a run of such
+  // steps stops the training before any checkpoint could hold them.
+  bad_step_ = !std::isfinite(loss_) || !std::isfinite(grad_norm_);
+  const auto t_opt = Clock::now();
+  lr_ = lr_at(schedule_, step_);
+  if (bad_step_) {
+    ++bad_in_a_row_;
+    ++bad_steps_;
+    if (rank_ == 0) {
+      log::warn("step ", step_ + 1, ": loss ", loss_, ", grad_norm ", grad_norm_, " is not finite: update skipped (",
+                bad_in_a_row_, " in a row; train.max_bad_steps ", config_.train.max_bad_steps, ")");
+    }
+    if (bad_in_a_row_ >= config_.train.max_bad_steps) {
+      throw Error(str_cat("train: ", bad_in_a_row_, " steps in a row (to step ", step_ + 1,
+                          ") had a non-finite loss or gradient norm (last: loss ", loss_, ", grad_norm ", grad_norm_,
+                          "); stopped without saving them. ",
+                          saved_step_ >= 0 ? str_cat("The last checkpoint is of step ", saved_step_, ". ") : "",
+                          "Lower optim.lr, check the data, or raise train.max_bad_steps"));
+    }
+  } else {
+    bad_in_a_row_ = 0;
+    dp_->step(lr_, config_.optim.max_grad_norm);
+  }
+  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
+  t_optim_ = seconds_since(t_opt);
 
   ++step_;
   tokens_seen_ += step_tokens_;
@@ -442,7 +508,7 @@ void Trainer::train_step() {
 }
 
 void Trainer::log_step(double step_seconds) {
-  const bool record = step_ % config_.log.every == 0 || step_ == config_.train.steps || stop_;
+  const bool record = step_ % config_.log.every == 0 || step_ == config_.train.steps || stop_ || bad_step_;
   if (rank_ != 0) return;
   const double tokens_per_s = interval_seconds_ > 0 ? static_cast<double>(interval_tokens_) / interval_seconds_ : 0.0;
   const double util = mfu(flops_per_token_, tokens_per_s, world_, peak_flops_);
@@ -459,9 +525,11 @@ void Trainer::log_step(double step_seconds) {
   nlohmann::json j = {
       {"type", "train"},
       {"step", step_},
-      {"loss", loss_},
+      {"loss", json_number(loss_)},
       {"lr", lr_},
-      {"grad_norm", grad_norm_},
+      {"grad_norm", json_number(grad_norm_)},
+      {"skipped", bad_step_},
+      {"skipped_steps", bad_steps_},
       {"tokens_per_s", tokens_per_s},
       {"mfu", peak_flops_ > 0 ? nlohmann::json(util) : nlohmann::json(nullptr)},
       {"target_tokens", step_tokens_},
@@ -512,11 +580,23 @@ void Trainer::maybe_evaluate(bool force) {
 
 void Trainer::save_checkpoint() {
   if (saved_step_ == step_) return;
+  const auto piece = dp_->state_to_save();
+  {
+    // The trained weights (each rank's shard of them) must be finite before
+    // anything is written.
+    torch::Tensor bad = torch::logical_not(torch::isfinite(piece.master)).sum().to(torch::kFloat32).reshape({1});
+    if (device_.is_cuda()) bad = bad.to(device_);
+    comm_->all_reduce(bad, ReduceOp::kSum)->wait();
+    if (bad.cpu().item<float>() > 0) {
+      throw Error(str_cat("train: the weights of step ", step_, " hold ", static_cast<int64_t>(bad.cpu().item<float>()),
+                          " non-finite numbers; no checkpoint written",
+                          saved_step_ >= 0 ? str_cat(" (the last one is of step ", saved_step_, ")") : ""));
+    }
+  }
   const std::string dir = checkpoint_dir(config_);
   const std::string tmp = rank_ == 0 ? begin_checkpoint(dir, step_) : checkpoint_tmp_path(dir, step_);
   comm_->barrier()->wait();
 
-  const auto piece = dp_->state_to_save();
   write_optim_piece(tmp, rank_, world_, piece.offset, piece.master, piece.exp_avg, piece.exp_avg_sq,
                     dp_->num_params(), layout_);
 

@@ -87,7 +87,29 @@ log: {progress: "off"}
                    check=True, capture_output=True)
     subprocess.run([*train_on, "data.train=" + os.path.join(w, "g-train-*.h5"),
                     "train.output_dir=" + os.path.join(w, "gguf_run")], check=True, capture_output=True)
+    # Non-finite weights: a NaN in a model folder's safetensors, an Inf in a GGUF file's F32 tensor.
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+    nan_model = model_with("nan_model")
+    st = load_file(os.path.join(nan_model, "model.safetensors"))
+    nan_name = sorted(st)[1]
+    st[nan_name].reshape(-1)[3] = np.nan
+    save_file(st, os.path.join(nan_model, "model.safetensors"))
+    inf_gguf = os.path.join(w, "inf.gguf")
+    shutil.copy(TINY_GGUF, inf_gguf)
+    import gguf
+    inf_name = None
+    for t in gguf.GGUFReader(inf_gguf, "r+").tensors:
+        if t.tensor_type == gguf.GGMLQuantizationType.F32 and inf_name is None:
+            inf_name = t.name
+            t.data.reshape(-1)[1] = -np.inf
     cases = [
+        ("generate: a NaN in a model folder's weights", [a.shardtune, "generate", "--model", nan_model, "--prompt-ids", "1"],
+         f"model.safetensors: tensor '{nan_name}' holds NaN (element 3): weights must be finite numbers"),
+        ("generate: an Inf in a GGUF file's weights", [a.shardtune, "generate", "--model", inf_gguf, "--prompt-ids", "1"],
+         f"inf.gguf: tensor '{inf_name}' holds -Inf (element 1)"),
+        ("train: model.init with a NaN", [*train_on, "model.init=" + nan_model, "train.output_dir=" + os.path.join(w, "nan_run")],
+         f"tensor '{nan_name}' holds NaN"),
         # Shards written before the bad line, and the folders made for them, are removed.
         ("prep: a bad line after finished shards, into new folders",
          [a.shardtune, "prep", "--tokenizer", "byte", "--input", late_bad, "--output", os.path.join(w, "new", "deeper", "o0"),

@@ -416,6 +416,44 @@ def signal_at_start(env, _):
           "the checkpoint of step 1 is complete")
 
 
+def metrics(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def bad_steps(env, _):
+    """A non-finite loss (so gradients) on one rank: every rank skips that
+    update, the metrics count it, the weights stay as they were; a run of
+    train.max_bad_steps such steps stops the run, no checkpoint of them
+    written. A malformed SHARDTUNE_FAULT is refused like a bad setting."""
+    every = ["checkpoint.every=1", "checkpoint.keep=20", "train.steps=7"]
+    _, clean, _ = env.train(2, "bad_clean", every)
+    _, out, _ = env.train(2, "bad_two", every, env={"SHARDTUNE_FAULT": "nan@1:3:2"})
+    recs = {r["step"]: r for r in metrics(out) if r["type"] == "train"}
+    ref = losses(clean)
+    check([s for s in sorted(recs) if recs[s]["skipped"]] == [4, 5], "steps 4 and 5 (NaN on rank 1) were skipped")
+    check(all(recs[s]["loss"] == ref[s] for s in (1, 2, 3)), "the steps before them as a clean run's")
+    check(recs[5]["loss"] == "NaN" and recs[7]["skipped_steps"] == 2, "the metrics record the NaN and count 2 skipped")
+    ck = lambda o, n: params(os.path.join(o, "checkpoints", f"step_{n:08d}"))
+    w3, w5 = ck(out, 3), ck(out, 5)
+    check(all(np.array_equal(w3[k], w5[k]) for k in w3), "the weights after the skipped steps are those of step 3")
+    check(all(np.isfinite(v).all() for n in range(1, 8) for v in ck(out, n).values()),
+          "every checkpoint holds finite weights")
+    check(np.isfinite(recs[7]["loss"]) and rel_diff(ck(clean, 7), ck(out, 7)) > 0,
+          "training went on after them (finite loss at step 7)")
+
+    p, out, _ = env.train(2, "bad_run", every + ["train.max_bad_steps=3"], env={"SHARDTUNE_FAULT": "nan@0:2:100"},
+                          expect_rc=None)
+    check(p.returncode not in (0, 2) and "3 steps in a row (to step 5) had a non-finite loss" in p.stderr
+          and "The last checkpoint is of step 4" in p.stderr, f"3 bad steps in a row stop the run (exit {p.returncode})")
+    done = sorted(d for d in os.listdir(os.path.join(out, "checkpoints")) if d.startswith("step_"))
+    check(done == [f"step_{n:08d}" for n in range(1, 5)], f"checkpoints of steps 1-4 alone ({done})")
+
+    for bad in ("throw@1:3x", "nan@1:3", "kill@-1:2", "slow@nan", "explode@1:1"):
+        p, _, _ = env.train(1, "bad_fault", ["train.steps=1"], env={"SHARDTUNE_FAULT": bad}, expect_rc=2)
+        check(f"SHARDTUNE_FAULT: '{bad}' is not" in p.stderr, f"SHARDTUNE_FAULT={bad} refused (exit 2)")
+
+
 def failing_rank(env, _):
     """A rank that throws mid-step ends every rank, non-zero, promptly."""
     start = time.time()
@@ -460,7 +498,7 @@ def export_roundtrip(env, _):
 
 
 SCENARIOS = {f.__name__: f for f in (golden, checkpointing, resume_kill, reshard, kill_mid_checkpoint, prune_kill,
-                                      prune_newer_and_fresh_start, corrupt, sigterm, signal_at_start, failing_rank,
+                                      prune_newer_and_fresh_start, corrupt, sigterm, signal_at_start, failing_rank, bad_steps,
                                       export_roundtrip)}
 
 

@@ -235,6 +235,7 @@ struct TrainSection {
   std::string activation_checkpointing = "auto";
   int64_t checkpoint_every = 1;
   bool check_fit = true;
+  int64_t max_bad_steps = 3;
 
   template <class V>
   void visit(V& v) {
@@ -248,6 +249,9 @@ struct TrainSection {
             "with blocks: recompute every n-th block (1 = all; 2 = half of them); ZeRO 3 needs 1");
     v.field("check_fit", check_fit, AnyValue{},
             "refuse to start when the planner (shardtune plan) predicts a rank's memory exceeds its device's");
+    v.field("max_bad_steps", max_bad_steps, Positive{},
+            "a step whose loss or gradient norm is not finite skips its update (counted in the metrics); this "
+            "many in a row stop the run, before any checkpoint of them");
   }
 };
 

@@ -63,6 +63,12 @@ void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
+// Weights read from a file must be finite: throws InputError naming the file,
+// the tensor, the first bad element's index and whether it is NaN or Inf.
+// (On SmolLM2-135M the scan takes 0.015-0.05 s of a 1.5 s load; see the README.)
+void require_finite(const torch::Tensor& t, const std::string& file, const std::string& tensor);
+void require_finite(const float* v, size_t n, const std::string& file, const std::string& tensor);
+
 // "F32", "BF16", ... for a dtype; throws for one safetensors cannot hold.
 std::string safetensors_dtype_name(c10::ScalarType dtype);
 
