@@ -334,11 +334,11 @@ std::string write_data_check(const DataCheckResult& r, const DataCheckOptions& o
   }
   std::ostringstream dat;
   for (size_t k = 0; k < a.size(); ++k) dat << (static_cast<double>(k) + 0.5) * width << " " << a[k] << " " << b[k] << "\n";
-  const fs::path dat_path = fs::path(dir) / "data_check.dat";
-  const fs::path gp_path = fs::path(dir) / "data_check.gp";
-  write_file_atomically(dat_path.string(), dat.str());
+  // Every file but the picture under a temporary name of its own.
+  const fs::path dat_path = write_temp_file((fs::path(dir) / "data_check.dat").string(), dat.str());
+  const std::string png_tmp = create_temp_file(png.string());
   std::ostringstream gp;
-  gp << "set terminal png size 900,540\nset output " << gnuplot_quote(png.string() + ".tmp") << "\n"
+  gp << "set terminal png size 900,540\nset output " << gnuplot_quote(png_tmp) << "\n"
      << "set title " << gnuplot_quote(str_cat("tokens per example: ", fs::path(o.input).filename().string(), " (",
                                           r.examples, " examples, template ", r.chat_template, ")"))
      << "\nset xlabel 'tokens'\nset ylabel 'examples'\nset style fill transparent solid 0.5\nset key top right\n"
@@ -353,16 +353,16 @@ std::string write_data_check(const DataCheckResult& r, const DataCheckOptions& o
   }
   gp << "plot " << gnuplot_quote(dat_path.string()) << " using 1:2 with boxes title 'tokens', "
      << gnuplot_quote(dat_path.string()) << " using 1:3 with boxes title 'trained (assistant) tokens'\n";
-  write_file_atomically(gp_path.string(), gp.str());
+  const fs::path gp_path = write_temp_file((fs::path(dir) / "data_check.gp").string(), gp.str());
   const bool drew = run_gnuplot(gp_path.string());
   fs::remove(gp_path);
   fs::remove(dat_path);
   if (!drew) {
-    fs::remove(png.string() + ".tmp");
+    fs::remove(png_tmp);
     why = "gnuplot failed";
     return "";
   }
-  fs::rename(png.string() + ".tmp", png);
+  fs::rename(png_tmp, png);
   return png.string();
 }
 

@@ -381,17 +381,16 @@ PrepSummary run_prep(const PrepOptions& o) {
   bool any_chat = false;
   sum.tokenizer = str_cat(attrs.tokenizer_name, " (", attrs.tokenizer, ")");
 
-  std::vector<std::string> parts;  // finished shards under their .part names
+  std::vector<std::pair<std::string, std::string>> parts;  // finished shards: temporary name, final name
   std::optional<TokenShardWriter> writer[2];
   int index[2] = {0, 0};
   auto cleanup = [&] {
     for (auto& w : writer) w.reset();
-    for (const auto& p : parts) fs::remove(p);
+    for (const auto& p : parts) fs::remove(p.first);
   };
   auto finish_shard = [&](int split) {
     if (!writer[split]) return;
-    writer[split]->finish();
-    parts.push_back(shard_name(o.output, split, index[split]++) + ".part");
+    parts.emplace_back(writer[split]->finish(/*place=*/false), shard_name(o.output, split, index[split]++));
     writer[split].reset();
   };
 
@@ -425,7 +424,7 @@ PrepSummary run_prep(const PrepOptions& o) {
         const int s = ex.split;
         const auto n = static_cast<int64_t>(ex.ids.size());
         if (writer[s] && writer[s]->docs() > 0 && writer[s]->tokens() + n > o.shard_tokens) finish_shard(s);
-        if (!writer[s]) writer[s].emplace(shard_name(o.output, s, index[s]) + ".part", attrs, true);
+        if (!writer[s]) writer[s].emplace(shard_name(o.output, s, index[s]), attrs, true);
         writer[s]->add(ex.ids.data(), ex.mask.data(), ex.ids.size());
         any_chat = any_chat || ex.chat;
         sum.examples[s] += 1;
@@ -445,7 +444,7 @@ PrepSummary run_prep(const PrepOptions& o) {
     finish_shard(1);
     if (any_chat) {
       sum.chat_format = chat_format_id(convert.format());
-      for (const auto& p : parts) set_shard_chat_format(p, sum.chat_format);
+      for (const auto& p : parts) set_shard_chat_format(p.first, sum.chat_format);
     }
   } catch (...) {
     cleanup();
@@ -459,9 +458,8 @@ PrepSummary run_prep(const PrepOptions& o) {
   // Everything is written: replace the old output, then move the new into place.
   for (const auto& f : existing_train) fs::remove(f);
   for (const auto& f : existing_val) fs::remove(f);
-  for (const auto& p : parts) {
-    const std::string final_name = p.substr(0, p.size() - 5);
-    fs::rename(p, final_name);
+  for (const auto& [tmp, final_name] : parts) {
+    fs::rename(tmp, final_name);
     sum.files.push_back(final_name);
   }
   made.keep();

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "shardtune/core/error.h"
+#include "shardtune/core/files.h"
 
 namespace shardtune {
 namespace fs = std::filesystem;
@@ -104,9 +105,12 @@ TokenShardWriter::TokenShardWriter(const std::string& path, const ShardAttrs& at
     : impl_(std::make_unique<Impl>()), path_(path), attrs_(attrs), with_mask_(with_mask) {
   quiet_hdf5();
   ST_CHECK(attrs.vocab_size > 0 && attrs.vocab_size <= (int64_t{1} << 32), "bad vocab_size ", attrs.vocab_size);
-  const std::string tmp = path + ".tmp";
-  impl_->file = Handle(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-  if (!impl_->file.ok()) throw Error(str_cat(tmp, ": cannot create"));
+  tmp_ = create_temp_file(path);  // made here, so truncating it touches nothing else
+  impl_->file = Handle(H5Fcreate(tmp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+  if (!impl_->file.ok()) {
+    std::remove(tmp_.c_str());
+    throw Error(str_cat(tmp_, ": cannot create"));
+  }
   const hid_t f = impl_->file.get();
   write_string_attr(f, "format", "shardtune.tokens");
   write_int_attr(f, "version", 1);
@@ -126,7 +130,7 @@ TokenShardWriter::TokenShardWriter(const std::string& path, const ShardAttrs& at
 TokenShardWriter::~TokenShardWriter() {
   if (finished_) return;
   impl_.reset();
-  std::remove((path_ + ".tmp").c_str());
+  std::remove(tmp_.c_str());
 }
 
 void TokenShardWriter::add(const int32_t* ids, const uint8_t* mask, size_t n) {
@@ -160,15 +164,16 @@ void TokenShardWriter::flush() {
   pending_offsets_.clear();
 }
 
-void TokenShardWriter::finish() {
+std::string TokenShardWriter::finish(bool place) {
   ST_CHECK(!finished_, "finish called twice");
   flush();
-  if (H5Fflush(impl_->file.get(), H5F_SCOPE_GLOBAL) < 0) throw Error(str_cat(path_, ".tmp: flush failed"));
+  if (H5Fflush(impl_->file.get(), H5F_SCOPE_GLOBAL) < 0) throw Error(str_cat(tmp_, ": flush failed"));
   impl_.reset();  // closes the file
-  if (std::rename((path_ + ".tmp").c_str(), path_.c_str()) != 0) {
+  if (place && std::rename(tmp_.c_str(), path_.c_str()) != 0) {
     throw Error(str_cat(path_, ": cannot rename the finished shard into place"));
   }
   finished_ = true;
+  return place ? path_ : tmp_;
 }
 
 void set_shard_chat_format(const std::string& path, const std::string& chat_format) {

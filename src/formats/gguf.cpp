@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "shardtune/core/error.h"
+#include "shardtune/core/files.h"
 
 namespace shardtune {
 namespace {
@@ -690,7 +691,7 @@ void GgufWriter::write(const std::string& path) const {
   for (const auto& [k, v] : metadata_) {
     if (k == "general.alignment") alignment = v.value.get<uint64_t>();
   }
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = create_temp_file(path);
   try {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) throw Error(str_cat(tmp, ": cannot write"));

@@ -1,5 +1,7 @@
 #include "shardtune/judge/judge.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -210,9 +212,17 @@ int run_judge(const JudgeOptions& o, DistContext& dist) {
     if (same > 1) arms[i].name += str_cat(" (", same, ")");
   }
   const fs::path out_dir = o.output_dir;
+  // The ranks' answers meet in a folder every rank can name; it must be new,
+  // as it is deleted at the end.
   const fs::path parts = out_dir / ".parts";
+  if (fs::exists(fs::symlink_status(parts))) {
+    throw InputError(str_cat(parts.string(), ": exists already (left by an interrupted eval --generate?); remove it or "
+                             "give another --output"));
+  }
+  dist.barrier();  // every rank has looked before rank 0 makes it
   if (dist.rank() == 0) {
-    fs::create_directories(parts);
+    fs::create_directories(out_dir);
+    if (::mkdir(parts.c_str(), 0755) != 0) throw Error(str_cat(parts.string(), ": cannot create"));
   }
   dist.barrier();
   for (size_t a = 0; a < arms.size(); ++a) {
@@ -337,22 +347,24 @@ int run_judge(const JudgeOptions& o, DistContext& dist) {
   // The chart: the main metric with its interval, and the prompt tokens, per arm.
   std::string chart = "no chart (gnuplot is not installed)";
   {
-    const fs::path d = out_dir / "chart.dat", g = out_dir / "chart.gp", png = out_dir / "chart.png";
-    write_file_atomically(d.string(), dat.str());
+    // Every file but the picture under a temporary name of its own.
+    const fs::path png = out_dir / "chart.png";
+    const fs::path d = write_temp_file((out_dir / "chart.dat").string(), dat.str());
+    const std::string png_tmp = create_temp_file(png.string());
     std::ostringstream gp;
-    gp << "set terminal png size 1100,520 noenhanced\nset output " << gnuplot_quote(png.string() + ".tmp") << "\nset multiplot layout 1,2\n"
+    gp << "set terminal png size 1100,520 noenhanced\nset output " << gnuplot_quote(png_tmp) << "\nset multiplot layout 1,2\n"
        << "set style fill solid 0.6\nset boxwidth 0.6\nset xtics rotate by -15 font ',9'\nset bmargin 6\nset xrange [-0.6:" << arms.size() - 0.4
        << "]\nset yrange [0:1.05]\n"
        << "set title " << gnuplot_quote(str_cat(o.metric, " (95% interval), ", n, " examples")) << "\n"
        << "plot " << gnuplot_quote(d.string()) << " using 1:3:xtic(2) with boxes notitle, '' using 1:3:4:5 with yerrorbars notitle lc rgb 'black'\n"
        << "set yrange [0:*]\nset title 'mean prompt tokens per request'\n"
        << "plot " << gnuplot_quote(d.string()) << " using 1:6:xtic(2) with boxes notitle lc rgb '#cc6600'\nunset multiplot\n";
-    write_file_atomically(g.string(), gp.str());
+    const fs::path g = write_temp_file((out_dir / "chart.gp").string(), gp.str());
     if (run_gnuplot(g.string())) {
-      fs::rename(png.string() + ".tmp", png);
+      fs::rename(png_tmp, png);
       chart = png.string();
     } else {
-      fs::remove(png.string() + ".tmp");
+      fs::remove(png_tmp);
     }
     fs::remove(d);
     fs::remove(g);

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "shardtune/core/error.h"
+#include "shardtune/core/files.h"
 #include "shardtune/core/strings.h"
 #include "shardtune/model/gguf_model.h"
 #include "shardtune/model/safetensors.h"
@@ -114,25 +115,13 @@ std::string begin_folder(const std::string& dir, bool overwrite) {
   if (fs::exists(dir) && !overwrite) {
     throw InputError(str_cat(dir, ": exists already (overwrite to replace it)"));
   }
-  const std::string tmp = dir + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  return tmp;
+  const fs::path parent = fs::path(dir).parent_path();
+  if (!parent.empty()) fs::create_directories(parent);
+  return create_temp_dir(dir);
 }
 
-// Puts tmp in dir's place. An old dir is moved aside first and deleted only
-// once the new one is in place: a crash in between loses neither.
-void finish_folder(const std::string& tmp, const std::string& dir) {
-  if (!fs::exists(dir)) {
-    fs::rename(tmp, dir);
-    return;
-  }
-  const std::string old = dir + ".old";
-  fs::remove_all(old);
-  fs::rename(dir, old);
-  fs::rename(tmp, dir);
-  fs::remove_all(old);
-}
+// Puts tmp in dir's place (an old dir deleted only once the new one is in place).
+void finish_folder(const std::string& tmp, const std::string& dir) { replace_with_temp(tmp, dir); }
 
 }  // namespace
 

@@ -14,6 +14,7 @@
 
 #include "shardtune/core/crc32c.h"
 #include "shardtune/core/error.h"
+#include "shardtune/core/files.h"
 #include "shardtune/formats/safetensors_header.h"
 
 namespace shardtune {
@@ -168,7 +169,7 @@ void save_safetensors(const std::string& path,
   header["__metadata__"] = meta;
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = create_temp_file(path);
   try {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) throw Error(str_cat(tmp, ": cannot write: ", std::strerror(errno)));

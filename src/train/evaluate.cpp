@@ -5,6 +5,7 @@
 #include "model_setup.h"
 #include "shardtune/ckpt/checkpoint.h"
 #include "shardtune/core/error.h"
+#include "shardtune/core/files.h"
 #include "shardtune/metrics/metrics.h"
 #include "shardtune/model/gguf_model.h"
 #include "shardtune/model/hf_checkpoint.h"
@@ -59,9 +60,8 @@ void export_checkpoint(const std::string& checkpoint, const std::string& output,
     // The checkpoint holds the adapter in PEFT's layout already.
     if (!state.lora) throw InputError(str_cat("checkpoint ", checkpoint, " has no LoRA adapter to export"));
     if (fs::exists(output) && !overwrite) throw InputError(str_cat(output, ": exists already (--overwrite)"));
-    const std::string tmp = output + ".tmp";
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
+    if (!fs::path(output).parent_path().empty()) fs::create_directories(fs::path(output).parent_path());
+    const std::string tmp = create_temp_dir(output);
     try {
       for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) {
         fs::copy_file(fs::path(checkpoint) / name, fs::path(tmp) / name);
@@ -71,8 +71,7 @@ void export_checkpoint(const std::string& checkpoint, const std::string& output,
       fs::remove_all(tmp);  // nothing partial left behind
       throw;
     }
-    fs::remove_all(output);
-    fs::rename(tmp, output);
+    replace_with_temp(tmp, output);
     return;
   }
   auto model = load_checkpoint_model(checkpoint);

@@ -31,9 +31,9 @@ struct ShardAttrs {
 // example was a chat only once all are read).
 void set_shard_chat_format(const std::string& path, const std::string& chat_format);
 
-// Writes one shard. Everything goes to `path.tmp`; finish() renames it to
-// path, so a reader never sees a partial shard. Dropping an unfinished writer
-// deletes the temporary file.
+// Writes one shard. Everything goes to a temporary file beside path (its own,
+// created exclusively); finish() renames it to path, so a reader never sees a
+// partial shard. Dropping an unfinished writer deletes the temporary file.
 class TokenShardWriter {
  public:
   TokenShardWriter(const std::string& path, const ShardAttrs& attrs, bool with_mask);
@@ -46,13 +46,16 @@ class TokenShardWriter {
   void add(const int32_t* ids, const uint8_t* mask, size_t n);
   int64_t tokens() const { return tokens_; }
   int64_t docs() const { return static_cast<int64_t>(offsets_written_ + pending_offsets_.size()) - 1; }
-  void finish();
+  // Closes the shard and renames it to path; with place false it stays under
+  // its temporary name, for the caller to move. Returns where it is.
+  std::string finish(bool place = true);
 
  private:
   void flush();
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::string path_;
+  std::string tmp_;
   ShardAttrs attrs_;
   bool with_mask_;
   bool finished_ = false;
@@ -93,6 +96,7 @@ class TokenShardReader {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::string path_;
+  std::string tmp_;
   ShardAttrs attrs_;
   int64_t num_tokens_ = 0;
   bool has_mask_ = false;
