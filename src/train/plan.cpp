@@ -385,25 +385,32 @@ CpuCalibration calibrate_cpu(const PlanInput& in, int threads) {
   const int saved_threads = at::get_num_threads();
   at::set_num_threads(threads);
   const torch::Dtype dtype = parse_dtype(in.config.model.dtype);
-  // A stand-in narrower than the model when the real one would take long:
-  // its times are scaled by the ratio of FLOPs (per block, and outside).
+  // A stand-in smaller than the model when the real one would take long
+  // (fewer rows, then narrower, then shorter sequences): its times are scaled
+  // by the ratio of FLOPs (per block, and outside). Whatever the sizes, the
+  // calibration stays within a few seconds.
   ModelConfig proxy = in.model;
-  int64_t mb = in.config.data.micro_batch, seq = in.config.data.seq_len;
-  auto work = [&](const ModelConfig& c, int64_t tokens) {
-    return static_cast<double>(tokens) * training_flops_per_token(c, seq) / static_cast<double>(c.num_layers);
+  const int64_t seq = in.config.data.seq_len;
+  int64_t mb = in.config.data.micro_batch, pseq = seq;
+  auto work = [&](const ModelConfig& c, int64_t rows, int64_t s) {
+    return static_cast<double>(rows * s) * training_flops_per_token(c, s) / static_cast<double>(c.num_layers);
   };
   proxy.num_layers = 1;
-  while (work(proxy, mb * seq) > 200e9 && (proxy.hidden_size > 256 || mb > 1)) {
+  while (work(proxy, mb, pseq) > 200e9) {
     if (mb > 1) {
       mb /= 2;
-      continue;
+    } else if (proxy.hidden_size > 256 && proxy.hidden_size / 2 / proxy.num_heads >= 8) {
+      proxy.hidden_size /= 2;
+      proxy.intermediate_size /= 2;
+      proxy.head_dim = proxy.hidden_size / proxy.num_heads;
+    } else if (pseq > 256) {
+      pseq /= 2;
+    } else {
+      break;
     }
-    proxy.hidden_size /= 2;
-    proxy.intermediate_size /= 2;
-    proxy.head_dim = proxy.hidden_size / proxy.num_heads;
-    if (proxy.head_dim < 8) break;
   }
-  if (proxy.vocab_size > 65536 && proxy.hidden_size < in.model.hidden_size) proxy.vocab_size = 65536;
+  const bool smaller = proxy.hidden_size < in.model.hidden_size || pseq < seq;
+  if (proxy.vocab_size > 65536 && smaller) proxy.vocab_size = 65536;
   // One layer of its own shape: no per-layer tables, the plain rotary embedding.
   proxy.windowed_layers.clear();
   proxy.rope_layers.clear();
@@ -425,8 +432,8 @@ CpuCalibration calibrate_cpu(const PlanInput& in, int threads) {
     }
     model->to(dtype);
     model->train();
-    torch::Tensor ids = torch::randint(0, c.vocab_size, {mb, seq + 1}, torch::kInt64);
-    torch::Tensor input = ids.slice(1, 0, seq), labels = ids.slice(1, 1).reshape({-1});
+    torch::Tensor ids = torch::randint(0, c.vocab_size, {mb, pseq + 1}, torch::kInt64);
+    torch::Tensor input = ids.slice(1, 0, pseq), labels = ids.slice(1, 1).reshape({-1});
     std::vector<double> fwds, bwds;
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < 5; ++i) {  // the first one warms up; the median of up to 4 more (3 s)
@@ -476,10 +483,10 @@ CpuCalibration calibrate_cpu(const PlanInput& in, int threads) {
   const double block_fwd = std::max(0.0, many.fwd - one.fwd) / blocks;
   const double block_bwd = std::max(0.0, many.bwd - one.bwd) / blocks;
   // Scale to the real sizes by FLOPs.
-  const double tok_ratio = static_cast<double>(in.config.data.micro_batch) / static_cast<double>(mb);
+  const double tok_ratio = static_cast<double>(in.config.data.micro_batch * seq) / static_cast<double>(mb * pseq);
   const double block_ratio =
-      tok_ratio * (block_params(in.model) + 2.0 * seq * in.model.hidden_size) /
-      (block_params(proxy) + 2.0 * seq * proxy.hidden_size);
+      tok_ratio * (block_params(in.model) + 2.0 * static_cast<double>(seq) * static_cast<double>(in.model.hidden_size)) /
+      (block_params(proxy) + 2.0 * static_cast<double>(pseq) * static_cast<double>(proxy.hidden_size));
   const double rest_ratio = tok_ratio * static_cast<double>(in.model.vocab_size * in.model.hidden_size) /
                             static_cast<double>(proxy.vocab_size * proxy.hidden_size);
   k.block_fwd_s = block_fwd * block_ratio;
@@ -501,8 +508,9 @@ CpuCalibration calibrate_cpu(const PlanInput& in, int threads) {
     k.adam_s_per_elem = best / static_cast<double>(n);
   }
   at::set_num_threads(saved_threads);
-  k.how = str_cat("1 and ", deep, " blocks", proxy.hidden_size != in.model.hidden_size || mb != in.config.data.micro_batch
+  k.how = str_cat("1 and ", deep, " blocks", smaller || mb != in.config.data.micro_batch
                                         ? str_cat(" of a stand-in of width ", proxy.hidden_size, ", micro-batch ", mb,
+                                                  pseq < seq ? str_cat(", sequence ", pseq) : std::string(),
                                                   ", scaled by FLOPs")
                                         : std::string(),
                   ", ", threads, " thread(s)", copies > 1 ? str_cat(", ", copies, " copies at once") : std::string());
