@@ -260,6 +260,14 @@ void Trainer::setup() {
 
   if (d.train.empty()) throw InputError("data.train: no training shards given");
   train_data_ = std::make_shared<TokenDataset>(expand_data_paths(d.train, "data.train"), dataset_options(d));
+  if (d.val.empty()) {
+    // Evaluation settings with nothing to evaluate on would be dropped silently.
+    const EvalSection& e = config_.eval;
+    for (const auto& [key, set] : {std::pair<const char*, bool>{"eval.every", e.every > 0}, {"eval.at_start", e.at_start},
+                                   {"eval.max_samples", e.max_samples > 0}, {"eval.micro_batch", e.micro_batch > 0}}) {
+      if (set) throw InputError(str_cat(key, " is set but data.val is empty: give validation shards or drop ", key));
+    }
+  }
   if (!d.val.empty()) {
     val_data_ = std::make_shared<TokenDataset>(expand_data_paths(d.val, "data.val"), dataset_options(d));
     const ShardAttrs &v = val_data_->attrs(), &t = train_data_->attrs();

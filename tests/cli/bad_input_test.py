@@ -268,6 +268,8 @@ log: {progress: "off"}
          [a.shardtune, "prep", "--tokenizer", "byte", "--input", os.path.join(w, "d-train-00000.h5"), "--output",
           os.path.join(w, "d"), "--overwrite"],
          "prep: the input " + os.path.join(w, "d-train-00000.h5") + " is one of the shards --output"),
+        ("train: eval.every with no data.val", [a.shardtune, "train", cfg, "eval.every=5", "train.output_dir=" + os.path.join(w, "ev")],
+         "eval.every is set but data.val is empty"),
         ("prep: no --tokenizer (bytes are never taken by default)",
          [a.shardtune, "prep", "--input", text, "--output", os.path.join(w, "o8")], "prep: --tokenizer is required"),
         ("train: shards of the byte tokenizer, model.init a GGUF file with another",
