@@ -164,4 +164,27 @@ void refuse_output_over_input(const std::string& output, const std::string& inpu
   }
 }
 
+size_t utf8_error_at(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool ok = n != 0 && i + n <= s.size();
+    uint32_t cp = n <= 1 ? c : c & (0xff >> (n + 1));
+    for (size_t k = 1; ok && k < n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      ok = (cc & 0xc0) == 0x80;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    // No overlong forms, no surrogates, nothing past U+10FFFF.
+    if (ok) {
+      ok = !((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+             (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff);
+    }
+    if (!ok) return i;
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
 }  // namespace shardtune

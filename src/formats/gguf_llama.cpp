@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
 
 namespace shardtune {
 namespace {
@@ -77,6 +78,13 @@ const nlohmann::json& token_array(const GgufFile& f) {
   if (v == nullptr) throw InputError(str_cat(f.path(), ": metadata 'tokenizer.ggml.tokens' is missing (no tokenizer)"));
   if (v->type != GgufValueType::kArray || v->element_type != GgufValueType::kString || v->value.empty()) {
     throw InputError(str_cat(f.path(), ": metadata 'tokenizer.ggml.tokens' is not a non-empty array of strings"));
+  }
+  for (size_t i = 0; i < v->value.size(); ++i) {
+    const std::string& t = v->value[i].get_ref<const std::string&>();
+    if (const size_t at = utf8_error_at(t); at != std::string::npos) {
+      throw InputError(str_cat(f.path(), ": metadata 'tokenizer.ggml.tokens': token ", i, " is not valid UTF-8 (byte ", at,
+                               ")"));
+    }
   }
   return v->value;
 }
@@ -189,7 +197,14 @@ json gguf_tokenizer_json(const GgufFile& f) {
     throw InputError(str_cat(f.path(), ": metadata 'tokenizer.ggml.scores' must hold one score per token"));
   }
   std::vector<double> scores;
-  for (const auto& s : sv->value) scores.push_back(s.get<double>());
+  for (size_t i = 0; i < n; ++i) {
+    const auto& s = sv->value[i];
+    if (!s.is_number() || !std::isfinite(s.get<double>())) {
+      throw InputError(str_cat(f.path(), ": metadata 'tokenizer.ggml.scores': element ", i, " (",
+                               capped(s.dump(), 40), ") is not a finite number"));
+    }
+    scores.push_back(s.get<double>());
+  }
   std::unordered_map<std::string, int64_t> ids;
   for (size_t i = 0; i < n; ++i) {
     if (types[i] == kNormal) ids[tokens[i]] = static_cast<int64_t>(i);

@@ -616,6 +616,9 @@ std::shared_ptr<Regex> split_regex(const json& pattern, const std::string& where
 
 void parse_pre(const json& p, const std::string& where, std::vector<PreStep>& out) {
   if (p.is_null()) return;
+  if (!p.is_object()) {
+    throw InputError(str_cat(where, ": pre_tokenizer: expected an object with a type, got ", capped(p.dump(), 60)));
+  }
   const std::string type = p.value("type", "");
   if (type == "Sequence") {
     for (const auto& s : p.at("pretokenizers")) parse_pre(s, where, out);
@@ -664,6 +667,9 @@ void parse_pre(const json& p, const std::string& where, std::vector<PreStep>& ou
 
 void parse_norm(const json& n, const std::string& where, std::vector<NormStep>& out) {
   if (n.is_null()) return;
+  if (!n.is_object()) {
+    throw InputError(str_cat(where, ": normalizer: expected an object with a type, got ", capped(n.dump(), 60)));
+  }
   const std::string type = n.value("type", "");
   if (type == "Sequence") {
     for (const auto& s : n.at("normalizers")) parse_norm(s, where, out);
@@ -723,6 +729,52 @@ std::string token_content(const json& j) {
   return "";
 }
 
+// tokenizer_config.json, checked where it is read: the special tokens (a
+// string, {"content": string, ...} or null), add_bos_token (a boolean) and
+// chat_template (a string, or transformers' list of named templates, of
+// which the one named "default" is taken). Throws InputError naming the file
+// and key.
+json checked_tokenizer_config(json cfg, const std::string& path) {
+  if (!cfg.is_object()) throw InputError(str_cat(path, ": expected a JSON object, got ", capped(cfg.dump(), 60)));
+  for (const char* key : {"bos_token", "eos_token", "pad_token", "unk_token"}) {
+    const json& v = member(cfg, key);
+    const bool ok = v.is_null() || v.is_string() ||
+                    (v.is_object() && v.contains("content") && v.at("content").is_string());
+    if (!ok) {
+      throw InputError(str_cat(path, ": ", key, ": expected a token (a string or {\"content\": string}), got ",
+                               capped(v.dump(), 60)));
+    }
+  }
+  for (const char* key : {"add_bos_token", "add_eos_token"}) {
+    const json& v = member(cfg, key);
+    if (!v.is_null() && !v.is_boolean()) {
+      throw InputError(str_cat(path, ": ", key, ": expected true or false, got ", capped(v.dump(), 60)));
+    }
+  }
+  json& t = cfg["chat_template"];
+  if (t.is_array()) {  // [{"name": "default", "template": "..."}, {"name": "tool_use", ...}]
+    json chosen;
+    std::vector<std::string> names;
+    for (size_t i = 0; i < t.size(); ++i) {
+      const json& e = t[i];
+      if (!e.is_object() || !member(e, "name").is_string() || !member(e, "template").is_string()) {
+        throw InputError(str_cat(path, ": chat_template[", i, "]: expected {\"name\": string, \"template\": string}"));
+      }
+      names.push_back(e.at("name").get<std::string>());
+      if (names.back() == "default") chosen = e.at("template");
+    }
+    if (chosen.is_null()) {
+      throw InputError(str_cat(path, ": chat_template: a list of named templates (", join(names, ", "),
+                               ") without one named default; choose a template with --chat-template"));
+    }
+    t = chosen;
+  } else if (!t.is_null() && !t.is_string()) {
+    throw InputError(str_cat(path, ": chat_template: expected a string, got ", capped(t.dump(), 60)));
+  }
+  if (t.is_null()) cfg.erase("chat_template");
+  return cfg;
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
@@ -732,7 +784,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
   const std::string config_path = path.substr(0, path.rfind('/') + 1) + "tokenizer_config.json";
   std::ifstream cfg_in(config_path);
   if (cfg_in && path.find('/') != std::string::npos) {
-    cfg = parse_json(std::string(std::istreambuf_iterator<char>(cfg_in), {}), config_path);
+    cfg = checked_tokenizer_config(parse_json(std::string(std::istreambuf_iterator<char>(cfg_in), {}), config_path),
+                                   config_path);
   }
   return load_hf_tokenizer_json(j, cfg, path);
 }

@@ -7,6 +7,7 @@
 
 #include "internal.h"
 #include "shardtune/core/error.h"
+#include "shardtune/core/strings.h"
 #include "shardtune/formats/gguf.h"
 #include "shardtune/formats/gguf_llama.h"
 
@@ -76,25 +77,8 @@ void split_added(std::string_view text, const std::vector<AddedToken>& added, bo
 }  // namespace detail
 
 void check_utf8(std::string_view s, const std::string& what) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n = detail::utf8_len(c);
-    bool ok = !(n == 1 && c >= 0x80) && i + n <= s.size();
-    uint32_t cp = n == 1 ? c : c & (0xff >> (n + 1));
-    for (size_t k = 1; ok && k < n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      ok = (cc & 0xc0) == 0x80;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    // No overlong forms, no surrogates, nothing past U+10FFFF.
-    if (ok) {
-      ok = !((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-             (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff);
-    }
-    if (!ok) throw InputError(str_cat(what, ": invalid UTF-8 at byte ", i));
-    i += n;
-  }
+  const size_t at = utf8_error_at(s);
+  if (at != std::string_view::npos) throw InputError(str_cat(what, ": invalid UTF-8 at byte ", at));
 }
 
 void append_field(std::string& out, std::string_view field) {

@@ -103,7 +103,45 @@ log: {progress: "off"}
         if t.tensor_type == gguf.GGMLQuantizationType.F32 and inf_name is None:
             inf_name = t.name
             t.data.reshape(-1)[1] = -np.inf
+    # Tokenizer files with values of the wrong type: tokenizer_config.json beside tokenizer.json, GGUF metadata.
+    def tok_folder(name, config):
+        d = os.path.join(w, name)
+        os.makedirs(d)
+        with open(os.path.join(d, "tokenizer.json"), "w") as f:
+            json.dump({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}, "added_tokens": [],
+                       "pre_tokenizer": None}, f)
+        with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+            json.dump(config, f)
+        return d
+
+    def tok_gguf(name, tokens, scores):
+        path = os.path.join(w, name)
+        g = gguf.GGUFWriter(path, "llama")
+        g.add_tokenizer_model("llama")
+        g.add_token_list(tokens)
+        g.add_array("tokenizer.ggml.scores", scores)
+        g.add_token_types([2, 1, 1])
+        g.write_header_to_file()
+        g.write_kv_data_to_file()
+        g.write_tensors_to_file()
+        g.close()
+        return path
+
+    prep_tok = lambda spec, out: [a.shardtune, "prep", "--tokenizer", spec, "--input", text, "--output", os.path.join(w, out)]
     cases = [
+        ("prep: tokenizer_config.json's chat_template a number",
+         prep_tok(tok_folder("tc_template", {"chat_template": 7}), "o9"), "tokenizer_config.json: chat_template: expected a string, got 7"),
+        ("prep: tokenizer_config.json's eos_token a number",
+         prep_tok(tok_folder("tc_eos", {"eos_token": 5}), "o10"), "tokenizer_config.json: eos_token: expected a token"),
+        ("prep: tokenizer_config.json's add_bos_token a string",
+         prep_tok(tok_folder("tc_bos", {"add_bos_token": "yes"}), "o11"), "tokenizer_config.json: add_bos_token: expected true or false"),
+        ("prep: named chat templates without a default",
+         prep_tok(tok_folder("tc_named", {"chat_template": [{"name": "tool_use", "template": "x"}]}), "o12"),
+         "chat_template: a list of named templates (tool_use) without one named default"),
+        ("prep: a GGUF token that is not UTF-8", prep_tok(tok_gguf("t_utf8.gguf", ["<unk>", "a", b"\xff"], [0.0] * 3), "o13"),
+         "t_utf8.gguf: metadata 'tokenizer.ggml.tokens': token 2 is not valid UTF-8 (byte 0)"),
+        ("prep: GGUF scores that are strings", prep_tok(tok_gguf("t_scores.gguf", ["<unk>", "a", "b"], ["x"] * 3), "o14"),
+         "t_scores.gguf: metadata 'tokenizer.ggml.scores': element 0 (\"x\") is not a finite number"),
         ("generate: a NaN in a model folder's weights", [a.shardtune, "generate", "--model", nan_model, "--prompt-ids", "1"],
          f"model.safetensors: tensor '{nan_name}' holds NaN (element 3): weights must be finite numbers"),
         ("generate: an Inf in a GGUF file's weights", [a.shardtune, "generate", "--model", inf_gguf, "--prompt-ids", "1"],

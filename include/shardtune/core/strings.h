@@ -25,6 +25,11 @@ size_t edit_distance(std::string_view a, std::string_view b);
 // contains the other).
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);
 
+// The offset of the first byte where s stops being valid UTF-8 (overlong
+// forms, surrogates and code points past U+10FFFF are invalid);
+// std::string_view::npos when all of it is valid.
+size_t utf8_error_at(std::string_view s);
+
 // s, or its first max bytes (cut at a UTF-8 boundary) and "... (N bytes)":
 // how error messages quote input, so a huge bad line is never echoed whole.
 std::string capped(std::string_view s, size_t max = 200);
