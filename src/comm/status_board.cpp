@@ -1,12 +1,16 @@
 #include "status_board.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 
 #include "shardtune/comm/communicator.h"
+#include "shardtune/dist/dist.h"
 #include "shardtune/core/strings.h"
 #include "mpi_check.h"
 
@@ -18,24 +22,40 @@ using Clock = std::chrono::steady_clock;
 // Tags on the board's own communicator.
 constexpr int kAskTag = 1, kAnswerTag = 2;
 constexpr int kHostBytes = 64;
+constexpr int kEntryBytes = kHostBytes + 16;  // host, pid, pid namespace
+
+int64_t own_pid_ns() {
+  struct stat st {};
+  return ::stat("/proc/self/ns/pid", &st) == 0 ? static_cast<int64_t>(st.st_ino) : -1;
+}
+
+// Whether pid names a process that has not ended (a zombie has ended).
+bool process_alive(int64_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!in || !std::getline(in, text)) return false;
+  const size_t close = text.rfind(')');
+  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z' && text[close + 2] != 'X';
+}
 
 }  // namespace
 
 StatusBoard::StatusBoard(MPI_Comm world, int rank, int size) : rank_(rank), size_(size) {
   check_mpi(MPI_Comm_dup(world, &comm_), "MPI_Comm_dup");
-  // Host and pid, exchanged once.
-  char mine[kHostBytes + 8] = {};
+  // Host, pid and pid namespace, exchanged once.
+  char mine[kEntryBytes] = {};
   gethostname(mine, kHostBytes - 1);
-  const int64_t pid = ::getpid();
+  const int64_t pid = ::getpid(), ns = own_pid_ns();
   std::memcpy(mine + kHostBytes, &pid, 8);
-  std::vector<char> all(static_cast<size_t>(size) * (kHostBytes + 8));
-  check_mpi(MPI_Allgather(mine, kHostBytes + 8, MPI_BYTE, all.data(), kHostBytes + 8, MPI_BYTE, comm_),
-            "MPI_Allgather");
+  std::memcpy(mine + kHostBytes + 8, &ns, 8);
+  std::vector<char> all(static_cast<size_t>(size) * kEntryBytes);
+  check_mpi(MPI_Allgather(mine, kEntryBytes, MPI_BYTE, all.data(), kEntryBytes, MPI_BYTE, comm_), "MPI_Allgather");
   for (int r = 0; r < size; ++r) {
-    const char* p = all.data() + static_cast<size_t>(r) * (kHostBytes + 8);
-    int64_t peer_pid = 0;
+    const char* p = all.data() + static_cast<size_t>(r) * kEntryBytes;
+    int64_t peer_pid = 0, peer_ns = 0;
     std::memcpy(&peer_pid, p + kHostBytes, 8);
-    peers_.push_back({std::string(p, strnlen(p, kHostBytes)), peer_pid});
+    std::memcpy(&peer_ns, p + kHostBytes + 8, 8);
+    peers_.push_back({std::string(p, strnlen(p, kHostBytes)), peer_pid, peer_ns});
   }
   thread_ = std::thread([this] { serve(); });
 }
@@ -102,17 +122,49 @@ std::string StatusBoard::diagnose(uint64_t seq, double waited_s) {
   return str_cat(out, "; rank", waiting.size() > 1 ? "s " : " ", ranks, " waited ", waited_s, " s");
 }
 
+void StatusBoard::watch_peers() {
+  const int64_t pending = issued.load();
+  if (pending <= completed.load()) {
+    watched_seq_ = -1;
+    return;
+  }
+  const Peer& me = peers_[static_cast<size_t>(rank_)];
+  for (int r = 0; r < size_; ++r) {
+    const Peer& p = peers_[static_cast<size_t>(r)];
+    if (r == rank_ || p.host != me.host || p.pid_ns != me.pid_ns || me.pid_ns < 0 || process_alive(p.pid)) continue;
+    // Dead, and the collective pending: name it once it has stayed so for
+    // 300 ms (a peer that finished its part of the last collective and
+    // exited would have let this rank's part complete by then).
+    const auto now = Clock::now();
+    if (watched_seq_ != pending) {
+      watched_seq_ = pending;
+      dead_since_ = now;
+      return;
+    }
+    if (now - dead_since_ < std::chrono::milliseconds(300)) return;
+    std::fprintf(stderr,
+                 "shardtune: error on rank %d of %d: rank %d (host %s, pid %lld) died: its process ended while "
+                 "every rank needed it in collective #%lld; ending every rank\n",
+                 rank_, size_, r, p.host.c_str(), static_cast<long long>(p.pid), static_cast<long long>(pending));
+    std::fflush(stderr);
+    DistContext::abort_all(1);
+  }
+  watched_seq_ = -1;
+}
+
 // Answers each question with (collectives issued, completed).
 void StatusBoard::serve() {
   int64_t question = 0;
   MPI_Request req = MPI_REQUEST_NULL;
   MPI_Irecv(&question, 1, MPI_INT64_T, MPI_ANY_SOURCE, kAskTag, comm_, &req);
+  int polls = 0;
   while (!stop_.load()) {
     int flag = 0;
     MPI_Status st;
     MPI_Test(&req, &flag, &st);
     if (!flag) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (++polls % 5 == 0) watch_peers();
       continue;
     }
     const int64_t answer[2] = {issued.load(), completed.load()};

@@ -4,11 +4,18 @@
 // timed out asks every other one and names those that never reached it,
 // with their host and pid. Shared by the MPI and NCCL backends (NCCL ranks
 // are MPI processes too).
+//
+// The same thread notices a rank that died: while this rank waits in a
+// collective, a rank on the same host (and pid namespace) whose process is
+// gone for 300 ms with the collective still pending is named in shardtune's
+// own message ("rank 1 (host h, pid p) died ...") before every rank is
+// ended. Ranks on other hosts are left to MPI and the launcher.
 #pragma once
 
 #include <mpi.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -38,13 +45,19 @@ class StatusBoard {
   struct Peer {
     std::string host;
     int64_t pid;
+    int64_t pid_ns;  // the inode of its /proc/self/ns/pid
   };
   void serve();
+  // While a collective is pending: ends every rank, naming a local peer
+  // whose process is gone (see above).
+  void watch_peers();
 
   const int rank_, size_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   std::vector<Peer> peers_;
   std::atomic<bool> stop_{false};
+  int64_t watched_seq_ = -1;  // the pending collective a dead peer was first seen in
+  std::chrono::steady_clock::time_point dead_since_{};
   std::thread thread_;
 };
 

@@ -463,6 +463,13 @@ def failing_rank(env, _):
     check(p.returncode != 0, f"the job failed (exit {p.returncode})")
     check("injected failure" in p.stderr and "rank 1" in p.stderr, "the error names the failing rank")
     check(took < 30, f"all ranks ended within {took:.1f} s")
+    # A rank killed outright: shardtune's own message names it too, not only mpirun's.
+    start = time.time()
+    p, _, _ = env.train(2, "killed", ["train.steps=1000000"], env={"SHARDTUNE_FAULT": "kill@1:3"}, expect_rc=None,
+                        timeout=60)
+    took = time.time() - start
+    check(p.returncode != 0 and "shardtune: error on rank 0 of 2: rank 1 (host " in p.stderr and " died:" in p.stderr,
+          f"a killed rank is named by the others (exit {p.returncode}, {took:.1f} s)")
 
 
 def export_roundtrip(env, _):
