@@ -338,6 +338,20 @@ Config resolve(YAML::Node root, Origins& origins, const std::vector<std::string>
   Reader reader(root, "", origins);
   config.visit(reader);
   reader.reject_unknown_keys();
+  // The random-init fields say nothing when the model comes from model.init
+  // or model.config: given there, they would be dropped without a word.
+  if (!config.model.init.empty() || !config.model.config.empty()) {
+    const YAML::Node model = root["model"];
+    const char* from = !config.model.init.empty() ? "model.init" : "model.config";
+    for (const char* key : {"arch", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                            "intermediate_size", "max_positions", "tie_word_embeddings"}) {
+      const YAML::Node node = model && model.IsMap() ? model[key] : YAML::Node();
+      if (!node) continue;
+      fail(origins.where(str_cat("model.", key), node), str_cat("model.", key),
+           str_cat("has no effect with ", from, " set (the architecture comes from its config.json or GGUF metadata); "
+                   "drop it, or clear ", from, " for a random init from these fields"));
+    }
+  }
   // Across sections: what ZeRO 3 cannot do, named where it was set.
   const KeyProblem p = checkpointing_problem(config);
   if (p.key != nullptr) {

@@ -40,6 +40,8 @@ train: {steps: 1, output_dir: OUT}
 checkpoint: {every: 1}
 log: {progress: "off"}
 """.replace("DATA", os.path.join(w, "d-train-*.h5")).replace("OUT", os.path.join(w, "run")))
+    # The same without the model's sizes, for a model from model.init (sizes there are refused).
+    init_cfg = write("tiny_init.yaml", "".join(l for l in open(cfg).read().splitlines(True) if not l.startswith("model:")))
     text = write("t.jsonl", "".join(json.dumps({"text": f"document {i} " * 5}) + "\n" for i in range(20)))
     subprocess.run([a.shardtune, "prep", "--tokenizer", "byte", "--input", text, "--output", os.path.join(w, "d")],
                    check=True, capture_output=True)
@@ -81,7 +83,7 @@ log: {progress: "off"}
                                        for i in range(8)))
     subprocess.run([a.shardtune, "prep", "--tokenizer", TINY_GGUF, "--chat-template", "plain", "--input", chat,
                     "--output", os.path.join(w, "plain")], check=True, capture_output=True)
-    train_on = [a.shardtune, "train", cfg, "model.init=" + TINY_GGUF]
+    train_on = [a.shardtune, "train", init_cfg, "model.init=" + TINY_GGUF]
     # A run from the tiny GGUF on its own tokenizer's shards: its checkpoint carries that tokenizer.
     subprocess.run([a.shardtune, "prep", "--tokenizer", TINY_GGUF, "--input", text, "--output", os.path.join(w, "g")],
                    check=True, capture_output=True)
@@ -286,7 +288,7 @@ log: {progress: "off"}
         ("plan: data.seq_len past the model's positions", [a.shardtune, "plan", cfg, "data.seq_len=64"],
          "data.seq_len 64 is past the model's 32 positions (model.max_positions)"),
         ("train: data.seq_len past the positions of model.init",
-         [a.shardtune, "train", cfg, "data.seq_len=64", f"model.init={model}", f"train.output_dir={w}/run_len"],
+         [a.shardtune, "train", init_cfg, "data.seq_len=64", f"model.init={model}", f"train.output_dir={w}/run_len"],
          f"data.seq_len 64 is past the model's 32 positions (the max_position_embeddings of model.init {model})"),
         # Outputs that would destroy inputs are refused before anything is touched.
         ("export: onto its own checkpoint (through the latest link)",
@@ -306,6 +308,8 @@ log: {progress: "off"}
          [a.shardtune, "prep", "--tokenizer", "byte", "--input", os.path.join(w, "d-train-00000.h5"), "--output",
           os.path.join(w, "d"), "--overwrite"],
          "prep: the input " + os.path.join(w, "d-train-00000.h5") + " is one of the shards --output"),
+        ("train: a random-init size beside model.init", [a.shardtune, "train", cfg, "model.init=" + TINY_GGUF],
+         "tiny.yaml:1:"),
         ("train: eval.every with no data.val", [a.shardtune, "train", cfg, "eval.every=5", "train.output_dir=" + os.path.join(w, "ev")],
          "eval.every is set but data.val is empty"),
         ("prep: no --tokenizer (bytes are never taken by default)",

@@ -53,10 +53,15 @@ class Env:
         os.makedirs(self.work, exist_ok=True)
         prep_licences(self.bin, self.data, ("GPL-3", "Apache-2.0", "Artistic"), val_fraction=0.05)
 
-    def config(self, name, extra=""):
+    def config(self, name, extra="", sizes=True):
+        """The tiny config; without sizes, no model line (a model from
+        model.init or model.config takes none: they would be refused)."""
         path = os.path.join(self.work, name + ".yaml")
+        text = TINY.replace("DATA", self.data)
+        if not sizes:
+            text = "\n".join(line for line in text.splitlines() if not line.startswith("model:")) + "\n"
         with open(path, "w") as f:
-            f.write(TINY.replace("DATA", self.data) + extra)
+            f.write(text + extra)
         return path
 
     def cmd(self, np_, *args):
@@ -76,7 +81,8 @@ class Env:
     def train(self, np_, name, overrides=(), extra="", **kw):
         out = os.path.join(self.work, name)
         shutil.rmtree(out, ignore_errors=True)
-        cfg = self.config(name, extra)
+        from_model = any(o.startswith(("model.init=", "model.config=")) for o in overrides)
+        cfg = self.config(name, extra, sizes=not from_model)
         return self.run(np_, "train", cfg, f"train.output_dir={out}", *overrides, **kw), out, cfg
 
 
@@ -481,10 +487,13 @@ def export_roundtrip(env, _):
     _, pre, cfg = env.train(2, "export_pre", ["train.steps=6"])
     base = os.path.join(env.work, "export_base")
     env.run(0, "export", "--checkpoint", latest(pre), "--output", base, "--overwrite")
-    _, fresh, _ = env.train(1, "export_config", ["train.steps=2", f"model.config={base}/config.json",
-                                                  "model.hidden_size=32"])
+    _, fresh, _ = env.train(1, "export_config", ["train.steps=2", f"model.config={base}/config.json"])
     got = load_file(os.path.join(latest(fresh), "model.safetensors"))
     check(got["transformer.wte.weight"].shape == (260, 64), "model.config: random init of the exported architecture")
+    p, _, _ = env.train(1, "export_config_size", ["train.steps=2", f"model.config={base}/config.json",
+                                                  "model.hidden_size=32"], expect_rc=2)
+    check("model.hidden_size: has no effect with model.config set" in p.stderr,
+          "a random-init size beside model.config is refused, not dropped")
     lora = ["train.steps=6", f"model.init={base}", "model.lora.rank=4", "model.lora.targets=[c_attn, c_fc]",
             "parallel.zero_stage=2", "optim.lr=0.01"]
     _, ft, cfg = env.train(2, "export_lora", lora)
