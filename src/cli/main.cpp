@@ -383,8 +383,10 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
     return kExitOk;
   }
 
-  if (tokenizer_spec.empty()) tokenizer_spec = model_dir;  // its tokenizer.json, vocab.json or tokenizer.model
+  const bool own_tokenizer = tokenizer_spec.empty();
+  if (own_tokenizer) tokenizer_spec = model_dir;  // its tokenizer.json, vocab.json or tokenizer.model
   auto tok = load_tokenizer(tokenizer_spec);
+  if (!own_tokenizer) check_given_tokenizer(*tok, tokenizer_spec, model_dir);
   if (tok->vocab_size() > model->config().vocab_size) {
     throw InputError(str_cat("tokenizer ", tokenizer_spec, " has ", tok->vocab_size(), " tokens but the model only ",
                              model->config().vocab_size));
@@ -475,12 +477,14 @@ int cmd_data(const DistContext& dist, const std::vector<std::string>& args) {
     o.global_batch = config.data.global_batch;
     if (model.empty()) model = !config.model.init.empty() ? config.model.init : config.model.config;
   }
+  const bool given = !tokenizer.empty();
   if (!model.empty()) {
     o.model_context = (is_gguf_path(model) ? gguf_model_config(GgufFile(model)) : load_model_config(model)).max_positions;
     if (tokenizer.empty()) tokenizer = model;
   }
   std::unique_ptr<Tokenizer> tok;
   if (!tokenizer.empty()) tok = load_tokenizer(tokenizer);
+  if (given && !model.empty()) check_given_tokenizer(*tok, tokenizer, model);
   o.tokenizer = tok.get();
   const DataCheckResult r = check_chat_data(o);
   std::printf("%s", format_data_check(r, o).c_str());

@@ -82,6 +82,7 @@ std::map<int64_t, Answer> run_arm(const JudgeOptions& o, const Arm& arm, const s
   auto model = load_hf_model(arm.model, o.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32,
                              torch::Device(o.device));
   auto tok = load_tokenizer(o.tokenizer.empty() ? arm.model : o.tokenizer);
+  if (!o.tokenizer.empty()) check_given_tokenizer(*tok, o.tokenizer, arm.model);
   if (o.chat_template.empty() && tok->chat_template().empty()) {
     throw InputError(str_cat(arm.model, ": its tokenizer has no chat template; name one with --chat-template"));
   }

@@ -235,6 +235,27 @@ std::string readable_name(const std::string& spec) {
 
 }  // namespace
 
+std::unique_ptr<Tokenizer> source_tokenizer(const std::string& model) {
+  if (ends_with(model, ".gguf")) {
+    if (GgufFile(model).find("tokenizer.ggml.model") == nullptr) return nullptr;
+    return load_tokenizer(model);
+  }
+  for (const char* name : {"/tokenizer.json", "/vocab.json", "/tokenizer.model"}) {
+    struct stat st {};
+    if (stat((model + name).c_str(), &st) == 0) return load_tokenizer(model);
+  }
+  return nullptr;
+}
+
+void check_given_tokenizer(const Tokenizer& given, const std::string& spec, const std::string& model) {
+  const auto own = source_tokenizer(model);
+  if (own == nullptr || own->fingerprint() == given.fingerprint()) return;
+  throw InputError(str_cat("--tokenizer ", spec, " (", given.name(), ", ", given.fingerprint(), ", vocabulary ",
+                           given.vocab_size(), ") is not the tokenizer ", model, " carries (", own->name(), ", ",
+                           own->fingerprint(), ", vocabulary ", own->vocab_size(),
+                           "): its ids would mean other tokens to the model; drop --tokenizer"));
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   if (spec == "byte") return make_byte_tokenizer();
   auto tok = load_by_spec(spec);

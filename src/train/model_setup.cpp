@@ -128,18 +128,6 @@ std::shared_ptr<CausalLM> load_checkpoint_model(const std::string& checkpoint, t
   return model;
 }
 
-std::unique_ptr<Tokenizer> source_tokenizer(const std::string& source) {
-  namespace fs = std::filesystem;
-  if (is_gguf_path(source)) {
-    if (GgufFile(source).find("tokenizer.ggml.model") == nullptr) return nullptr;
-    return load_tokenizer(source);
-  }
-  for (const char* name : {"tokenizer.json", "vocab.json", "tokenizer.model"}) {
-    if (fs::exists(fs::path(source) / name)) return load_tokenizer(source);
-  }
-  return nullptr;
-}
-
 void check_data_tokenizer(const ShardAttrs& data, const std::string& data_key, const Tokenizer& tok,
                           const std::string& source, const std::string& source_key, bool allow) {
   const std::string made_by = str_cat(data.tokenizer_name.empty() ? "?" : data.tokenizer_name, " (", data.tokenizer, ")");

@@ -33,10 +33,6 @@ ModelConfig random_model_config(const ModelSection& m, int64_t data_vocab, int64
 // LoRA targets: the config's, or the family's default.
 std::vector<std::string> lora_targets(const LoraConfig& lora, const ModelConfig& c);
 
-// The tokenizer a model source carries: an HF folder's or a checkpoint's
-// tokenizer files, a GGUF file's metadata; null when it has none.
-std::unique_ptr<Tokenizer> source_tokenizer(const std::string& source);
-
 // Data and model that do not belong together: throws InputError when the
 // shards (data_key) were made by another tokenizer than `tok`, the one
 // `source` (source_key: model.init, a checkpoint) carries, or their chat

@@ -78,6 +78,15 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec);
 
 std::unique_ptr<Tokenizer> make_byte_tokenizer();
 
+// The tokenizer a model carries: an HF folder's or a checkpoint's tokenizer
+// files, a GGUF file's metadata; null when it has none.
+std::unique_ptr<Tokenizer> source_tokenizer(const std::string& model);
+
+// Refuses a tokenizer given (--tokenizer spec) in place of the one model
+// carries when the two differ (their ids would mean other tokens), naming
+// both; nothing when the model carries none.
+void check_given_tokenizer(const Tokenizer& given, const std::string& spec, const std::string& model);
+
 // Throws InputError if text is not valid UTF-8, naming the byte offset.
 void check_utf8(std::string_view text, const std::string& what);
 
