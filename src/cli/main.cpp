@@ -244,6 +244,10 @@ class Flags {
     return v.empty() ? fallback : v.back();
   }
   bool has(const std::string& name) { return !all(name).empty(); }
+  // Whether the flag was given, without taking its value.
+  bool given(const std::string& name) const {
+    return std::any_of(values_.begin(), values_.end(), [&](const auto& v) { return v.first == name; });
+  }
   double number(const std::string& name, double fallback) {
     const std::string v = get(name, "");
     if (v.empty()) return fallback;
@@ -305,6 +309,12 @@ std::vector<int64_t> generation_eos_ids(const std::string& model_dir, const Mode
 // min_new_tokens new tokens.
 SamplingOptions sampling_flags(Flags& f, const char* command, int64_t min_new_tokens) {
   SamplingOptions o;
+  // Greedy decoding draws nothing: these would be dropped (looked up before
+  // reading, which takes the values).
+  std::vector<std::string> draw_flags;
+  for (const char* flag : {"--top-k", "--top-p", "--seed"}) {
+    if (f.given(flag)) draw_flags.emplace_back(flag);
+  }
   o.max_new_tokens = f.integer("--max-new-tokens", 64, min_new_tokens, int64_t{1} << 24);
   o.temperature = f.number("--temperature", 0.0);
   o.top_k = f.integer("--top-k", 0, 0, int64_t{1} << 30);
@@ -312,7 +322,24 @@ SamplingOptions sampling_flags(Flags& f, const char* command, int64_t min_new_to
   o.seed = static_cast<uint64_t>(f.integer("--seed", 0, 0, INT64_MAX));
   if (o.temperature < 0) throw InputError(str_cat(command, ": --temperature must be 0 (greedy) or positive"));
   if (!(o.top_p > 0 && o.top_p <= 1)) throw InputError(str_cat(command, ": --top-p must be in (0, 1]"));
+  if (o.temperature == 0 && !draw_flags.empty()) {
+    throw InputError(str_cat(command, ": ", draw_flags[0], " has no effect with greedy decoding (--temperature 0, the "
+                             "default); give --temperature > 0 to sample, or leave it out"));
+  }
   return o;
+}
+
+// Generation that stopped because the context was full, not at EOS or
+// --max-new-tokens, says so (on stderr: stdout is the answer).
+void note_context_stop(const std::vector<int64_t>& ids, size_t prompt, const CausalLM& model, const SamplingOptions& o) {
+  const int64_t made = static_cast<int64_t>(ids.size() - prompt);
+  if (made >= o.max_new_tokens || static_cast<int64_t>(ids.size()) < model.config().max_positions) return;
+  if (!ids.empty() && std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), ids.back()) != o.eos_token_ids.end()) {
+    return;
+  }
+  std::fprintf(stderr, "generate: stopped at the model's context of %ld positions after %ld of --max-new-tokens %ld\n",
+               static_cast<long>(model.config().max_positions), static_cast<long>(made),
+               static_cast<long>(o.max_new_tokens));
 }
 
 int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) {
@@ -376,6 +403,7 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
       ids_in.push_back(id);
     }
     const auto ids = generate(*model, ids_in, o);
+    note_context_stop(ids, ids_in.size(), *model, o);
     for (size_t i = ids_in.size(); i < ids.size(); ++i) {
       std::printf("%s%ld", i > ids_in.size() ? "," : "", static_cast<long>(ids[i]));
     }
@@ -406,6 +434,7 @@ int cmd_generate(const DistContext& dist, const std::vector<std::string>& args) 
       prompt_ids.insert(prompt_ids.end(), body.begin(), body.end());
     }
     const auto ids = generate(*model, std::vector<int64_t>(prompt_ids.begin(), prompt_ids.end()), o);
+    note_context_stop(ids, prompt_ids.size(), *model, o);
     std::vector<int32_t> generated(ids.begin() + static_cast<long>(prompt_ids.size()), ids.end());
     const std::string answer = tok->decode(generated, /*skip_special=*/true);
     if (prompt_file.empty()) {

@@ -193,6 +193,10 @@ log: {progress: "off"}
         ("generate: --top-k -5", gen + ["--top-k", "-5"], "--top-k: expected a whole number from 0"),
         ("generate: --top-p nan", gen + ["--top-p", "nan"], "--top-p: expected a finite number"),
         ("generate: --top-p 0", gen + ["--top-p", "0"], "--top-p must be in (0, 1]"),
+        ("generate: --top-k with greedy decoding", gen + ["--top-k", "5"],
+         "generate: --top-k has no effect with greedy decoding (--temperature 0, the default)"),
+        ("eval --generate: --seed with greedy decoding",
+         [a.shardtune, "eval", "--generate", chat, "--model", model, "--seed", "3"], "--seed has no effect with greedy"),
         ("generate: --device banana", gen + ["--device", "banana"], "--device: expected cpu, cuda or cuda:N, got \"banana\""),
         ("generate: config.json with a non-object rope_scaling",
          [a.shardtune, "generate", "--model", model_with("m_rope", rope_scaling=5), "--prompt-ids", "1"],
@@ -345,7 +349,12 @@ log: {progress: "off"}
     ok = p.returncode == 0 and "first line\nsecond line" in q.stdout and "\r" not in q.stdout
     print(("ok    " if ok else "FAIL  ") + "a CRLF .txt file is read without its carriage returns")
     failed += not ok
-    print(f"{len(cases) + 1 - failed} passed, {failed} failed")
+    # Generation cut by the context, not by EOS or --max-new-tokens, says so on stderr.
+    p = subprocess.run(gen + ["--max-new-tokens", "100"], capture_output=True, text=True)
+    ok = p.returncode == 0 and "generate: stopped at the model's context of 32 positions after 30 of --max-new-tokens 100" in p.stderr
+    print(("ok    " if ok else "FAIL  ") + f"a generation cut by the context is named: {p.stderr.strip()[:200]!r}")
+    failed += not ok
+    print(f"{len(cases) + 2 - failed} passed, {failed} failed")
     return 1 if failed else 0
 
 
