@@ -231,6 +231,7 @@ class Trainer {
   TrainSummary summary_;
   int64_t saved_step_ = -1;
   Clock::time_point start_;
+  Clock::time_point steps_start_;  // after set-up: what the time left is estimated from
 
   // The last step's numbers.
   double loss_ = 0.0, grad_norm_ = 0.0, lr_ = 0.0;
@@ -520,8 +521,18 @@ void Trainer::log_step(double step_seconds) {
   if (rank_ != 0) return;
   const double tokens_per_s = interval_seconds_ > 0 ? static_cast<double>(interval_tokens_) / interval_seconds_ : 0.0;
   const double util = mfu(flops_per_token_, tokens_per_s, world_, peak_flops_);
-  const double eta = step_seconds * static_cast<double>(config_.train.steps - step_);
-  progress_->update(step_, str_cat("loss ", loss_), eta);
+  // The time left at this attempt's mean step time so far (evaluations and
+  // checkpoints included, as they will recur).
+  (void)step_seconds;
+  const double elapsed = seconds_since(start_);
+  const int64_t done_here = step_ - summary_.first_step;
+  const double eta = done_here > 0 ? seconds_since(steps_start_) / static_cast<double>(done_here) *
+                                         static_cast<double>(config_.train.steps - step_)
+                                   : 0.0;
+  char live[160];
+  std::snprintf(live, sizeof(live), "loss %.4f %.0f tok/s elapsed %s", loss_, tokens_per_s,
+                format_duration(elapsed).c_str());
+  progress_->update(step_, live, eta);
   if (!record) return;
   const auto mem = dp_->memory();
   // CPU seconds per wall second over the interval: the whole process, and
@@ -552,9 +563,10 @@ void Trainer::log_step(double step_seconds) {
   metrics_->write(j.dump());
   if (!progress_->enabled()) {
     char line[256];
-    std::snprintf(line, sizeof(line), "step %lld/%lld loss %.4f lr %.3g grad_norm %.3f %.0f tok/s%s",
+    std::snprintf(line, sizeof(line), "step %lld/%lld loss %.4f lr %.3g grad_norm %.3f %.0f tok/s%s elapsed %s eta %s",
                   static_cast<long long>(step_), static_cast<long long>(config_.train.steps), loss_, lr_, grad_norm_,
-                  tokens_per_s, peak_flops_ > 0 ? str_cat(" mfu ", util * 100, "%").c_str() : "");
+                  tokens_per_s, peak_flops_ > 0 ? str_cat(" mfu ", util * 100, "%").c_str() : "",
+                  format_duration(elapsed).c_str(), format_duration(eta).c_str());
     log::info(line);
   }
   start_interval();
@@ -653,6 +665,7 @@ TrainSummary Trainer::run() {
   summary_.first_step = step_;
   summary_.metrics_file = metrics_path(config_);
   if (config_.eval.at_start) maybe_evaluate(/*force=*/true);
+  steps_start_ = Clock::now();
   start_interval();
   while (step_ < config_.train.steps && !stop_) {
     train_step();

@@ -14,6 +14,7 @@ saved, a failing rank ends all ranks, export.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -433,7 +434,10 @@ def bad_steps(env, _):
     train.max_bad_steps such steps stops the run, no checkpoint of them
     written. A malformed SHARDTUNE_FAULT is refused like a bad setting."""
     every = ["checkpoint.every=1", "checkpoint.keep=20", "train.steps=7"]
-    _, clean, _ = env.train(2, "bad_clean", every)
+    p, clean, _ = env.train(2, "bad_clean", every)
+    logged = p.stdout + p.stderr
+    check(re.search(r"step 7/7 loss [0-9.]+ lr \S+ grad_norm [0-9.]+ \d+ tok/s elapsed \d\d:\d\d eta 00:00", logged)
+          is not None, "without a terminal, one plain line per interval with the elapsed time and ETA")
     _, out, _ = env.train(2, "bad_two", every, env={"SHARDTUNE_FAULT": "nan@1:3:2"})
     recs = {r["step"]: r for r in metrics(out) if r["type"] == "train"}
     ref = losses(clean)
