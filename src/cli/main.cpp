@@ -307,6 +307,27 @@ std::vector<int64_t> generation_eos_ids(const std::string& model_dir, const Mode
 
 // generate's sampling flags (eval --generate takes them too); at least
 // min_new_tokens new tokens.
+// A report folder (files added to it, nothing replaced wholesale) must be a
+// folder, and neither an input nor inside one (a model folder would gain a
+// report among its weights).
+void refuse_report_folder(const std::string& dir, const std::vector<std::string>& inputs, const std::string& what) {
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec) && !std::filesystem::is_directory(dir, ec)) {
+    throw InputError(str_cat(what, ": --output ", dir, " is a file; the report goes to a folder"));
+  }
+  namespace fs = std::filesystem;
+  const fs::path out = fs::weakly_canonical(fs::absolute(dir), ec);
+  for (const auto& input : inputs) {
+    const fs::path in = fs::weakly_canonical(fs::absolute(input), ec);
+    if (ec || !fs::is_directory(in)) continue;
+    const auto rel = out.lexically_relative(in);
+    if (!rel.empty() && *rel.begin() != "..") {
+      throw InputError(str_cat(what, ": --output ", dir, " is ", out == in ? "" : "inside ", "the input ", input,
+                               "; write the report elsewhere"));
+    }
+  }
+}
+
 SamplingOptions sampling_flags(Flags& f, const char* command, int64_t min_new_tokens) {
   SamplingOptions o;
   // Greedy decoding draws nothing: these would be dropped (looked up before
@@ -500,6 +521,7 @@ int cmd_data(const DistContext& dist, const std::vector<std::string>& args) {
   f.done();
   if (f.positional().size() != 1) throw InputError(str_cat("data check needs one FILE.jsonl\n", kUsage));
   o.input = f.positional()[0];
+  if (!out_dir.empty()) refuse_report_folder(out_dir, {o.input}, "data check");
   if (!config_path.empty()) {
     const Config config = load_config(config_path);
     if (o.seq_len == 0) o.seq_len = config.data.seq_len;
@@ -609,6 +631,10 @@ int cmd_eval_generate(DistContext& dist, const std::vector<std::string>& args) {
     const bool jsonl = o.heldout.size() > 6 && o.heldout.compare(o.heldout.size() - 6, 6, ".jsonl") == 0;
     o.output_dir = (jsonl ? o.heldout.substr(0, o.heldout.size() - 6) : o.heldout) + ".eval";
   }
+  std::vector<std::string> inputs = o.models;
+  inputs.push_back(o.heldout);
+  if (!o.few_shot_from.empty()) inputs.push_back(o.few_shot_from);
+  refuse_report_folder(o.output_dir, inputs, "eval --generate");
   return run_judge(o, dist);
 }
 
