@@ -221,40 +221,53 @@ int run_judge(const JudgeOptions& o, DistContext& dist) {
                              "give another --output"));
   }
   dist.barrier();  // every rank has looked before rank 0 makes it
+  const bool made_out_dir = !fs::exists(out_dir);
   if (dist.rank() == 0) {
     fs::create_directories(out_dir);
     if (::mkdir(parts.c_str(), 0755) != 0) throw Error(str_cat(parts.string(), ": cannot create"));
   }
   dist.barrier();
-  for (size_t a = 0; a < arms.size(); ++a) {
-    const auto answers = run_arm(o, arms[a], examples, shots, dist);
-    std::ostringstream s;
-    for (const auto& [i, ans] : answers) {
-      s << json{{"i", i}, {"answer", ans.text}, {"prompt_tokens", ans.prompt_tokens}, {"answer_tokens", ans.answer_tokens},
-                {"latency_s", ans.latency_s}}
-               .dump(-1, ' ', false, json::error_handler_t::replace)
-        << "\n";
-    }
-    write_file_atomically((parts / str_cat("arm", a, "-rank", dist.rank(), ".jsonl")).string(), s.str());
-  }
-  dist.barrier();
-  if (dist.rank() != 0) return 0;
-
-  // Rank 0: gather, score, report.
+  // A failure before the report (a model refused, a bad example) leaves
+  // nothing of this run behind.
+  auto remove_made = [&] {
+    if (dist.rank() != 0) return;
+    std::error_code ec;
+    fs::remove_all(made_out_dir ? out_dir : parts, ec);
+  };
   const size_t n = examples.size();
   std::vector<std::vector<Answer>> got(arms.size(), std::vector<Answer>(n));
-  for (size_t a = 0; a < arms.size(); ++a) {
-    for (int r = 0; r < dist.world_size(); ++r) {
-      std::ifstream in(parts / str_cat("arm", a, "-rank", r, ".jsonl"));
-      for (std::string line; std::getline(in, line);) {
-        const json j = json::parse(line);
-        Answer& ans = got[a][j["i"].get<size_t>()];
-        ans.text = j["answer"].get<std::string>();
-        ans.prompt_tokens = j["prompt_tokens"];
-        ans.answer_tokens = j["answer_tokens"];
-        ans.latency_s = j["latency_s"];
+  try {
+    for (size_t a = 0; a < arms.size(); ++a) {
+      const auto answers = run_arm(o, arms[a], examples, shots, dist);
+      std::ostringstream s;
+      for (const auto& [i, ans] : answers) {
+        s << json{{"i", i}, {"answer", ans.text}, {"prompt_tokens", ans.prompt_tokens}, {"answer_tokens", ans.answer_tokens},
+                  {"latency_s", ans.latency_s}}
+                 .dump(-1, ' ', false, json::error_handler_t::replace)
+          << "\n";
+      }
+      write_file_atomically((parts / str_cat("arm", a, "-rank", dist.rank(), ".jsonl")).string(), s.str());
+    }
+    dist.barrier();
+    if (dist.rank() != 0) return 0;
+
+    // Rank 0: gather, score, report.
+    for (size_t a = 0; a < arms.size(); ++a) {
+      for (int r = 0; r < dist.world_size(); ++r) {
+        std::ifstream in(parts / str_cat("arm", a, "-rank", r, ".jsonl"));
+        for (std::string line; std::getline(in, line);) {
+          const json j = json::parse(line);
+          Answer& ans = got[a][j["i"].get<size_t>()];
+          ans.text = j["answer"].get<std::string>();
+          ans.prompt_tokens = j["prompt_tokens"];
+          ans.answer_tokens = j["answer_tokens"];
+          ans.latency_s = j["latency_s"];
+        }
       }
     }
+  } catch (...) {
+    remove_made();
+    throw;
   }
   fs::remove_all(parts);
   std::vector<std::string> metrics;
