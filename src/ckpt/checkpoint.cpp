@@ -246,10 +246,12 @@ OptimStateReader::Range OptimStateReader::read(int64_t offset, int64_t length) c
     const int64_t lo = std::max(offset, p->offset);
     const int64_t hi = std::min(offset + length, p->offset + p->length);
     if (hi <= lo) continue;
-    out.master.narrow(0, lo - offset, hi - lo).copy_(p->file->tensor("master").narrow(0, lo - p->offset, hi - lo));
-    out.exp_avg.narrow(0, lo - offset, hi - lo).copy_(p->file->tensor("exp_avg").narrow(0, lo - p->offset, hi - lo));
-    out.exp_avg_sq.narrow(0, lo - offset, hi - lo)
-        .copy_(p->file->tensor("exp_avg_sq").narrow(0, lo - p->offset, hi - lo));
+    for (const auto& [name, dst] : {std::pair<const char*, torch::Tensor*>{"master", &out.master},
+                                    {"exp_avg", &out.exp_avg}, {"exp_avg_sq", &out.exp_avg_sq}}) {
+      const torch::Tensor src = p->file->tensor(name).narrow(0, lo - p->offset, hi - lo);
+      require_finite(src.contiguous(), p->file->path(), name);  // the weights and their moments alike
+      dst->narrow(0, lo - offset, hi - lo).copy_(src);
+    }
   }
   return out;
 }

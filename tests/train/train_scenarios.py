@@ -270,6 +270,19 @@ def corrupt(env, _):
     # export reads no optimizer state; resuming does.
     damaged("flipped_optim_byte", lambda d: flip(os.path.join(d, "optim", "rank_00000.safetensors"), 5),
             "fails its checksum", export=False)
+    def nan_in(path, name):
+        # A NaN with checksums recomputed (dropped): the finite check, not the checksum, must catch it.
+        from safetensors import safe_open
+        from safetensors.numpy import save_file
+        with safe_open(path, "np") as f:
+            meta = {k: v for k, v in (f.metadata() or {}).items() if not k.startswith("crc32c:")}
+            tensors = {k: f.get_tensor(k).copy() for k in f.keys()}
+        tensors[name].reshape(-1)[0] = np.nan
+        save_file(tensors, path, metadata=meta)
+    damaged("nan_model_weight", lambda d: nan_in(os.path.join(d, "model.safetensors"), "transformer.wte.weight"),
+            "tensor 'transformer.wte.weight' holds NaN")
+    damaged("nan_optimizer_moment", lambda d: nan_in(os.path.join(d, "optim", "rank_00000.safetensors"), "exp_avg"),
+            "rank_00000.safetensors: tensor 'exp_avg' holds NaN", export=False)
     # The source checkpoint is untouched and still resumes.
     p = env.run(2, "train", cfg, f"train.output_dir={out}", "checkpoint.every=10")
     check("resumed from" in p.stderr, "the good checkpoint still resumes")
