@@ -9,7 +9,6 @@
 
 #include "shardtune/ckpt/checkpoint.h"
 #include "shardtune/core/error.h"
-#include "shardtune/formats/gguf.h"
 #include "shardtune/metrics/log.h"
 #include "shardtune/model/gguf_model.h"
 #include "shardtune/model/hf_checkpoint.h"

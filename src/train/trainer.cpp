@@ -523,7 +523,6 @@ void Trainer::log_step(double step_seconds) {
   const double util = mfu(flops_per_token_, tokens_per_s, world_, peak_flops_);
   // The time left at this attempt's mean step time so far (evaluations and
   // checkpoints included, as they will recur).
-  (void)step_seconds;
   const double elapsed = seconds_since(start_);
   const int64_t done_here = step_ - summary_.first_step;
   const double eta = done_here > 0 ? seconds_since(steps_start_) / static_cast<double>(done_here) *
