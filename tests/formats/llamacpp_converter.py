@@ -162,6 +162,11 @@ def main():
 
         ours = os.path.join(a.work, f"{fam}_shardtune.gguf")
         run(a.shardtune, "convert", d, ours, "--overwrite")
+        if sp is None:  # byte-level BPE: the shards' tokenizer fingerprint does not depend on the file
+            prints = {name: run(a.tool, "fingerprint", path).stdout.strip()
+                      for name, path in (("tokenizer.json", d), ("llama.cpp's GGUF", out), ("shardtune's GGUF", ours))}
+            check(len(set(prints.values())) == 1, f"{fam}: one tokenizer fingerprint from {', '.join(prints)}"
+                  + ("" if len(set(prints.values())) == 1 else f" ({prints})"))
         r1, f1 = fields(out)
         r2, f2 = fields(ours)
         t1 = {t.name: tuple(int(x) for x in t.shape) for t in r1.tensors}
