@@ -320,8 +320,7 @@ void refuse_report_folder(const std::string& dir, const std::vector<std::string>
   for (const auto& input : inputs) {
     const fs::path in = fs::weakly_canonical(fs::absolute(input), ec);
     if (ec || !fs::is_directory(in)) continue;
-    const auto rel = out.lexically_relative(in);
-    if (!rel.empty() && *rel.begin() != "..") {
+    if (path_within(out, in)) {
       throw InputError(str_cat(what, ": --output ", dir, " is ", out == in ? "" : "inside ", "the input ", input,
                                "; write the report elsewhere"));
     }

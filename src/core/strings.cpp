@@ -138,6 +138,14 @@ int64_t peak_host_memory_bytes() {
   return kib * 1024;
 }
 
+bool path_within(const std::filesystem::path& inner, const std::filesystem::path& outer) {
+  auto i = inner.begin(), o = outer.begin();
+  for (; o != outer.end(); ++o, ++i) {
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
 void refuse_output_over_input(const std::string& output, const std::string& input, const std::string& what) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -145,20 +153,13 @@ void refuse_output_over_input(const std::string& output, const std::string& inpu
   if (ec) return;
   const fs::path in = fs::weakly_canonical(fs::absolute(input), ec);
   if (ec) return;
-  auto within = [](const fs::path& inner, const fs::path& outer) {
-    auto i = inner.begin(), o = outer.begin();
-    for (; o != outer.end(); ++o, ++i) {
-      if (i == inner.end() || *i != *o) return false;
-    }
-    return true;
-  };
   if (out == in) {
     throw InputError(str_cat(what, ": the output ", output, " is the input ", input, "; write elsewhere"));
   }
-  if (within(out, in)) {
+  if (path_within(out, in)) {
     throw InputError(str_cat(what, ": the output ", output, " is inside the input ", input, "; write elsewhere"));
   }
-  if (within(in, out)) {
+  if (path_within(in, out)) {
     throw InputError(str_cat(what, ": the output ", output, " holds the input ", input,
                              " (replacing it would delete the input); write elsewhere"));
   }

@@ -6,6 +6,26 @@
 
 namespace shardtune {
 
+namespace {
+
+// A prompt must have tokens, all in the vocabulary, and leave room in the
+// context to generate; `which` names it in the error ("the prompt").
+void check_prompt(const CausalLM& model, const std::vector<int64_t>& prompt, const char* which) {
+  if (prompt.empty()) throw InputError(str_cat("generate: ", which, " has no tokens"));
+  const int64_t vocab = model.config().vocab_size;
+  for (int64_t id : prompt) {
+    if (id < 0 || id >= vocab) {
+      throw InputError(str_cat("generate: token id ", id, " is outside the vocabulary (size ", vocab, ")"));
+    }
+  }
+  if (static_cast<int64_t>(prompt.size()) >= model.config().max_positions) {
+    throw InputError(str_cat("generate: ", which, " has ", prompt.size(), " tokens; the model's context is ",
+                             model.config().max_positions, " positions, which leaves none to generate"));
+  }
+}
+
+}  // namespace
+
 int64_t sample_next(const torch::Tensor& logits, const SamplingOptions& o, at::Generator& gen) {
   torch::Tensor l = logits.to(torch::kFloat32).to(torch::kCPU);
   if (o.temperature <= 0.0) return l.argmax().item<int64_t>();
@@ -28,17 +48,7 @@ int64_t sample_next(const torch::Tensor& logits, const SamplingOptions& o, at::G
 
 std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt,
                               const SamplingOptions& o) {
-  if (prompt.empty()) throw InputError("generate: the prompt has no tokens");
-  for (int64_t id : prompt) {
-    if (id < 0 || id >= model.config().vocab_size) {
-      throw InputError(str_cat("generate: token id ", id, " is outside the vocabulary (size ",
-                               model.config().vocab_size, ")"));
-    }
-  }
-  if (static_cast<int64_t>(prompt.size()) >= model.config().max_positions) {
-    throw InputError(str_cat("generate: the prompt has ", prompt.size(), " tokens; the model's context is ",
-                             model.config().max_positions, " positions, which leaves none to generate"));
-  }
+  check_prompt(model, prompt, "the prompt");
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   const auto device = model.parameters()[0].device();
@@ -67,20 +77,10 @@ std::vector<std::vector<int64_t>> generate_batch(CausalLM& model, const std::vec
     }
     return out;
   }
-  const int64_t vocab = model.config().vocab_size;
   size_t longest = 0;
   for (const auto& p : prompts) {
-    if (p.empty()) throw InputError("generate: a prompt has no tokens");
-    for (int64_t id : p) {
-      if (id < 0 || id >= vocab) {
-        throw InputError(str_cat("generate: token id ", id, " is outside the vocabulary (size ", vocab, ")"));
-      }
-    }
+    check_prompt(model, p, "a prompt");
     longest = std::max(longest, p.size());
-    if (static_cast<int64_t>(p.size()) >= model.config().max_positions) {
-      throw InputError(str_cat("generate: a prompt has ", p.size(), " tokens; the model's context is ",
-                               model.config().max_positions, " positions, which leaves none to generate"));
-    }
   }
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);

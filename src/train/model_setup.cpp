@@ -145,9 +145,10 @@ void check_data_tokenizer(const ShardAttrs& data, const std::string& data_key, c
     }
     log::warn(what, " (data.allow_tokenizer_mismatch: true, training anyway)");
   };
-  if (fingerprint != tok.fingerprint()) {
+  const std::string model_fingerprint = tok.fingerprint();
+  if (fingerprint != model_fingerprint) {
     refuse(str_cat(data_key, " was made by tokenizer ", made_by, ", vocabulary ", data.vocab_size, ", but ", source_key,
-                   " ", source, " has tokenizer ", tok.name(), " (", tok.fingerprint(), "), vocabulary ",
+                   " ", source, " has tokenizer ", tok.name(), " (", model_fingerprint, "), vocabulary ",
                    tok.vocab_size()));
     return;
   }

@@ -143,12 +143,17 @@ struct Faults {
     auto want = [&](size_t n) {
       if (parts.size() != n) throw InputError(usage);
     };
+    auto rank_at = [&](size_t i) {  // checked before it is narrowed to an int
+      const int64_t v = whole(i, 0);
+      if (v > 1000000) throw InputError(usage);
+      return static_cast<int>(v);
+    };
     if (kind == "throw" || kind == "kill") {
       want(2);
-      f = {kind == "throw" ? kThrow : kKill, static_cast<int>(whole(0, 0)), whole(1, 0), 1, 0.0};
+      f = {kind == "throw" ? kThrow : kKill, rank_at(0), whole(1, 0), 1, 0.0};
     } else if (kind == "nan") {
       want(3);
-      f = {kNan, static_cast<int>(whole(0, 0)), whole(1, 0), whole(2, 1), 0.0};
+      f = {kNan, rank_at(0), whole(1, 0), whole(2, 1), 0.0};
     } else if (kind == "stall_checkpoint" || kind == "stall_prune") {
       want(2);
       f = {kind == "stall_checkpoint" ? kStallCheckpoint : kStallPrune, 0, whole(0, 0), 1, secs(1)};
@@ -158,7 +163,6 @@ struct Faults {
     } else {
       throw InputError(usage);
     }
-    if (f.rank > 1000000) throw InputError(usage);
     return f;
   }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,6 +44,10 @@ std::string without_exception_tag(std::string_view what);
 // Peak resident memory of this process so far (VmHWM), in bytes; 0 where
 // the system does not say.
 int64_t peak_host_memory_bytes();
+
+// Whether inner is outer or lies inside it (paths compared element by
+// element, as given: canonicalize them first).
+bool path_within(const std::filesystem::path& inner, const std::filesystem::path& outer);
 
 // Throws InputError when writing `output` could destroy `input`: the same
 // path, or one inside the other (symbolic links resolved), e.g. an export
