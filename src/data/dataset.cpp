@@ -94,13 +94,44 @@ void TokenDataset::read_stream(int64_t begin, int64_t end, int32_t* tokens, uint
   }
 }
 
-void TokenDataset::read_sample(int64_t i, std::vector<int32_t>& inputs, std::vector<int32_t>& targets) {
+int64_t SampleRows::target_tokens() const {
+  return static_cast<int64_t>(std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t != kIgnoreIndex; }));
+}
+
+SampleRows SampleRows::slice(int64_t first, int64_t count) const {
+  ST_CHECK(first >= 0 && count >= 0 && first + count <= rows, "rows [", first, ", ", first + count, ") of ", rows);
+  SampleRows out;
+  out.rows = count;
+  out.seq_len = seq_len;
+  auto part = [&](const std::vector<int32_t>& v, std::vector<int32_t>& to) {
+    if (v.empty()) return;
+    const auto b = v.begin() + static_cast<long>(first * seq_len);
+    to.assign(b, b + static_cast<long>(count * seq_len));
+  };
+  part(inputs, out.inputs);
+  part(targets, out.targets);
+  part(documents, out.documents);
+  part(positions, out.positions);
+  return out;
+}
+
+void TokenDataset::read_sample(int64_t i, SampleRows& out) {
   ST_CHECK(i >= 0 && i < num_samples_, "sample ", i, " is outside [0, ", num_samples_, ")");
-  const int64_t window = options_.seq_len + 1;
+  const int64_t seq = options_.seq_len;
+  const int64_t window = seq + 1;
   tok_buf_.assign(static_cast<size_t>(window), static_cast<int32_t>(std::max<int64_t>(attrs_.pad_id, 0)));
   mask_buf_.assign(static_cast<size_t>(window), 0);
+  doc_buf_.assign(static_cast<size_t>(window), -1);
   if (options_.mode == PackMode::kPack) {
-    read_stream(i * options_.seq_len, i * options_.seq_len + window, tok_buf_.data(), mask_buf_.data());
+    const int64_t begin = i * seq;
+    read_stream(begin, begin + window, tok_buf_.data(), mask_buf_.data());
+    if (options_.document_mask) {  // the documents that overlap the window, numbered from 0
+      auto d = std::upper_bound(doc_offsets_.begin(), doc_offsets_.end(), begin) - 1;
+      for (int32_t k = 0; *d < begin + window; ++d, ++k) {
+        const int64_t from = std::max(*d, begin) - begin, to = std::min(*(d + 1), begin + window) - begin;
+        std::fill(doc_buf_.begin() + from, doc_buf_.begin() + to, k);
+      }
+    }
   } else {
     const Window& w = windows_[static_cast<size_t>(i)];
     int64_t pos = 0;
@@ -108,12 +139,23 @@ void TokenDataset::read_sample(int64_t i, std::vector<int32_t>& inputs, std::vec
       const int64_t b = doc_offsets_[static_cast<size_t>(d)];
       const int64_t len = std::min(doc_offsets_[static_cast<size_t>(d + 1)] - b, window - pos);
       read_stream(b, b + len, tok_buf_.data() + pos, mask_buf_.data() + pos);
+      std::fill(doc_buf_.begin() + pos, doc_buf_.begin() + pos + len, static_cast<int32_t>(d - w.first_doc));
       pos += len;
     }
   }
-  for (int64_t t = 0; t < options_.seq_len; ++t) {
-    inputs.push_back(tok_buf_[static_cast<size_t>(t)]);
-    targets.push_back(mask_buf_[static_cast<size_t>(t + 1)] ? tok_buf_[static_cast<size_t>(t + 1)] : kIgnoreIndex);
+  out.seq_len = seq;
+  ++out.rows;
+  int32_t start = 0;  // where the current document began in the window
+  for (int64_t t = 0; t < seq; ++t) {
+    const size_t at = static_cast<size_t>(t);
+    out.inputs.push_back(tok_buf_[at]);
+    const bool crosses = options_.document_mask && doc_buf_[at + 1] != doc_buf_[at];
+    out.targets.push_back(mask_buf_[at + 1] && !crosses ? tok_buf_[at + 1] : kIgnoreIndex);
+    if (options_.document_mask) {
+      if (t > 0 && doc_buf_[at] != doc_buf_[at - 1]) start = static_cast<int32_t>(t);
+      out.documents.push_back(doc_buf_[at]);
+      out.positions.push_back(doc_buf_[at] < 0 ? 0 : static_cast<int32_t>(t) - start);
+    }
   }
 }
 

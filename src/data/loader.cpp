@@ -4,10 +4,6 @@
 
 namespace shardtune {
 
-int64_t Batch::target_tokens() const {
-  return static_cast<int64_t>(std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t != kIgnoreIndex; }));
-}
-
 DataLoader::DataLoader(std::shared_ptr<TokenDataset> dataset, Sampler sampler, int rank, int world, int prefetch)
     : dataset_(std::move(dataset)),
       sampler_(std::move(sampler)),
@@ -40,11 +36,10 @@ void DataLoader::run() {
       Batch b;
       b.samples = Sampler::rank_slice(sampler_.next_global_batch(), rank_, world_);
       b.state_after = sampler_.state();
-      b.rows = static_cast<int64_t>(b.samples.size());
-      b.seq_len = dataset_->options().seq_len;
-      b.inputs.reserve(static_cast<size_t>(b.rows * b.seq_len));
-      b.targets.reserve(static_cast<size_t>(b.rows * b.seq_len));
-      for (int64_t s : b.samples) dataset_->read_sample(s, b.inputs, b.targets);
+      const size_t n = b.samples.size() * static_cast<size_t>(dataset_->options().seq_len);
+      b.inputs.reserve(n);
+      b.targets.reserve(n);
+      for (int64_t s : b.samples) dataset_->read_sample(s, b);
       {
         std::lock_guard<std::mutex> lock(mu_);
         queue_.push_back(std::move(b));

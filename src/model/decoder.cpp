@@ -115,7 +115,8 @@ struct DecoderAttentionImpl : torch::nn::Module {
       k_norm = register_module("k_norm", make_norm(c, kv));
     }
   }
-  torch::Tensor forward(const torch::Tensor& x, const Rope& rope, KVCache* cache, size_t layer, AttentionImpl impl) {
+  torch::Tensor forward(const torch::Tensor& x, const Rope& rope, KVCache* cache, size_t layer, AttentionImpl impl,
+                        const torch::Tensor& mask) {
     const int64_t b = x.size(0), t = x.size(1);
     const int64_t qw = heads * head_dim, kvw = kv_heads * head_dim;
     torch::Tensor q, k, v;
@@ -149,6 +150,7 @@ struct DecoderAttentionImpl : torch::nn::Module {
     auto [kk, vv] = extend_cache(cache, layer, k, v);
     AttentionOptions o = options;
     if (cache != nullptr) o.pad = cache->pad;
+    o.mask = mask;
     torch::Tensor y = causal_attention(q, kk, vv, impl, o);
     return o_proj(y.transpose(1, 2).reshape({b, t, qw}));
   }
@@ -203,16 +205,17 @@ struct DecoderBlockImpl : torch::nn::Module {
       post_feedforward_layernorm = register_module("post_feedforward_layernorm", make_norm(c, d));
     }
   }
-  torch::Tensor forward(torch::Tensor x, const Rope& rope, KVCache* cache, size_t layer, AttentionImpl impl) {
+  torch::Tensor forward(torch::Tensor x, const Rope& rope, KVCache* cache, size_t layer, AttentionImpl impl,
+                        const torch::Tensor& mask) {
     switch (placement) {
       case NormPlacement::kPre:
-        x = x + self_attn(input_layernorm(x), rope, cache, layer, impl);
+        x = x + self_attn(input_layernorm(x), rope, cache, layer, impl, mask);
         return x + mlp(post_attention_layernorm(x));
       case NormPlacement::kSandwich:
-        x = x + post_attention_layernorm(self_attn(input_layernorm(x), rope, cache, layer, impl));
+        x = x + post_attention_layernorm(self_attn(input_layernorm(x), rope, cache, layer, impl, mask));
         return x + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x)));
       case NormPlacement::kPost:
-        x = x + post_attention_layernorm(self_attn(x, rope, cache, layer, impl));
+        x = x + post_attention_layernorm(self_attn(x, rope, cache, layer, impl, mask));
         return x + post_feedforward_layernorm(mlp(x));
     }
     return x;
@@ -245,7 +248,8 @@ class DecoderLM final : public CausalLM {
     if (!c.tie_word_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false));
   }
 
-  torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache) override {
+  torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache, const Documents* docs) override {
+    ST_CHECK(docs == nullptr || cache == nullptr, "packed documents with a KV cache");
     const ModelConfig& c = config_;
     const int64_t past = past_length(cache);
     const int64_t t = ids.size(1);
@@ -261,9 +265,12 @@ class DecoderLM final : public CausalLM {
     if (padded) {  // [B, T]: each row's own positions (a padded token's clamped to 0)
       positions = (positions.unsqueeze(0) - cache->pad.to(positions.device()).unsqueeze(1)).clamp_min(0);
     }
+    if (docs != nullptr) positions = docs->positions;  // [B, T]: from 0 in each document
+    const bool per_row = padded || docs != nullptr;
+    const torch::Tensor mask = docs != nullptr ? document_attention_mask(*docs) : torch::Tensor();
     auto tables = [&](const RopeSpec& r) {
       auto [cos, sin] = rope_tables(r, rotary_dim(c), positions.reshape({-1}), past + t);
-      if (padded) {  // [B, 1, T, dims], against q and k [B, heads, T, head_dim]
+      if (per_row) {  // [B, 1, T, dims], against q and k [B, heads, T, head_dim]
         cos = cos.view({ids.size(0), 1, t, -1});
         sin = sin.view({ids.size(0), 1, t, -1});
       }
@@ -279,8 +286,8 @@ class DecoderLM final : public CausalLM {
       const Rope rope = !layer_has_rope(c, li) ? Rope{} : layer_windowed(c, li) ? local : global;
       const AttentionImpl impl = attention_;
       // The tables by value: a runner may call this again during backward.
-      x = run_block(l, x, [block, rope, cache, l, impl](const torch::Tensor& h) {
-        return block->forward(h, rope, cache, l, impl);
+      x = run_block(l, x, [block, rope, cache, l, impl, mask](const torch::Tensor& h) {
+        return block->forward(h, rope, cache, l, impl, mask);
       });
     }
     return model->norm(x);

@@ -67,11 +67,14 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
   // with a window, j > it - window).
   // With padding ([B, 1, Tq, Tk]), a row's queries see none of its padded
   // keys, and a padded query sees itself only (no row without a key).
+  // With documents (o.mask), that mask replaces the causal one.
   const bool padded = o.pad.defined();
+  const bool documents = o.mask.defined();
   auto mask = [&] {
     auto opts = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
     torch::Tensor qpos = torch::arange(tk - tq, tk, opts).unsqueeze(1);
     torch::Tensor kpos = torch::arange(0, tk, opts).unsqueeze(0);
+    if (documents) return windowed ? o.mask & (kpos > qpos - window) : o.mask;
     torch::Tensor m = kpos <= qpos;
     if (windowed) m = m & (kpos > qpos - window);
     if (padded) {
@@ -101,11 +104,20 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
     return torch::matmul(torch::softmax(capped, -1, torch::kFloat32).to(q.scalar_type()), vv);
   }
   const std::optional<double> sdpa_scale = o.scale > 0 ? std::optional<double>(o.scale) : std::nullopt;
-  if (!windowed && !padded && tq == tk) {
-    return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, /*is_causal=*/true, sdpa_scale);
-  }
-  if (!windowed && !padded && tq == 1) return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, false, sdpa_scale);
+  const bool plain = !windowed && !padded && !documents;
+  if (plain && tq == tk) return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, /*is_causal=*/true, sdpa_scale);
+  if (plain && tq == 1) return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, false, sdpa_scale);
   return at::scaled_dot_product_attention(q, kk, vv, mask(), 0.0, false, sdpa_scale);
+}
+
+torch::Tensor document_attention_mask(const Documents& docs) {
+  const torch::Tensor& d = docs.ids;
+  const int64_t t = d.size(1);
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(d.device());
+  torch::Tensor qpos = torch::arange(t, opts).unsqueeze(1);
+  torch::Tensor kpos = torch::arange(t, opts).unsqueeze(0);
+  torch::Tensor same = (d.unsqueeze(2) == d.unsqueeze(1)) & (d >= 0).unsqueeze(1);  // [B, Tq, Tk]
+  return ((same & (kpos <= qpos)) | (kpos == qpos)).unsqueeze(1);
 }
 
 // Appends k, v to layer's cache entry and returns the full keys and values.
@@ -135,14 +147,15 @@ struct Gpt2AttentionImpl : torch::nn::Module {
     c_attn = register_module("c_attn", Linear(c.hidden_size, 3 * c.hidden_size, true));
     c_proj = register_module("c_proj", Linear(c.hidden_size, c.hidden_size, true));
   }
-  torch::Tensor forward(const torch::Tensor& x, KVCache* cache, size_t layer, AttentionImpl impl) {
+  torch::Tensor forward(const torch::Tensor& x, KVCache* cache, size_t layer, AttentionImpl impl,
+                        const AttentionOptions& options) {
     const int64_t b = x.size(0), t = x.size(1);
     auto qkv = c_attn(x).split(x.size(2), 2);
     auto shape = [&](const torch::Tensor& y) {
       return y.view({b, t, heads, head_dim}).transpose(1, 2);
     };
     auto [k, v] = extend_cache(cache, layer, shape(qkv[1]), shape(qkv[2]));
-    torch::Tensor y = causal_attention(shape(qkv[0]), k, v, impl, {});
+    torch::Tensor y = causal_attention(shape(qkv[0]), k, v, impl, options);
     return c_proj(y.transpose(1, 2).reshape({b, t, heads * head_dim}));
   }
   int64_t heads, head_dim;
@@ -170,8 +183,9 @@ struct Gpt2BlockImpl : torch::nn::Module {
     ln_2 = register_module("ln_2", torch::nn::LayerNorm(ln));
     mlp = register_module("mlp", Gpt2Mlp(c));
   }
-  torch::Tensor forward(torch::Tensor x, KVCache* cache, size_t layer, AttentionImpl impl) {
-    x = x + attn(ln_1(x), cache, layer, impl);
+  torch::Tensor forward(torch::Tensor x, KVCache* cache, size_t layer, AttentionImpl impl,
+                        const AttentionOptions& options) {
+    x = x + attn(ln_1(x), cache, layer, impl, options);
     return x + mlp(ln_2(x));
   }
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
@@ -202,21 +216,27 @@ class Gpt2LM final : public CausalLM {
     if (!c.tie_word_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false));
   }
 
-  torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache) override {
+  torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache, const Documents* docs) override {
+    ST_CHECK(docs == nullptr || cache == nullptr, "packed documents with a KV cache");
     const int64_t past = past_length(cache);
     const int64_t t = ids.size(1);
     if (past + t > config_.max_positions) {
       throw InputError(str_cat("sequence of ", past + t, " tokens is longer than n_positions (",
                                config_.max_positions, ")"));
     }
-    torch::Tensor pos = torch::arange(past, past + t, ids.options().dtype(torch::kInt64));
+    torch::Tensor pos = docs != nullptr ? docs->positions
+                                        : torch::arange(past, past + t, ids.options().dtype(torch::kInt64));
     torch::Tensor x = transformer->wte(ids) + transformer->wpe(pos);
+    AttentionOptions options;
+    if (docs != nullptr) options.mask = document_attention_mask(*docs);
     size_t layer = 0;
     for (auto& m : *transformer->h) {
       auto* block = m->as<Gpt2BlockImpl>();
       const size_t l = layer++;
       const AttentionImpl impl = attention_;
-      x = run_block(l, x, [block, cache, l, impl](const torch::Tensor& h) { return block->forward(h, cache, l, impl); });
+      x = run_block(l, x, [block, cache, l, impl, options](const torch::Tensor& h) {
+        return block->forward(h, cache, l, impl, options);
+      });
     }
     return transformer->ln_f(x);
   }

@@ -21,11 +21,12 @@ DatasetOptions dataset_options(const DataSection& d) {
   DatasetOptions o;
   o.seq_len = d.seq_len;
   o.mode = parse_pack_mode(d.mode);
+  o.document_mask = d.document_mask == "auto" ? o.mode == PackMode::kSft : d.document_mask == "true";
   return o;
 }
 
 torch::Tensor loss_sum(CausalLM& model, const TorchBatch& b) {
-  torch::Tensor h = model.hidden_states(b.input_ids);
+  torch::Tensor h = model.hidden_states(b.input_ids, nullptr, b.documents ? &*b.documents : nullptr);
   h = h.reshape({-1, h.size(-1)});
   torch::Tensor labels = b.labels.reshape({-1});
   // Only positions with a target reach the output projection: in SFT data
@@ -44,7 +45,6 @@ EvalResult evaluate(CausalLM& model, DataParallel* dp, TokenDataset& data, Commu
   const int world = comm.size();
   const int64_t per_round = micro_batch * world;
   const int64_t rounds = (n + per_round - 1) / per_round;
-  const int64_t seq = data.options().seq_len;
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
@@ -52,18 +52,15 @@ EvalResult evaluate(CausalLM& model, DataParallel* dp, TokenDataset& data, Commu
   double local_loss = 0.0;
   int64_t local_tokens = 0;
   for (int64_t round = 0; round < rounds; ++round) {
-    Batch b;
-    b.seq_len = seq;
+    SampleRows b;
     for (int64_t j = 0; j < micro_batch; ++j) {
       const int64_t i = round * per_round + comm.rank() * micro_batch + j;
       if (i >= n) break;
-      data.read_sample(i, b.inputs, b.targets);
-      ++b.rows;
+      data.read_sample(i, b);
     }
     if (b.rows == 0) {  // nothing left for this rank: a forward that counts for nothing
-      data.read_sample(0, b.inputs, b.targets);
+      data.read_sample(0, b);
       std::fill(b.targets.begin(), b.targets.end(), kIgnoreIndex);
-      b.rows = 1;
     }
     local_tokens += b.target_tokens();
     local_loss += loss_sum(model, to_torch(b, device)).item<double>();

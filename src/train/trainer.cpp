@@ -456,14 +456,7 @@ void Trainer::train_step() {
   const int64_t rows = d.micro_batch;
   for (int64_t micro = 0; micro < accumulation_; ++micro) {
     if (micro == accumulation_ - 1) faults_.at_step(rank_, step_);
-    Batch mb;
-    mb.rows = rows;
-    mb.seq_len = batch.seq_len;
-    const auto span = static_cast<size_t>(rows * batch.seq_len);
-    const auto at = static_cast<size_t>(micro) * span;
-    mb.inputs.assign(batch.inputs.begin() + static_cast<long>(at), batch.inputs.begin() + static_cast<long>(at + span));
-    mb.targets.assign(batch.targets.begin() + static_cast<long>(at),
-                      batch.targets.begin() + static_cast<long>(at + span));
+    const SampleRows mb = batch.slice(micro * rows, rows);
     dp_->begin_micro_step(micro == 0, micro == accumulation_ - 1);
     torch::Tensor loss = loss_sum(*model_, to_torch(mb, device_));
     if (micro == accumulation_ - 1 && faults_.nan_at(rank_, step_)) loss = loss * std::nan("");

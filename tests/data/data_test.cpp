@@ -291,22 +291,79 @@ TEST(Dataset, PackStreamsAcrossShardsAndSftPacksWholeExamples) {
   TokenDataset pack(paths, DatasetOptions{4, PackMode::kPack, 1});
   EXPECT_EQ(pack.num_tokens(), 24);
   EXPECT_EQ(pack.num_samples(), (24 - 1) / 4);
-  std::vector<int32_t> in, tg;
-  pack.read_sample(2, in, tg);  // tokens 8..12, crossing into shard 1
-  EXPECT_EQ(in, (std::vector<int32_t>{8, 9, 10, 11}));
+  SampleRows p;
+  pack.read_sample(2, p);  // tokens 8..12, crossing into shard 1
+  EXPECT_EQ(p.inputs, (std::vector<int32_t>{8, 9, 10, 11}));
   // targets 9..12; token 10 starts shard 1's first document (mask 0 there)
-  EXPECT_EQ(tg, (std::vector<int32_t>{9, kIgnoreIndex, 11, 12}));
+  EXPECT_EQ(p.targets, (std::vector<int32_t>{9, kIgnoreIndex, 11, 12}));
+  EXPECT_TRUE(p.documents.empty());
 
   TokenDataset sft(paths, DatasetOptions{6, PackMode::kSft, 2});
   // window 7: [4] + (6 doesn't fit) | [6] | [3] + (9 > 7) | [9 cut to 7] | [2]
   EXPECT_EQ(sft.num_samples(), 5);
   EXPECT_EQ(sft.truncated_examples(), 1);
-  in.clear();
-  tg.clear();
-  sft.read_sample(0, in, tg);
-  EXPECT_EQ(in, (std::vector<int32_t>{0, 1, 2, 3, 0, 0}));  // padded with pad_id 0
+  SampleRows s;
+  sft.read_sample(0, s);
+  EXPECT_EQ(s.rows, 1);
+  EXPECT_EQ(s.seq_len, 6);
+  EXPECT_EQ(s.inputs, (std::vector<int32_t>{0, 1, 2, 3, 0, 0}));  // padded with pad_id 0
   // masks of doc 0 are 0,1,1,0: the target of position 2 (token 3) is masked out
-  EXPECT_EQ(tg, (std::vector<int32_t>{1, 2, kIgnoreIndex, kIgnoreIndex, kIgnoreIndex, kIgnoreIndex}));
+  EXPECT_EQ(s.targets, (std::vector<int32_t>{1, 2, kIgnoreIndex, kIgnoreIndex, kIgnoreIndex, kIgnoreIndex}));
+}
+
+TEST(Dataset, DocumentMaskNumbersDocumentsRestartsPositionsAndCutsTargetsAtBoundaries) {
+  const std::string d = temp_dir("dataset_docs");
+  {
+    TokenShardWriter w(d + "/m-train-00000.h5", ShardAttrs{1000, -1, 1, 0, "test:v1"}, true);
+    int32_t t = 0;
+    for (int len : {3, 2, 4, 5}) {  // every token a target
+      std::vector<int32_t> ids;
+      for (int i = 0; i < len; ++i) ids.push_back(t++);
+      const std::vector<uint8_t> mask(ids.size(), 1);
+      w.add(ids.data(), mask.data(), ids.size());
+    }
+    w.finish();
+  }
+  const auto paths = find_shards(d + "/m", "train");
+  const int32_t x = kIgnoreIndex;
+
+  // sft, window 10: [3 2 4] + padding | [5]
+  TokenDataset sft(paths, DatasetOptions{9, PackMode::kSft, 1, true});
+  ASSERT_EQ(sft.num_samples(), 2);
+  SampleRows s;
+  sft.read_sample(0, s);
+  EXPECT_EQ(s.inputs, (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(s.documents, (std::vector<int32_t>{0, 0, 0, 1, 1, 2, 2, 2, 2}));
+  EXPECT_EQ(s.positions, (std::vector<int32_t>{0, 1, 2, 0, 1, 0, 1, 2, 3}));
+  // no target crosses into the next document or into padding
+  EXPECT_EQ(s.targets, (std::vector<int32_t>{1, 2, x, 4, x, 6, 7, 8, x}));
+  sft.read_sample(1, s);  // appended as a second row
+  EXPECT_EQ(s.rows, 2);
+  const SampleRows second = s.slice(1, 1);
+  EXPECT_EQ(second.inputs, (std::vector<int32_t>{9, 10, 11, 12, 13, 0, 0, 0, 0}));
+  EXPECT_EQ(second.documents, (std::vector<int32_t>{0, 0, 0, 0, 0, -1, -1, -1, -1}));
+  EXPECT_EQ(second.positions, (std::vector<int32_t>{0, 1, 2, 3, 4, 0, 0, 0, 0}));
+  EXPECT_EQ(second.targets, (std::vector<int32_t>{10, 11, 12, 13, x, x, x, x, x}));
+
+  // The same windows unmasked: targets run on across documents.
+  TokenDataset leaky(paths, DatasetOptions{9, PackMode::kSft, 1, false});
+  SampleRows u;
+  leaky.read_sample(0, u);
+  EXPECT_TRUE(u.documents.empty() && u.positions.empty());
+  EXPECT_EQ(u.targets, (std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8, x}));
+
+  // pack, seq 4: sample 1 holds tokens 4..8; token 4 ends document 1 (3..4).
+  TokenDataset pack(paths, DatasetOptions{4, PackMode::kPack, 1, true});
+  SampleRows p;
+  pack.read_sample(1, p);
+  EXPECT_EQ(p.inputs, (std::vector<int32_t>{4, 5, 6, 7}));
+  EXPECT_EQ(p.documents, (std::vector<int32_t>{0, 1, 1, 1}));
+  EXPECT_EQ(p.positions, (std::vector<int32_t>{0, 0, 1, 2}));
+  EXPECT_EQ(p.targets, (std::vector<int32_t>{x, 6, 7, 8}));
+  SampleRows p2;
+  pack.read_sample(2, p2);  // tokens 8..12: the window's first document is cut and counts from 0
+  EXPECT_EQ(p2.documents, (std::vector<int32_t>{0, 1, 1, 1}));
+  EXPECT_EQ(p2.positions, (std::vector<int32_t>{0, 0, 1, 2}));
 }
 
 TEST(Loader, ServesThisRanksSlicesInOrderAndReportsConsumedState) {
@@ -332,10 +389,10 @@ TEST(Loader, ServesThisRanksSlicesInOrderAndReportsConsumedState) {
   for (const Batch& b : batches) {
     const auto want = Sampler::rank_slice(again.next_global_batch(), 1, 2);
     ASSERT_EQ(b.samples, want);
-    std::vector<int32_t> in, tg;
-    for (int64_t s : want) direct.read_sample(s, in, tg);
-    EXPECT_EQ(b.inputs, in);
-    EXPECT_EQ(b.targets, tg);
+    SampleRows rows;
+    for (int64_t s : want) direct.read_sample(s, rows);
+    EXPECT_EQ(b.inputs, rows.inputs);
+    EXPECT_EQ(b.targets, rows.targets);
     EXPECT_EQ(b.rows, 4);
   }
 }

@@ -430,7 +430,7 @@ namespace shardtune {
 namespace {
 
 TEST(TorchBatch, GivesInt64InputsAndLabelsWithTheIgnoreIndex) {
-  Batch b;
+  SampleRows b;
   b.rows = 2;
   b.seq_len = 3;
   b.inputs = {1, 2, 3, 4, 5, 6};

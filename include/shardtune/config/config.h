@@ -152,6 +152,7 @@ struct DataSection {
   std::vector<std::string> val;
   int64_t seq_len = 1024;
   std::string mode = "pack";
+  std::string document_mask = "auto";
   int64_t micro_batch = 1;
   int64_t global_batch = 8;
   bool shuffle = true;
@@ -166,6 +167,10 @@ struct DataSection {
     v.field("seq_len", seq_len, Positive{}, "tokens per sample");
     v.field("mode", mode, OneOf{{"pack", "sft"}},
             "pack = documents back to back (pretraining); sft = whole examples per window, padded");
+    v.field("document_mask", document_mask, OneOf{{"auto", "true", "false"}},
+            "true = each document (sft: example) in a window attends only to itself, its positions from 0, and "
+            "padding to nothing; auto = true in sft, false in pack (documents see the ones before them, as in "
+            "GPT-2, Megatron and nanoGPT pretraining)");
     v.field("micro_batch", micro_batch, Positive{}, "samples per rank per forward/backward");
     v.field("global_batch", global_batch, Positive{},
             "samples per optimizer step over all ranks; accumulation = global_batch / (micro_batch x ranks)");

@@ -9,6 +9,12 @@
 // A sample's targets are its tokens shifted by one; a target whose loss mask
 // is 0 (or that is padding) gets the ignore index -100.
 //
+// With document masking (sft's default, pack's option) a sample also says
+// which document each position belongs to and its position in it, so the
+// model lets no document see another and restarts positions at 0 (in pack
+// mode the window's first, cut document counts from the window's start);
+// the last token of a document then has no target.
+//
 // Shard files are opened when first read, at most max_open at a time.
 // torch-free; not thread-safe (the loader reads from one thread).
 #pragma once
@@ -32,6 +38,22 @@ struct DatasetOptions {
   int64_t seq_len = 1024;
   PackMode mode = PackMode::kPack;
   int max_open = 16;
+  bool document_mask = false;
+};
+
+// Samples side by side: rows x seq_len, row-major.
+struct SampleRows {
+  int64_t rows = 0;
+  int64_t seq_len = 0;
+  std::vector<int32_t> inputs;
+  std::vector<int32_t> targets;  // kIgnoreIndex where there is no target
+  // With document masking, each position's document in its row (0, 1, ...;
+  // -1 for padding) and its position in that document; empty otherwise.
+  std::vector<int32_t> documents;
+  std::vector<int32_t> positions;
+  int64_t target_tokens() const;
+  // Rows [first, first + count).
+  SampleRows slice(int64_t first, int64_t count) const;
 };
 
 class TokenDataset {
@@ -46,8 +68,8 @@ class TokenDataset {
   const DatasetOptions& options() const { return options_; }
   int64_t truncated_examples() const { return truncated_; }
 
-  // Sample i as inputs and targets (seq_len each), appended to the vectors.
-  void read_sample(int64_t i, std::vector<int32_t>& inputs, std::vector<int32_t>& targets);
+  // Appends sample i as a row of `rows` (whose seq_len it sets).
+  void read_sample(int64_t i, SampleRows& rows);
 
  private:
   struct Window {  // sft: a run of whole documents
@@ -71,6 +93,7 @@ class TokenDataset {
   std::list<std::pair<size_t, std::unique_ptr<TokenShardReader>>> open_;  // most recent first
   std::vector<int32_t> tok_buf_;
   std::vector<uint8_t> mask_buf_;
+  std::vector<int32_t> doc_buf_;  // each window token's document (-1: padding)
 };
 
 }  // namespace shardtune

@@ -16,15 +16,10 @@
 
 namespace shardtune {
 
-// This rank's micro-batch of one step: rows x seq_len, row-major.
-struct Batch {
-  int64_t rows = 0;
-  int64_t seq_len = 0;
-  std::vector<int32_t> inputs;
-  std::vector<int32_t> targets;   // kIgnoreIndex where there is no target
+// This rank's micro-batch of one step.
+struct Batch : SampleRows {
   std::vector<int64_t> samples;   // the global sample ids, for checks
   SamplerState state_after;       // the sampler's state once this batch is consumed
-  int64_t target_tokens() const;
 };
 
 class DataLoader {

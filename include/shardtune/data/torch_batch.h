@@ -3,7 +3,10 @@
 
 #include <torch/types.h>
 
-#include "shardtune/data/loader.h"
+#include <optional>
+
+#include "shardtune/data/dataset.h"
+#include "shardtune/model/transformer.h"
 
 namespace shardtune {
 
@@ -14,8 +17,10 @@ struct TorchBatch {
   // undefined when every position has one. Made on the host, so a loss can
   // pick them on a GPU without a device sync.
   torch::Tensor scored_rows;
+  // With document masking: the rows' packed documents; undefined otherwise.
+  std::optional<Documents> documents;
 };
 
-TorchBatch to_torch(const Batch& batch, torch::Device device = torch::kCPU);
+TorchBatch to_torch(const SampleRows& batch, torch::Device device = torch::kCPU);
 
 }  // namespace shardtune

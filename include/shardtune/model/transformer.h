@@ -55,6 +55,20 @@ struct KVCache {
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
 };
 
+// Several documents packed into each row (training): int64 [batch, seq].
+// ids: each position's document in its row (0, 1, ...), -1 for padding;
+// positions: its position in its document (0 where a document starts).
+// A position attends only to earlier positions of its own document; a padded
+// position to itself only, and no other position to it.
+struct Documents {
+  torch::Tensor ids;
+  torch::Tensor positions;
+};
+
+// The attention mask of `docs`: bool [batch, 1, seq, seq], true where query
+// i may see key j.
+torch::Tensor document_attention_mask(const Documents& docs);
+
 class CausalLM : public torch::nn::Module {
  public:
   explicit CausalLM(ModelConfig config) : config_(std::move(config)) {}
@@ -62,13 +76,16 @@ class CausalLM : public torch::nn::Module {
 
   // Logits [batch, seq, vocab] for input ids [batch, seq]. With a cache, ids
   // continue the cached sequence and the cache is extended.
-  torch::Tensor forward(const torch::Tensor& ids, KVCache* cache = nullptr) {
-    return project(hidden_states(ids, cache));
+  torch::Tensor forward(const torch::Tensor& ids, KVCache* cache = nullptr, const Documents* docs = nullptr) {
+    return project(hidden_states(ids, cache, docs));
   }
   // The final hidden states [batch, seq, hidden] (after the last norm), and
   // the output projection of any [..., hidden] to logits [..., vocab]:
   // forward in two parts, so a loss can project only the positions it scores.
-  virtual torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache = nullptr) = 0;
+  // With docs (no cache), the rows hold packed documents that cannot see each
+  // other, each with positions from 0.
+  virtual torch::Tensor hidden_states(const torch::Tensor& ids, KVCache* cache = nullptr,
+                                      const Documents* docs = nullptr) = 0;
   virtual torch::Tensor project(const torch::Tensor& hidden) = 0;
   // The weight W [vocab, hidden] when project(h) is exactly h W^T, so a loss
   // may fuse the projection (loss.h); undefined when the projection is more
@@ -129,6 +146,7 @@ struct AttentionOptions {
   double scale = 0.0;   // scores times this; 0 = 1/sqrt(head_dim)
   double softcap = 0.0; // scores -> c tanh(scores / c) before the mask; 0 = none
   torch::Tensor pad;    // int64 [B]: keys before pad[b] are padding in row b (KVCache::pad)
+  torch::Tensor mask;   // bool [B, 1, T, T] in place of the causal mask (document_attention_mask)
 };
 
 // Attention of q [B, H, Tq, D] over k, v [B, Hkv, Tk, D], the queries being
