@@ -19,6 +19,7 @@ packages=(
   openmpi-bin libopenmpi-dev
   libyaml-cpp-dev libspdlog-dev libgtest-dev nlohmann-json3-dev
   libhdf5-dev libsentencepiece-dev libpcre2-dev libicu-dev
+  libprotobuf-dev protobuf-compiler
   base-files
   bsdgames fortunes-min debian-faq gnuplot-nox
 )

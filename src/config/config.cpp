@@ -82,6 +82,7 @@ std::string expected(const NonNegative&, const std::string& kind) {
 std::string expected(const OneOf& rule, const std::string&) {
   return str_cat("one of ", join(rule.choices, ", "));
 }
+std::string expected(const SwitchOrPath&, const std::string&) { return "true, false or a folder"; }
 std::string expected(const InRange& rule, const std::string& kind) {
   return str_cat(with_article(kind), " from ", rule.lo, " to ", rule.hi);
 }
@@ -101,6 +102,15 @@ bool satisfies(const NonNegative&, const T& v) {
 template <class T>
 bool satisfies(const InRange& rule, const T& v) {
   return static_cast<double>(v) >= rule.lo && static_cast<double>(v) <= rule.hi;
+}
+bool satisfies(const SwitchOrPath&, const std::string& v) {
+  if (v == "true" || v == "false") return true;
+  std::string lower = v;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (const char* b : {"true", "false", "yes", "no", "on", "off", "y", "n"}) {
+    if (lower == b) return false;  // a boolean spelled otherwise: not taken for a folder's name
+  }
+  return !v.empty();
 }
 bool satisfies(const OneOf& rule, const std::string& v) {
   return std::find(rule.choices.begin(), rule.choices.end(), v) != rule.choices.end();

@@ -17,6 +17,11 @@ std::string metrics_path(const Config& c) {
   return c.log.metrics_file.empty() ? c.train.output_dir + "/metrics.jsonl" : c.log.metrics_file;
 }
 
+std::string tensorboard_dir(const Config& c) {
+  if (c.log.tensorboard == "false") return "";
+  return c.log.tensorboard == "true" ? c.train.output_dir + "/tensorboard" : c.log.tensorboard;
+}
+
 DatasetOptions dataset_options(const DataSection& d) {
   DatasetOptions o;
   o.seq_len = d.seq_len;

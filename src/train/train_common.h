@@ -21,6 +21,8 @@ namespace shardtune {
 std::string checkpoint_dir(const Config& c);
 // log.metrics_file, or <train.output_dir>/metrics.jsonl.
 std::string metrics_path(const Config& c);
+// log.tensorboard's folder; empty when it is false.
+std::string tensorboard_dir(const Config& c);
 DatasetOptions dataset_options(const DataSection& d);
 
 // The sum of the token losses of a batch (targets -100 ignored), in float32.

@@ -22,6 +22,7 @@
 #include "shardtune/data/torch_batch.h"
 #include "shardtune/metrics/log.h"
 #include "shardtune/metrics/metrics.h"
+#include "shardtune/metrics/tensorboard.h"
 #include "shardtune/model/gguf_model.h"
 #include "shardtune/model/hf_checkpoint.h"
 #include "shardtune/optim/schedule.h"
@@ -205,6 +206,8 @@ class Trainer {
   void train_step();
   void log_step(double step_seconds);
   void start_interval();
+  // One metrics record: to metrics.jsonl and, when on, TensorBoard (rank 0).
+  void write_record(const nlohmann::json& record);
   void maybe_evaluate(bool force);
   void save_checkpoint();
 
@@ -220,6 +223,7 @@ class Trainer {
   std::string layout_;  // layout_signature of the trainable parameters
   std::unique_ptr<DataLoader> loader_;
   std::unique_ptr<MetricsFile> metrics_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // rank 0, unless log.tensorboard is false
   std::unique_ptr<ProgressBar> progress_;
   LrSchedule schedule_;
   int64_t accumulation_ = 1;
@@ -385,6 +389,15 @@ void Trainer::setup() {
   }
   if (rank_ == 0) {
     metrics_ = std::make_unique<MetricsFile>(metrics_path(config_), /*append=*/!resume_from.empty());
+    const std::string tb = tensorboard_dir(config_);
+    if (!tb.empty()) {
+      // A resumed run writes its steps after the checkpoint's again: the
+      // earlier attempt's points from there on are dropped by readers.
+      tensorboard_ = std::make_unique<TensorBoardWriter>(tb, resume_from.empty() ? 0 : step_ + 1);
+      std::string yaml;
+      for (const std::string& line : split(to_yaml(config_), '\n')) yaml += "    " + line + "\n";  // a code block
+      tensorboard_->text("config", step_, yaml);
+    }
     const bool tty = isatty(fileno(stderr)) != 0;
     const bool show = config_.log.progress == "on" || (config_.log.progress == "auto" && tty);
     progress_ = std::make_unique<ProgressBar>(config_.train.steps, show);
@@ -556,7 +569,7 @@ void Trainer::log_step(double step_seconds) {
       {"memory", {{"params", mem.params}, {"grads", mem.grads}, {"optimizer", mem.optimizer},
                   {"peak_host", peak_host_memory_bytes()}, {"peak_device", peak_device_memory_bytes(device_)}}},
   };
-  metrics_->write(j.dump());
+  write_record(j);
   if (!progress_->enabled()) {
     char line[256];
     std::snprintf(line, sizeof(line), "step %lld/%lld loss %.4f lr %.3g grad_norm %.3f %.0f tok/s%s elapsed %s eta %s",
@@ -566,6 +579,11 @@ void Trainer::log_step(double step_seconds) {
     log::info(line);
   }
   start_interval();
+}
+
+void Trainer::write_record(const nlohmann::json& record) {
+  metrics_->write(record.dump());
+  if (tensorboard_) tensorboard_->record(record);
 }
 
 void Trainer::start_interval() {
@@ -582,7 +600,7 @@ void Trainer::maybe_evaluate(bool force) {
   const int64_t mb = config_.eval.micro_batch > 0 ? config_.eval.micro_batch : config_.data.micro_batch;
   const EvalResult r = evaluate(*model_, dp_.get(), *val_data_, *comm_, mb, config_.eval.max_samples, device_);
   if (rank_ == 0) {
-    metrics_->write(eval_record(step_, r));
+    write_record(nlohmann::json::parse(eval_record(step_, r)));
     progress_->finish();
     char line[160];
     std::snprintf(line, sizeof(line), "eval at step %lld: val_loss %.4f val_ppl %.3f (%lld tokens)",

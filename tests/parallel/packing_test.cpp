@@ -55,7 +55,7 @@ std::vector<std::string> write_shard(const std::vector<Example>& examples) {
   const std::string dir = (fs::temp_directory_path() / ("shardtune-packing-" + std::to_string(::getpid()))).string();
   fs::remove_all(dir);
   fs::create_directories(dir);
-  TokenShardWriter w(dir + "/p-train-00000.h5", ShardAttrs{kVocab, -1, 1, 0, "test:v1"}, true);
+  TokenShardWriter w(dir + "/p-train-00000.h5", ShardAttrs{kVocab, -1, 1, 0, "test:v1", "", ""}, true);
   for (const Example& x : examples) w.add(x.ids.data(), x.mask.data(), x.ids.size());
   w.finish();
   return {dir + "/p-train-00000.h5"};

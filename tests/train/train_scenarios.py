@@ -9,7 +9,7 @@ resharded resume, kill -9 mid-checkpoint and mid-pruning, pruning that
 spares newer checkpoints, fresh starts refused beside old checkpoints,
 corrupted checkpoints (flipped bytes too) refused,
 SIGTERM saves and exits 0, a signal while the ranks start stops at step 1
-saved, a failing rank ends all ranks, export.
+saved, a failing rank ends all ranks, export, TensorBoard event files.
 """
 import argparse
 import json
@@ -477,6 +477,75 @@ def bad_steps(env, _):
         check(f"SHARDTUNE_FAULT: '{bad}' is not" in p.stderr, f"SHARDTUNE_FAULT={bad} refused (exit 2)")
 
 
+def tensorboard_points(folder):
+    """{tag: [(step, value)]} and the config text, as TensorBoard reads the
+    event files of folder (its EventAccumulator, purging what a restart
+    marker drops)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(folder, size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    points = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    texts = [t.tensor_proto.string_val[0].decode() for t in acc.Tensors("config")] if "config" in acc.Tags()["tensors"] else []
+    return points, texts
+
+
+def expected_points(out):
+    """metrics.jsonl as TensorBoard points: every number of each record (the
+    last record of a step: a resumed run wrote it again) under type/key."""
+    last = {}
+    for r in metrics(out):
+        last[(r["type"], r["step"])] = r
+    points = {}
+
+    def walk(prefix, step, obj):
+        for k, v in obj.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}/{k}", step, v)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                points.setdefault(f"{prefix}/{k}", []).append((step, float(np.float32(v))))
+
+    for (kind, step), r in sorted(last.items()):
+        walk(kind, step, {k: v for k, v in r.items() if k not in ("type", "step")})
+    return points
+
+
+def tensorboard(env, _):
+    """log.tensorboard: rank 0's event files hold every scalar of
+    metrics.jsonl and the config; after a kill and a resume from step 4, the
+    first attempt's points past step 4 do not show; false writes none, a
+    folder puts them there."""
+    over = ["checkpoint.every=4", "train.steps=8", "eval.every=2"]
+    p, out, cfg = env.train(2, "tb", over, env={"SHARDTUNE_FAULT": "kill@1:6"}, expect_rc=None)
+    check(p.returncode != 0 and os.path.basename(latest(out)) == "step_00000004", "the killed run saved step 4 only")
+    first = {r["step"] for r in metrics(out) if r["type"] == "train"}
+    check(max(first) >= 5, f"the first attempt logged steps past the checkpoint ({sorted(first)})")
+    env.run(2, "train", cfg, f"train.output_dir={out}", *over)
+    folder = os.path.join(out, "tensorboard")
+    check(len([f for f in os.listdir(folder) if f.startswith("events.out.tfevents.")]) == 2,
+          "one event file per attempt")
+    got, texts = tensorboard_points(folder)
+    want = expected_points(out)
+    check(sorted(got) == sorted(want), f"the same tags as metrics.jsonl's numbers ({sorted(set(got) ^ set(want))})")
+    for tag in want:
+        check(got[tag] == want[tag], f"{tag}: TensorBoard {got[tag]} == metrics.jsonl {want[tag]}")
+    check([s for s, _ in got["train/loss"]] == list(range(1, 9)), "train/loss: steps 1-8, each once")
+    check([s for s, _ in got["eval/val_loss"]] == [2, 4, 6, 8], "eval/val_loss at steps 2, 4, 6, 8")
+    for tag in ("train/lr", "train/grad_norm", "train/tokens_per_s", "train/time/fwd_bwd", "train/memory/params"):
+        check(tag in got, f"{tag} is written")
+    check(len(texts) == 2 and all("seq_len: 32" in t for t in texts), "the config as text, once per attempt")
+
+    _, off, _ = env.train(1, "tb_off", ["train.steps=2", "log.tensorboard=false"])
+    check(not os.path.exists(os.path.join(off, "tensorboard")), "log.tensorboard=false writes no event file")
+    there = os.path.join(env.work, "tb_elsewhere")
+    shutil.rmtree(there, ignore_errors=True)
+    _, out, _ = env.train(1, "tb_dir", ["train.steps=2", f"log.tensorboard={there}"])
+    got, _ = tensorboard_points(there)
+    check(got == expected_points(out), "log.tensorboard=DIR writes there, the same points")
+    for bad in ("yes", "False", "''"):
+        p, _, _ = env.train(1, "tb_bad", ["train.steps=1", f"log.tensorboard={bad}"], expect_rc=2)
+        check("log.tensorboard" in p.stderr and "true, false or a folder" in p.stderr, f"log.tensorboard={bad} refused")
+
+
 def failing_rank(env, _):
     """A rank that throws mid-step ends every rank, non-zero, promptly."""
     start = time.time()
@@ -532,7 +601,7 @@ def export_roundtrip(env, _):
 
 SCENARIOS = {f.__name__: f for f in (golden, checkpointing, resume_kill, reshard, kill_mid_checkpoint, prune_kill,
                                       prune_newer_and_fresh_start, corrupt, sigterm, signal_at_start, failing_rank, bad_steps,
-                                      export_roundtrip)}
+                                      export_roundtrip, tensorboard)}
 
 
 def main():

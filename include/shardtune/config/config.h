@@ -29,6 +29,7 @@ struct OneOf {          // a string from a fixed set
 struct InRange {        // lo <= value <= hi
   double lo, hi;
 };
+struct SwitchOrPath {};  // true, false or a path (not another YAML boolean spelling, not empty)
 
 // dist: how ranks map onto the node.
 struct DistConfig {
@@ -69,6 +70,7 @@ struct LogConfig {
   int64_t every = 10;
   std::string metrics_file;
   std::string progress = "auto";
+  std::string tensorboard = "true";
   double peak_tflops = 0.0;
 
   template <class V>
@@ -81,6 +83,9 @@ struct LogConfig {
             "JSONL file rank 0 appends metrics to; empty = <train.output_dir>/metrics.jsonl");
     v.field("progress", progress, OneOf{{"auto", "on", "off"}},
             "progress bar on stderr: auto = only when stderr is a terminal");
+    v.field("tensorboard", tensorboard, SwitchOrPath{},
+            "TensorBoard event files of rank 0's metrics and the config: true = in <train.output_dir>/tensorboard, "
+            "false = none, or a folder");
     v.field("peak_tflops", peak_tflops, NonNegative{},
             "peak dense TFLOP/s of one device for MFU; 0 = from the table of known GPUs (none on CPUs)");
   }
@@ -123,8 +128,8 @@ struct ModelSection {
   template <class V>
   void visit(V& v) {
     v.field("init", init, AnyValue{},
-            "Hugging Face model folder (config.json + safetensors) or GGUF file (.gguf: llama, mistral, "
-            "qwen2) to start from; empty = random init from the fields below");
+            "Hugging Face model folder (config.json + safetensors) or GGUF file (.gguf) of a family shardtune "
+            "reads (README, Models) to start from; empty = random init from the fields below");
     v.field("config", config, AnyValue{},
             "random init with the architecture of this HF config.json (or a folder holding one); empty = the "
             "fields below");
