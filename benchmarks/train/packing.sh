@@ -6,7 +6,8 @@
 # length in SEQS ["256 1024"] (MICRO_BATCH [4]), on licence texts split into
 # their paragraphs (documents of a few hundred bytes, so every window holds
 # several), data.mode pack with data.document_mask false and true, and prints
-# the median tokens/s of each (the first step left out) and their ratio.
+# the median tokens/s of each (the first step left out), the peak host
+# memory of each (metrics' memory.peak_host) and their ratios.
 # Masked, attention takes a boolean mask (scaled_dot_product_attention with
 # attn_mask) instead of the causal flag, and the rotary tables come per row.
 set -euo pipefail
@@ -45,9 +46,10 @@ rows = {}
 for arg in sys.argv[1:]:
     seq, mask, path = arg.split(" ", 2)
     recs = [json.loads(l) for l in open(path) if '"train"' in l]
-    rows[(int(seq), mask)] = statistics.median(r["tokens_per_s"] for r in recs[1:] or recs)
-print(f"{'seq':>5} {'unmasked tok/s':>15} {'masked tok/s':>13} {'masked / unmasked':>18}")
+    rows[(int(seq), mask)] = (statistics.median(r["tokens_per_s"] for r in recs[1:] or recs),
+                              max(r["memory"]["peak_device"] or r["memory"]["peak_host"] for r in recs) / 2**20)
+print(f"{'seq':>5} {'tok/s unmasked':>15} {'masked':>8} {'ratio':>6} {'peak MiB unmasked':>18} {'masked':>8} {'ratio':>6}")
 for seq in sorted({s for s, _ in rows}):
-    a, b = rows[(seq, "false")], rows[(seq, "true")]
-    print(f"{seq:>5} {a:>15.0f} {b:>13.0f} {b / a:>18.2f}")
+    (a, ma), (b, mb) = rows[(seq, "false")], rows[(seq, "true")]
+    print(f"{seq:>5} {a:>15.0f} {b:>8.0f} {b / a:>6.2f} {ma:>18.0f} {mb:>8.0f} {mb / ma:>6.2f}")
 PY

@@ -116,7 +116,7 @@ struct DecoderAttentionImpl : torch::nn::Module {
     }
   }
   torch::Tensor forward(const torch::Tensor& x, const Rope& rope, KVCache* cache, size_t layer, AttentionImpl impl,
-                        const torch::Tensor& mask) {
+                        const torch::Tensor& bias) {
     const int64_t b = x.size(0), t = x.size(1);
     const int64_t qw = heads * head_dim, kvw = kv_heads * head_dim;
     torch::Tensor q, k, v;
@@ -150,7 +150,7 @@ struct DecoderAttentionImpl : torch::nn::Module {
     auto [kk, vv] = extend_cache(cache, layer, k, v);
     AttentionOptions o = options;
     if (cache != nullptr) o.pad = cache->pad;
-    o.mask = mask;
+    o.bias = bias;
     torch::Tensor y = causal_attention(q, kk, vv, impl, o);
     return o_proj(y.transpose(1, 2).reshape({b, t, qw}));
   }
@@ -206,16 +206,16 @@ struct DecoderBlockImpl : torch::nn::Module {
     }
   }
   torch::Tensor forward(torch::Tensor x, const Rope& rope, KVCache* cache, size_t layer, AttentionImpl impl,
-                        const torch::Tensor& mask) {
+                        const torch::Tensor& bias) {
     switch (placement) {
       case NormPlacement::kPre:
-        x = x + self_attn(input_layernorm(x), rope, cache, layer, impl, mask);
+        x = x + self_attn(input_layernorm(x), rope, cache, layer, impl, bias);
         return x + mlp(post_attention_layernorm(x));
       case NormPlacement::kSandwich:
-        x = x + post_attention_layernorm(self_attn(input_layernorm(x), rope, cache, layer, impl, mask));
+        x = x + post_attention_layernorm(self_attn(input_layernorm(x), rope, cache, layer, impl, bias));
         return x + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x)));
       case NormPlacement::kPost:
-        x = x + post_attention_layernorm(self_attn(x, rope, cache, layer, impl, mask));
+        x = x + post_attention_layernorm(self_attn(x, rope, cache, layer, impl, bias));
         return x + post_feedforward_layernorm(mlp(x));
     }
     return x;
@@ -267,7 +267,15 @@ class DecoderLM final : public CausalLM {
     }
     if (docs != nullptr) positions = docs->positions;  // [B, T]: from 0 in each document
     const bool per_row = padded || docs != nullptr;
-    const torch::Tensor mask = docs != nullptr ? document_attention_mask(*docs) : torch::Tensor();
+    // With documents, one attention bias for the global layers and one for
+    // the windowed ones, shared by the layers of each kind.
+    torch::Tensor bias_global, bias_local;
+    if (docs != nullptr) {
+      bias_global = document_attention_bias(*docs, 0, x.scalar_type());
+      for (int64_t li = 0; li < c.num_layers && !bias_local.defined(); ++li) {
+        if (layer_windowed(c, li)) bias_local = document_attention_bias(*docs, c.sliding_window, x.scalar_type());
+      }
+    }
     auto tables = [&](const RopeSpec& r) {
       auto [cos, sin] = rope_tables(r, rotary_dim(c), positions.reshape({-1}), past + t);
       if (per_row) {  // [B, 1, T, dims], against q and k [B, heads, T, head_dim]
@@ -286,8 +294,9 @@ class DecoderLM final : public CausalLM {
       const Rope rope = !layer_has_rope(c, li) ? Rope{} : layer_windowed(c, li) ? local : global;
       const AttentionImpl impl = attention_;
       // The tables by value: a runner may call this again during backward.
-      x = run_block(l, x, [block, rope, cache, l, impl, mask](const torch::Tensor& h) {
-        return block->forward(h, rope, cache, l, impl, mask);
+      const torch::Tensor bias = layer_windowed(c, li) ? bias_local : bias_global;
+      x = run_block(l, x, [block, rope, cache, l, impl, bias](const torch::Tensor& h) {
+        return block->forward(h, rope, cache, l, impl, bias);
       });
     }
     return model->norm(x);

@@ -67,14 +67,13 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
   // with a window, j > it - window).
   // With padding ([B, 1, Tq, Tk]), a row's queries see none of its padded
   // keys, and a padded query sees itself only (no row without a key).
-  // With documents (o.mask), that mask replaces the causal one.
+  // With documents (o.bias), their bias replaces the causal mask and window.
   const bool padded = o.pad.defined();
-  const bool documents = o.mask.defined();
+  const bool documents = o.bias.defined();
   auto mask = [&] {
     auto opts = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
     torch::Tensor qpos = torch::arange(tk - tq, tk, opts).unsqueeze(1);
     torch::Tensor kpos = torch::arange(0, tk, opts).unsqueeze(0);
-    if (documents) return windowed ? o.mask & (kpos > qpos - window) : o.mask;
     torch::Tensor m = kpos <= qpos;
     if (windowed) m = m & (kpos > qpos - window);
     if (padded) {
@@ -88,7 +87,7 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
   if (impl == AttentionImpl::kReference) {
     torch::Tensor s = torch::matmul(q.to(torch::kFloat32), kk.to(torch::kFloat32).transpose(-2, -1)) * scale;
     if (o.softcap > 0) s = torch::tanh(s / o.softcap) * o.softcap;
-    s = s.masked_fill(mask().logical_not(), neg_inf);
+    s = documents ? s + o.bias.to(torch::kFloat32) : s.masked_fill(mask().logical_not(), neg_inf);
     return torch::matmul(torch::softmax(s, -1), vv.to(torch::kFloat32)).to(q.scalar_type());
   }
   if (o.softcap > 0) {
@@ -100,24 +99,32 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
     torch::Tensor s = torch::matmul(q, kk.transpose(-2, -1));
     s.mul_(scale / o.softcap).tanh_();
     torch::Tensor capped = s * o.softcap;
-    capped.masked_fill_(mask().logical_not(), neg_inf);
+    if (documents) {
+      capped.add_(o.bias);
+    } else {
+      capped.masked_fill_(mask().logical_not(), neg_inf);
+    }
     return torch::matmul(torch::softmax(capped, -1, torch::kFloat32).to(q.scalar_type()), vv);
   }
   const std::optional<double> sdpa_scale = o.scale > 0 ? std::optional<double>(o.scale) : std::nullopt;
   const bool plain = !windowed && !padded && !documents;
   if (plain && tq == tk) return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, /*is_causal=*/true, sdpa_scale);
   if (plain && tq == 1) return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, false, sdpa_scale);
-  return at::scaled_dot_product_attention(q, kk, vv, mask(), 0.0, false, sdpa_scale);
+  return at::scaled_dot_product_attention(q, kk, vv, documents ? o.bias : mask(), 0.0, false, sdpa_scale);
 }
 
-torch::Tensor document_attention_mask(const Documents& docs) {
+torch::Tensor document_attention_bias(const Documents& docs, int64_t window, torch::ScalarType dtype) {
   const torch::Tensor& d = docs.ids;
   const int64_t t = d.size(1);
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(d.device());
   torch::Tensor qpos = torch::arange(t, opts).unsqueeze(1);
   torch::Tensor kpos = torch::arange(t, opts).unsqueeze(0);
+  torch::Tensor seen = kpos <= qpos;
+  if (window > 0) seen = seen & (kpos > qpos - window);
   torch::Tensor same = (d.unsqueeze(2) == d.unsqueeze(1)) & (d >= 0).unsqueeze(1);  // [B, Tq, Tk]
-  return ((same & (kpos <= qpos)) | (kpos == qpos)).unsqueeze(1);
+  torch::Tensor visible = ((same & seen) | (kpos == qpos)).unsqueeze(1);
+  return torch::zeros(visible.sizes(), torch::TensorOptions().dtype(dtype).device(d.device()))
+      .masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity());
 }
 
 // Appends k, v to layer's cache entry and returns the full keys and values.
@@ -228,7 +235,7 @@ class Gpt2LM final : public CausalLM {
                                         : torch::arange(past, past + t, ids.options().dtype(torch::kInt64));
     torch::Tensor x = transformer->wte(ids) + transformer->wpe(pos);
     AttentionOptions options;
-    if (docs != nullptr) options.mask = document_attention_mask(*docs);
+    if (docs != nullptr) options.bias = document_attention_bias(*docs, 0, x.scalar_type());
     size_t layer = 0;
     for (auto& m : *transformer->h) {
       auto* block = m->as<Gpt2BlockImpl>();

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -21,6 +22,7 @@
 #include "shardtune/optim/adamw.h"
 
 #include "model_setup.h"
+#include "train_common.h"
 
 namespace shardtune {
 namespace {
@@ -227,7 +229,16 @@ Plan::Memory plan_memory(const PlanInput& in) {
   // (plus a float32 copy of bfloat16 logits).
   const bool fused_loss = in.device.kind == "cpu" && e == 4;
   const double head = t * (3 * h * e + v * (fused_loss ? 4 : e + 8 + (e < 4 ? 4 : 0)));
-  m.activations = blocks + head;
+  // Document masking: an attention bias [micro-batch, seq, seq] per
+  // forward, shared by the layers (a second one for windowed layers).
+  double bias = 0;
+  if (dataset_options(cfg.data).document_mask) {
+    bool windowed = false;
+    for (int64_t l = 0; l < c.num_layers; ++l) windowed = windowed || layer_windowed(c, l);
+    const double seq = static_cast<double>(cfg.data.seq_len);
+    bias = static_cast<double>(cfg.data.micro_batch) * seq * seq * e * (windowed ? 2 : 1);
+  }
+  m.activations = blocks + head + bias;
   const double on_device_optimizer = m.optimizer - m.optimizer_on_host;
   m.total = m.params + m.grads + on_device_optimizer + m.activations + m.buffers;
   return m;
@@ -434,12 +445,18 @@ CpuCalibration calibrate_cpu(const PlanInput& in, int threads) {
     model->train();
     torch::Tensor ids = torch::randint(0, c.vocab_size, {mb, pseq + 1}, torch::kInt64);
     torch::Tensor input = ids.slice(1, 0, pseq), labels = ids.slice(1, 1).reshape({-1});
+    // With document masking, attention runs masked (a slower kernel than the
+    // causal one): time it so, with one document per row.
+    std::optional<Documents> docs;
+    if (dataset_options(in.config.data).document_mask) {
+      docs = Documents{torch::zeros({mb, pseq}, torch::kInt64), torch::arange(pseq).expand({mb, pseq}).contiguous()};
+    }
     std::vector<double> fwds, bwds;
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < 5; ++i) {  // the first one warms up; the median of up to 4 more (3 s)
       const auto t0 = std::chrono::steady_clock::now();
       if (i > 2 && std::chrono::duration<double>(t0 - start).count() > 3.0) break;
-      torch::Tensor hidden = model->hidden_states(input);
+      torch::Tensor hidden = model->hidden_states(input, nullptr, docs ? &*docs : nullptr);
       torch::Tensor loss = cross_entropy_sum(*model, hidden.reshape({-1, hidden.size(-1)}), labels, kIgnoreIndex);
       const auto t1 = std::chrono::steady_clock::now();
       loss.backward();

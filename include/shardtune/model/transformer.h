@@ -65,9 +65,11 @@ struct Documents {
   torch::Tensor positions;
 };
 
-// The attention mask of `docs`: bool [batch, 1, seq, seq], true where query
-// i may see key j.
-torch::Tensor document_attention_mask(const Documents& docs);
+// The attention bias of `docs`: [batch, 1, seq, seq] of dtype, 0 where query
+// i may see key j, -inf elsewhere; with window > 0, a query also sees only
+// the last `window` positions. Made once per forward and shared by the
+// layers, so attention saves no copy of its own.
+torch::Tensor document_attention_bias(const Documents& docs, int64_t window, torch::ScalarType dtype);
 
 class CausalLM : public torch::nn::Module {
  public:
@@ -146,7 +148,7 @@ struct AttentionOptions {
   double scale = 0.0;   // scores times this; 0 = 1/sqrt(head_dim)
   double softcap = 0.0; // scores -> c tanh(scores / c) before the mask; 0 = none
   torch::Tensor pad;    // int64 [B]: keys before pad[b] are padding in row b (KVCache::pad)
-  torch::Tensor mask;   // bool [B, 1, T, T] in place of the causal mask (document_attention_mask)
+  torch::Tensor bias;   // [B, 1, T, T] in place of the causal mask and window (document_attention_bias)
 };
 
 // Attention of q [B, H, Tq, D] over k, v [B, Hkv, Tk, D], the queries being
