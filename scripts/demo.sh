@@ -82,6 +82,7 @@ cat <<EOF
   held-out validation loss: $before before fine-tuning -> $after after
   data:              $out/data/{train,heldout}.jsonl, token shards $out/data/*.h5
   training:          $out/run/ (metrics.jsonl, checkpoints/), loss curve $out/loss.png
+  TensorBoard:       tensorboard --logdir $out/run/tensorboard   (installed in $venv/bin)
   merged HF folder:  $out/model/ (loads in transformers)
   PEFT adapter:      $out/adapter/ (loads in peft on the base model)
   GGUF (q8_0):       $out/model-q8_0.gguf (llama.cpp, ollama, LM Studio)
