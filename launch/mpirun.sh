@@ -43,6 +43,12 @@ args=(-np $((nodes * gpus)) --map-by "ppr:${gpus}:node" --bind-to none)
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 exports=()
 if [ -n "$net_if" ]; then
+  # A wrong name is caught here, before any rank starts (on other hosts
+  # Open MPI refuses it: "None of the TCP networks specified ... could be found").
+  if [ ! -e "/sys/class/net/$net_if" ]; then
+    echo "launch/mpirun.sh: --net-if $net_if: no such network interface on $(hostname) (it has: $(ls /sys/class/net | paste -sd ' '))" >&2
+    exit 2
+  fi
   export NCCL_SOCKET_IFNAME=$net_if
   exports+=(--mca btl_tcp_if_include "$net_if" --mca oob_tcp_if_include "$net_if")
 fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: sets up, builds, starts a local one-node Slurm
-# (scripts/slurm_local.sh) and runs every test (ctest, including the
-# multi-rank ones under mpirun -np 2 and -np 4 and the slurm_* ones under
-# sbatch and srun), then builds the torch-free
+# (scripts/slurm_local.sh) and two emulated hosts (scripts/cluster_local.sh)
+# and runs every test (ctest, including the multi-rank ones under mpirun -np
+# 2 and -np 4, the slurm_* ones under sbatch and srun and the multinode_*
+# ones across the hosts), then builds the torch-free
 # modules with AddressSanitizer + UndefinedBehaviorSanitizer and runs their
 # tests, then runs the libFuzzer harnesses for 10 s each (scripts/fuzz.sh).
 set -euo pipefail
@@ -13,7 +14,12 @@ bash scripts/build.sh
 bash scripts/slurm_local.sh start
 # llama.cpp's own HF -> GGUF converter, for gguf_llamacpp_converter.
 bash scripts/fetch_llamacpp_converter.sh
+# Two emulated hosts for the multinode_* tests, taken down however ctest ends.
+bash scripts/cluster_local.sh up 2
+trap 'bash scripts/cluster_local.sh down' EXIT
 (cd build && ctest --output-on-failure --timeout 600)
+bash scripts/cluster_local.sh down
+trap - EXIT
 
 echo "== torch-free modules under ASan + UBSan"
 SHARDTUNE_BUILD_DIR=build-asan bash scripts/build.sh \

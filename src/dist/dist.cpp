@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <thread>
 #include <cstdlib>
 
 #include "shardtune/core/error.h"
@@ -76,6 +78,15 @@ DistContext::~DistContext() {
 void DistContext::barrier() const { check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
 
 void DistContext::abort_all(int code) noexcept {
+  // MPI_Abort asks the launcher to end every rank; when the launcher cannot
+  // be reached (its host lost), it may wait. This process ends regardless.
+  try {
+    std::thread([code] {
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      _exit(code);
+    }).detach();
+  } catch (...) {
+  }
   int initialized = 0;
   MPI_Initialized(&initialized);
   int finalized = 0;

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -17,6 +18,7 @@
 #include "shardtune/ckpt/checkpoint.h"
 #include "shardtune/comm/communicator.h"
 #include "shardtune/core/error.h"
+#include "shardtune/core/files.h"
 #include "shardtune/core/strings.h"
 #include "shardtune/data/loader.h"
 #include "shardtune/data/torch_batch.h"
@@ -206,6 +208,8 @@ class Trainer {
   void train_step();
   void log_step(double step_seconds);
   void start_interval();
+  // Every rank sees the checkpoint folder rank 0 writes to, or InputError.
+  void check_shared_checkpoint_dir();
   // One metrics record: to metrics.jsonl and, when on, TensorBoard (rank 0).
   void write_record(const nlohmann::json& record);
   void maybe_evaluate(bool force);
@@ -297,6 +301,7 @@ void Trainer::setup() {
     }
   }
   accumulation_ = accumulation_steps(d, world_);
+  check_shared_checkpoint_dir();
 
   // Resume?
   std::string resume_from;
@@ -579,6 +584,50 @@ void Trainer::log_step(double step_seconds) {
     log::info(line);
   }
   start_interval();
+}
+
+void Trainer::check_shared_checkpoint_dir() {
+  if (world_ == 1) return;
+  // Rank 0 writes a token into the checkpoint folder; every rank must read
+  // it back there. On node-local storage the ranks of other hosts see a
+  // folder of their own, and a checkpoint would come out half-written.
+  const std::string dir = checkpoint_dir(config_);
+  const std::string marker = dir + "/.shared-check";
+  std::string token;
+  if (rank_ == 0) {
+    token = str_cat(dist_.info().hostname, ":", ::getpid(), ":", std::chrono::steady_clock::now().time_since_epoch().count());
+    fs::create_directories(dir);
+    write_file_atomically(marker, token);
+  }
+  torch::Tensor t = torch::zeros({64}, torch::kInt64);
+  for (size_t i = 0; i < token.size() && i < 64; ++i) t[static_cast<int64_t>(i)] = static_cast<unsigned char>(token[i]);
+  if (device_.is_cuda()) t = t.to(device_);
+  comm_->broadcast(t, 0)->wait();
+  t = t.cpu();
+  std::string expected;
+  for (int64_t i = 0; i < 64 && t[i].item<int64_t>() != 0; ++i) expected += static_cast<char>(t[i].item<int64_t>());
+  std::string seen;
+  {
+    std::ifstream in(marker, std::ios::binary);
+    seen.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  torch::Tensor blind = torch::zeros({world_}, torch::kInt64);
+  if (seen != expected) blind[rank_] = 1;
+  if (device_.is_cuda()) blind = blind.to(device_);
+  comm_->all_reduce(blind, ReduceOp::kSum)->wait();
+  blind = blind.cpu();
+  comm_->barrier()->wait();
+  if (rank_ == 0) fs::remove(marker);
+  std::vector<std::string> ranks;
+  for (int r = 0; r < world_; ++r) {
+    if (blind[r].item<int64_t>() != 0) ranks.push_back(std::to_string(r));
+  }
+  if (!ranks.empty()) {
+    throw InputError(str_cat("checkpoint.dir ", dir, " is not one folder for every rank: rank(s) ", join(ranks, ", "),
+                             " do not see what rank 0 (host ", expected.substr(0, expected.find(':')),
+                             ") wrote there (node-local storage?). Give a checkpoint.dir (or train.output_dir) on "
+                             "storage every node mounts"));
+  }
 }
 
 void Trainer::write_record(const nlohmann::json& record) {
