@@ -3,9 +3,10 @@
 # network + UTS + mount namespace with its own hostname (node1..nodeN), its
 # own address on a bridge that exists only inside this machine, an sshd
 # (Open MPI's launcher reaches the other hosts over ssh), a node-local
-# /scratch of its own and the shared folders every host sees (this
+# /scratch and /tmp of its own and the shared folders every host sees (this
 # machine's file system: the build tree, and $CLUSTER_DIR/shared for
-# checkpoints).
+# checkpoints), and Slurm across them (slurmctld on node1, a slurmd on
+# each: `srun -N 2` and `sbatch --nodes=2` from any host).
 #
 #   bash scripts/cluster_local.sh up N      # N hosts (idempotent: on an up cluster of N it only brings
 #                                           # back links and sshds a test took down)
@@ -33,6 +34,14 @@ die() { echo "cluster_local: $*" >&2; exit 2; }
 
 install() {
   command -v ip >/dev/null || die "iproute2 is missing"
+  local missing=()
+  for p in slurm-wlm munge; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
   if [ ! -x /usr/sbin/sshd ]; then
     echo "cluster_local: installing openssh-server"
     # Installing must not start an sshd on this machine's own network.
@@ -99,10 +108,15 @@ EOF
   ip link add "$bridge1" type bridge 2>/dev/null || true
   ip addr replace "$net1.254/24" dev "$bridge1"
   ip link set "$bridge1" up
+  write_slurm_config "$n"
   echo "$n" >"$dir/nodes"
+  # This machine's cgroup tree, where each host's namespaces can bind it.
+  mkdir -p "$dir/cgroup"
+  mountpoint -q "$dir/cgroup" || mount --rbind /sys/fs/cgroup "$dir/cgroup"
   for i in $(seq "$n"); do
     local d="$dir/node$i"
-    mkdir -p "$d/scratch" "$d/run"
+    mkdir -p "$d/scratch" "$d/run" "$d/tmp"
+    chmod 1777 "$d/tmp"
     ip netns add "st-node$i"
     ip link add "st-n$i" type veth peer name eth0 netns "st-node$i"
     ip link set "st-n$i" master "$bridge" up
@@ -119,6 +133,10 @@ EOF
       hostname node$i
       mount --bind '$dir/hosts' /etc/hosts
       mkdir -p /scratch && mount --bind '$d/scratch' /scratch
+      mount --bind '$d/tmp' /tmp  # node-local, as on a cluster (MPI and Slurm keep per-node files there)
+      mount --bind '$dir/etc-slurm' /etc/slurm  # the emulated cluster's Slurm, not this machine's
+      # The host's own /sys shows its interfaces but no cgroups (slurmd needs them): this machine's.
+      mount --rbind '$dir/cgroup' /sys/fs/cgroup
       echo \$\$ >'$d/holder.pid'
       exec sleep infinity" </dev/null >/dev/null 2>&1 &
     for _ in $(seq 50); do alive "$i" && [ "$(enter "$i" hostname 2>/dev/null)" = "node$i" ] && break; sleep 0.1; done
@@ -138,6 +156,7 @@ EOF
     mkdir -p /run/sshd
     enter "$i" /usr/sbin/sshd -f "$d/sshd_config"
   done
+  start_slurm "$n"
   # Every host reaches every other over ssh before anything relies on it.
   for i in $(seq "$n"); do
     for j in $(seq "$n"); do
@@ -151,6 +170,69 @@ EOF
     done
   done
   echo "cluster_local: $n hosts up (node1..node$n on $net.0/24, shared folder $dir/shared)"
+}
+
+# Slurm across the hosts: slurmctld on node1, a slurmd on every host, the
+# config in $dir/etc-slurm (each host sees it as /etc/slurm), state and logs
+# under $dir/slurm.
+write_slurm_config() {
+  local n=$1 mem
+  rm -rf "$dir/slurm" "$dir/etc-slurm"
+  mkdir -p "$dir/slurm/ctld" "$dir/etc-slurm"
+  cp -r /etc/slurm/plugstack.conf* "$dir/etc-slurm/" 2>/dev/null || true
+  mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
+  {
+    echo "ClusterName=emulated"
+    echo "SlurmctldHost=node1($net.1)"
+    echo "SlurmUser=root"
+    echo "SlurmdUser=root"
+    echo "AuthType=auth/munge"
+    echo "MpiDefault=pmix"
+    echo "ProctrackType=proctrack/linuxproc"
+    echo "TaskPlugin=task/none"
+    echo "SelectType=select/cons_tres"
+    echo "SelectTypeParameters=CR_Core"
+    echo "ReturnToService=2"
+    echo "StateSaveLocation=$dir/slurm/ctld"
+    echo "SlurmdSpoolDir=$dir/slurm/d-%n"
+    echo "SlurmctldPidFile=$dir/slurm/slurmctld.pid"
+    echo "SlurmdPidFile=$dir/slurm/slurmd-%n.pid"
+    echo "SlurmctldLogFile=$dir/slurm/slurmctld.log"
+    echo "SlurmdLogFile=$dir/slurm/slurmd-%n.log"
+    echo "JobCompType=jobcomp/none"
+    echo "JobAcctGatherType=jobacct_gather/none"
+    echo "AccountingStorageType=accounting_storage/none"
+    echo "SchedulerType=sched/backfill"
+    echo "KillWait=5"
+    echo "MinJobAge=300"
+    echo "InactiveLimit=0"
+    echo "SlurmctldTimeout=30"
+    echo "SlurmdTimeout=30"
+    echo "MessageTimeout=10"
+    for i in $(seq "$n"); do
+      echo "NodeName=node$i NodeAddr=$net.$i CPUs=$(nproc) RealMemory=$mem State=UNKNOWN"
+    done
+    echo "PartitionName=debug Nodes=node[1-$n] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO"
+  } >"$dir/etc-slurm/slurm.conf"
+}
+
+start_slurm() {
+  local n=$1
+  if [ ! -s /etc/munge/munge.key ]; then
+    mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null ||
+      dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null
+    chown munge:munge /etc/munge/munge.key 2>/dev/null || true
+    chmod 400 /etc/munge/munge.key
+  fi
+  mkdir -p /run/munge && chown munge:munge /run/munge 2>/dev/null || true
+  pgrep -x munged >/dev/null || runuser -u munge -- munged 2>/dev/null || munged --force
+  enter 1 slurmctld
+  for i in $(seq "$n"); do enter "$i" slurmd -N "node$i"; done
+  for _ in $(seq 120); do
+    [ "$(enter 1 sinfo -h -o %t 2>/dev/null | sort -u)" = "idle" ] && return 0
+    sleep 0.5
+  done
+  die "Slurm's nodes never came up ($dir/slurm/*.log say why)"
 }
 
 down() {
@@ -171,7 +253,8 @@ down() {
   done
   ip link del "$bridge" 2>/dev/null || true
   ip link del "$bridge1" 2>/dev/null || true
-  rm -f "$dir/nodes"
+  if mountpoint -q "$dir/cgroup"; then umount -R "$dir/cgroup"; fi
+  rm -rf "$dir/nodes" "$dir/slurm" "$dir/etc-slurm"
   echo "cluster_local: down (was $n hosts)"
 }
 

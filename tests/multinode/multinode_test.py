@@ -15,6 +15,9 @@ cluster.
   node_local  checkpoints in the shared folder are complete; a checkpoint.dir
               on each host's own /scratch is refused before training,
               naming the ranks that cannot see rank 0's folder
+  slurm       srun -N 2 --ntasks-per-node 2 from node2 places 2 ranks on each
+              host; sbatch --nodes=2 launch/slurm.sbatch trains bitwise as
+              1 host x 4 ranks under mpirun
   host_lost   node2's links cut mid-run: every rank on both hosts ends within
               comm.timeout_s + 5 s, rank 0's message naming node2's ranks
 
@@ -211,7 +214,39 @@ def host_lost(a):
                     stderr) is not None, "rank 0's message names host node2 and its ranks 2 and 3")
 
 
-SCENARIOS = {f.__name__: f for f in (rank_table, net_if, bitwise, node_local, host_lost)}
+def slurm(a):
+    """Slurm across the hosts (slurmctld on node1, a slurmd on each): srun
+    -N 2 --ntasks-per-node 2 --mpi=pmix places 2 ranks on each host, and
+    sbatch --nodes=2 launch/slurm.sbatch trains bitwise as 1 host x 4 ranks
+    under mpirun."""
+    net = ["OMPI_MCA_btl_tcp_if_include=eth1", "OMPI_MCA_oob_tcp_if_include=eth1"]
+    p = on_node(2, "srun", "-N", "2", "--ntasks-per-node", "2", "--mpi=pmix", "--chdir", ROOT, a.shardtune, "info",
+                env=net)
+    if p.returncode != 0:
+        print(p.stdout, p.stderr)
+    rows = [line.split() for line in p.stdout.splitlines() if line.strip()[:1].isdigit()]
+    got = [(int(r[0]), int(r[1]), r[4]) for r in rows]
+    check(got == [(0, 0, "node1"), (1, 1, "node1"), (2, 0, "node2"), (3, 1, "node2")],
+          f"srun from node2: 2 hosts x 2 local ranks ({got})")
+    ref = train(a, "slurm_ref", 0, False)
+    out = os.path.join(CLUSTER_DIR, "shared", "multinode", "slurm_job")
+    shutil.rmtree(out, ignore_errors=True)
+    log = os.path.join(CLUSTER_DIR, "shared", "multinode", "slurm_job.out")
+    p = on_node(1, "sbatch", "--wait", "--nodes=2", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1",
+                f"--output={log}", f"--chdir={ROOT}", os.path.join(ROOT, "launch", "slurm.sbatch"),
+                os.path.join(a.work, "tiny.yaml"), f"train.output_dir={out}",
+                env=net + [f"SHARDTUNE={a.shardtune}"])
+    if p.returncode != 0:
+        print(p.stdout, p.stderr, open(log).read() if os.path.exists(log) else "")
+    check(p.returncode == 0, f"sbatch --nodes=2 launch/slurm.sbatch ran (exit {p.returncode})")
+    with open(log) as f:
+        text = f.read()
+    check("2 node(s), 4 task(s)" in text, "the job had 2 nodes and 4 tasks")
+    la, lb = losses(ref), losses(out)
+    check(sorted(la) == list(range(1, 7)) and la == lb, "its losses are bitwise those of 1 host x 4 ranks")
+
+
+SCENARIOS = {f.__name__: f for f in (rank_table, net_if, bitwise, node_local, host_lost, slurm)}
 
 
 def main():
