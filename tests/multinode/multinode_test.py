@@ -18,6 +18,8 @@ cluster.
   slurm       srun -N 2 --ntasks-per-node 2 from node2 places 2 ranks on each
               host; sbatch --nodes=2 launch/slurm.sbatch trains bitwise as
               1 host x 4 ranks under mpirun
+  slow_link   node2's eth1 at 1 Gbit/s (tc tbf): the comm benchmark across the
+              hosts shows it
   host_lost   node2's links cut mid-run: every rank on both hosts ends within
               comm.timeout_s + 5 s, rank 0's message naming node2's ranks
 
@@ -246,7 +248,33 @@ def slurm(a):
     check(sorted(la) == list(range(1, 7)) and la == lb, "its losses are bitwise those of 1 host x 4 ranks")
 
 
-SCENARIOS = {f.__name__: f for f in (rank_table, net_if, bitwise, node_local, host_lost, slurm)}
+def busbw(a):
+    """shardtune_bench_comm's all_reduce bus bandwidth (GB/s) at 64 MiB, one rank per host over eth1."""
+    bench = os.path.join(os.path.dirname(a.shardtune), "benchmarks", "shardtune_bench_comm")
+    p = launch(bench, "-b", "64M", "-e", "64M", "-n", "6", "-w", "2", "--rounds", "1", per_node=1)
+    if p.returncode != 0:
+        print(p.stdout, p.stderr)
+    check(p.returncode == 0, "the comm benchmark ran across the hosts")
+    row = [line.split() for line in p.stdout.splitlines() if line.strip().startswith("67108864")][0]
+    return float(row[6])
+
+
+def slow_link(a):
+    """node2's eth1 throttled to 1 Gbit/s (tc tbf; this kernel has no netem,
+    so no added delay): the comm benchmark across the hosts shows it."""
+    free = busbw(a)
+    subprocess.run(["bash", CLUSTER, "exec", "2", "tc", "qdisc", "replace", "dev", "eth1", "root", "tbf", "rate",
+                    "1gbit", "burst", "64kb", "latency", "50ms"], check=True)
+    try:
+        slow = busbw(a)
+    finally:
+        subprocess.run(["bash", CLUSTER, "exec", "2", "tc", "qdisc", "del", "dev", "eth1", "root"])
+    print(f"all_reduce 64 MiB across 2 hosts: {free:.3f} GB/s bus bandwidth free, {slow:.3f} GB/s at 1 Gbit/s")
+    check(slow <= 0.125 and free > 3 * slow,
+          f"the throttled link shows: {slow:.3f} GB/s (1 Gbit/s = 0.125 GB/s) against {free:.3f} free")
+
+
+SCENARIOS = {f.__name__: f for f in (rank_table, net_if, bitwise, node_local, host_lost, slurm, slow_link)}
 
 
 def main():
