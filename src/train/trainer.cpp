@@ -595,7 +595,9 @@ void Trainer::check_shared_checkpoint_dir() {
   const std::string marker = dir + "/.shared-check";
   std::string token;
   if (rank_ == 0) {
-    token = str_cat(dist_.info().hostname, ":", ::getpid(), ":", std::chrono::steady_clock::now().time_since_epoch().count());
+    // At most 20 + 1 + 10 + 1 + 20 characters: it fits the 64 broadcast.
+    token = str_cat(dist_.info().hostname.substr(0, 20), ":", ::getpid(), ":",
+                    std::chrono::steady_clock::now().time_since_epoch().count());
     fs::create_directories(dir);
     write_file_atomically(marker, token);
   }
