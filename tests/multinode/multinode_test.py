@@ -19,7 +19,8 @@ cluster.
               host; sbatch --nodes=2 launch/slurm.sbatch trains bitwise as
               1 host x 4 ranks under mpirun
   slow_link   node2's eth1 at 1 Gbit/s (tc tbf): the comm benchmark across the
-              hosts shows it
+              hosts shows it; plan given that bandwidth predicts the step
+              time on 2 hosts within 25%, free and throttled
   host_lost   node2's links cut mid-run: every rank on both hosts ends within
               comm.timeout_s + 5 s, rank 0's message naming node2's ranks
 
@@ -28,6 +29,7 @@ The cluster must be up (scripts/test.sh brings it up and down:
 (exit 77) with a message, except under CI=true, where it fails.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -259,19 +261,62 @@ def busbw(a):
     return float(row[6])
 
 
+WIDE = """
+model: {arch: gpt2, hidden_size: 256, num_layers: 4, num_heads: 4, max_positions: 128}
+data: {train: DATA/lic-train-*.h5, seq_len: 128, micro_batch: 4, global_batch: 8}
+optim: {lr: 0.001, warmup_steps: 0}
+train: {steps: 10, seed: 7}
+eval: {every: 0, at_start: false}
+checkpoint: {every: 0, at_end: false, resume: never}
+log: {every: 1, progress: "off", tensorboard: false}
+dist: {intra_op_threads: 1}
+"""
+
+
+def step_measured_and_planned(a, cfg, name, inter):
+    """The median step time of 10 steps on 2 hosts x 1 rank (the first left
+    out), and plan's prediction given the measured inter-host bus bandwidth."""
+    out = os.path.join(CLUSTER_DIR, "shared", "multinode", name)
+    shutil.rmtree(out, ignore_errors=True)
+    p = launch(a.shardtune, "train", cfg, f"train.output_dir={out}", per_node=1)
+    if p.returncode != 0:
+        print(p.stdout, p.stderr)
+    check(p.returncode == 0, f"{name}: trained on 2 hosts x 1 rank")
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        recs = [json.loads(line) for line in f if '"train"' in line]
+    measured = float(np.median([r["time"]["step"] for r in recs[1:]]))
+    p = subprocess.run([a.shardtune, "plan", cfg, "--ranks", "2", "--ranks-per-node", "1", "--inter-busbw", f"{inter}",
+                        "--json"], capture_output=True, text=True)
+    check(p.returncode == 0, f"{name}: plan --ranks 2 --ranks-per-node 1 --inter-busbw {inter:.3f}")
+    plan = json.loads(p.stdout)
+    return measured, plan["step_s"], plan["time"]["exposed_comm_s"]
+
+
 def slow_link(a):
     """node2's eth1 throttled to 1 Gbit/s (tc tbf; this kernel has no netem,
-    so no added delay): the comm benchmark across the hosts shows it."""
+    so no added delay): the comm benchmark across the hosts shows it, and
+    plan, given the bus bandwidth the benchmark measured, predicts the step
+    time on 2 hosts within 25%, free and throttled."""
+    cfg = os.path.join(a.work, "wide.yaml")
+    with open(cfg, "w") as f:
+        f.write(WIDE.replace("DATA", os.path.join(a.work, "data")))
+    rows = []
     free = busbw(a)
+    rows.append(("free", free, *step_measured_and_planned(a, cfg, "link_free", free)))
     subprocess.run(["bash", CLUSTER, "exec", "2", "tc", "qdisc", "replace", "dev", "eth1", "root", "tbf", "rate",
                     "1gbit", "burst", "64kb", "latency", "50ms"], check=True)
     try:
         slow = busbw(a)
+        rows.append(("1 Gbit/s", slow, *step_measured_and_planned(a, cfg, "link_slow", slow)))
     finally:
         subprocess.run(["bash", CLUSTER, "exec", "2", "tc", "qdisc", "del", "dev", "eth1", "root"])
-    print(f"all_reduce 64 MiB across 2 hosts: {free:.3f} GB/s bus bandwidth free, {slow:.3f} GB/s at 1 Gbit/s")
+    print("link       busbw GB/s  step measured s  planned s  (exposed comm planned)  planned/measured")
+    for name, bw, measured, planned, comm in rows:
+        print(f"{name:<10} {bw:>10.3f} {measured:>16.3f} {planned:>10.3f} {comm:>23.3f} {planned / measured:>17.2f}")
     check(slow <= 0.125 and free > 3 * slow,
           f"the throttled link shows: {slow:.3f} GB/s (1 Gbit/s = 0.125 GB/s) against {free:.3f} free")
+    for name, _, measured, planned, _ in rows:
+        check(abs(planned / measured - 1) <= 0.25, f"{name}: planned step {planned:.3f} s within 25% of {measured:.3f} s")
 
 
 SCENARIOS = {f.__name__: f for f in (rank_table, net_if, bitwise, node_local, host_lost, slurm, slow_link)}
