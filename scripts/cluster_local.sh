@@ -73,7 +73,15 @@ up() {
       ip link set "st-m$i" up
       [ -n "$(ip netns pids "st-node$i" | xargs -r ps -o comm= -p | grep -x sshd || true)" ] ||
         enter "$i" /usr/sbin/sshd -f "$dir/node$i/sshd_config"
+      # Slurm marked a host it lost as down: its slurmd registers anew.
+      if [ "$(enter 1 sinfo -h -N -n "node$i" -o %t 2>/dev/null)" != idle ]; then
+        pkill -f "slurmd -N node$i" || true
+        sleep 0.5
+        enter "$i" slurmd -N "node$i"
+        enter 1 scontrol update nodename="node$i" state=resume 2>/dev/null || true
+      fi
     done
+    wait_slurm
     echo "cluster_local: $n hosts up"
     return 0
   fi
@@ -207,7 +215,7 @@ write_slurm_config() {
     echo "MinJobAge=300"
     echo "InactiveLimit=0"
     echo "SlurmctldTimeout=30"
-    echo "SlurmdTimeout=30"
+    echo "SlurmdTimeout=10"  # a lost host is down (and its jobs requeued) within about 10 s
     echo "MessageTimeout=10"
     for i in $(seq "$n"); do
       echo "NodeName=node$i NodeAddr=$net.$i CPUs=$(nproc) RealMemory=$mem State=UNKNOWN"
@@ -228,6 +236,10 @@ start_slurm() {
   pgrep -x munged >/dev/null || runuser -u munge -- munged 2>/dev/null || munged --force
   enter 1 slurmctld
   for i in $(seq "$n"); do enter "$i" slurmd -N "node$i"; done
+  wait_slurm
+}
+
+wait_slurm() {
   for _ in $(seq 120); do
     [ "$(enter 1 sinfo -h -o %t 2>/dev/null | sort -u)" = "idle" ] && return 0
     sleep 0.5
