@@ -3,9 +3,9 @@
 # network + UTS + mount namespace with its own hostname (node1..nodeN), its
 # own address on a bridge that exists only inside this machine, an sshd
 # (Open MPI's launcher reaches the other hosts over ssh), a node-local
-# /scratch and /tmp of its own and the shared folders every host sees (this
-# machine's file system: the build tree, and $CLUSTER_DIR/shared for
-# checkpoints), and Slurm across them (slurmctld on node1, a slurmd on
+# /scratch of its own and the shared folders every host sees (this
+# machine's file system: the build tree wherever it is, /tmp included, and
+# $CLUSTER_DIR/shared for checkpoints), and Slurm across them (slurmctld on node1, a slurmd on
 # each: `srun -N 2` and `sbatch --nodes=2` from any host).
 #
 #   bash scripts/cluster_local.sh up N      # N hosts (idempotent: on an up cluster of N it only brings
@@ -117,6 +117,7 @@ EOF
   ip addr replace "$net1.254/24" dev "$bridge1"
   ip link set "$bridge1" up
   write_slurm_config "$n"
+  mkdir -p /run/shardtune-node
   echo "$n" >"$dir/nodes"
   # This machine's cgroup tree, where each host's namespaces can bind it.
   mkdir -p "$dir/cgroup"
@@ -141,7 +142,7 @@ EOF
       hostname node$i
       mount --bind '$dir/hosts' /etc/hosts
       mkdir -p /scratch && mount --bind '$d/scratch' /scratch
-      mount --bind '$d/tmp' /tmp  # node-local, as on a cluster (MPI and Slurm keep per-node files there)
+      mount --bind '$d/tmp' /run/shardtune-node  # node-local files of Slurm's PMIx (mpi.conf)
       mount --bind '$dir/etc-slurm' /etc/slurm  # the emulated cluster's Slurm, not this machine's
       # The host's own /sys shows its interfaces but no cgroups (slurmd needs them): this machine's.
       mount --rbind '$dir/cgroup' /sys/fs/cgroup
@@ -222,6 +223,10 @@ write_slurm_config() {
     done
     echo "PartitionName=debug Nodes=node[1-$n] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO"
   } >"$dir/etc-slurm/slurm.conf"
+  # /tmp is this machine's, shared by the hosts (a clone under /tmp must be
+  # seen by all); PMIx's client folders, named by job and step alone, go to
+  # a node-local folder instead.
+  echo "PMIxCliTmpDirBase=/run/shardtune-node" >"$dir/etc-slurm/mpi.conf"
 }
 
 start_slurm() {
@@ -267,6 +272,7 @@ down() {
   ip link del "$bridge1" 2>/dev/null || true
   if mountpoint -q "$dir/cgroup"; then umount -R "$dir/cgroup"; fi
   rm -rf "$dir/nodes" "$dir/slurm" "$dir/etc-slurm"
+  rmdir /run/shardtune-node 2>/dev/null || true
   echo "cluster_local: down (was $n hosts)"
 }
 
