@@ -19,8 +19,8 @@
 # 10.78.0.I/24 on eth1 (for --net-if eth1), each on a bridge of its own
 # (stbr0, stbr1: this machine's side, .254). Inside the hosts, /etc/hosts
 # names every node and ssh needs no password (a key made for the cluster, in
-# $CLUSTER_DIR). Needs root, iproute2 and openssh-server (installed if
-# missing). CLUSTER_DIR [/var/lib/shardtune-cluster].
+# $CLUSTER_DIR). Needs root and iproute2; installs openssh-server,
+# slurm-wlm and munge if missing. CLUSTER_DIR [/var/lib/shardtune-cluster].
 set -euo pipefail
 dir=${CLUSTER_DIR:-/var/lib/shardtune-cluster}
 bridge=stbr0
@@ -34,14 +34,6 @@ die() { echo "cluster_local: $*" >&2; exit 2; }
 
 install() {
   command -v ip >/dev/null || die "iproute2 is missing"
-  local missing=()
-  for p in slurm-wlm munge; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-  fi
   if [ ! -x /usr/sbin/sshd ]; then
     echo "cluster_local: installing openssh-server"
     # Installing must not start an sshd on this machine's own network.
@@ -53,6 +45,9 @@ install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server
     [ "$made_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
   fi
+  # slurm-wlm and munge installed (the hosts bind their Slurm config over
+  # /etc/slurm), munged running.
+  bash "$(dirname "${BASH_SOURCE[0]}")/slurm_local.sh" munge
 }
 
 # The pid of host I's namespace holder (a sleep whose namespaces are the host's).
@@ -231,14 +226,6 @@ write_slurm_config() {
 
 start_slurm() {
   local n=$1
-  if [ ! -s /etc/munge/munge.key ]; then
-    mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null ||
-      dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null
-    chown munge:munge /etc/munge/munge.key 2>/dev/null || true
-    chmod 400 /etc/munge/munge.key
-  fi
-  mkdir -p /run/munge && chown munge:munge /run/munge 2>/dev/null || true
-  pgrep -x munged >/dev/null || runuser -u munge -- munged 2>/dev/null || munged --force
   enter 1 slurmctld
   for i in $(seq "$n"); do enter "$i" slurmd -N "node$i"; done
   wait_slurm

@@ -6,6 +6,7 @@
 #   bash scripts/slurm_local.sh start    # install if needed, start, wait until the node is idle
 #   bash scripts/slurm_local.sh stop
 #   bash scripts/slurm_local.sh status
+#   bash scripts/slurm_local.sh munge    # install if needed, start munged only
 # Idempotent: start on a running cluster only checks it. Runs as root (as in
 # CI); its state lives in SLURM_LOCAL_DIR [/var/lib/shardtune-slurm], its
 # config in /etc/slurm/slurm.conf (written only if it was not there, or was
@@ -75,9 +76,9 @@ EOF
 
 running() { pgrep -x "$1" >/dev/null; }
 
-start() {
-  install
-  write_config
+# munged with a key (made once): Slurm's authentication, here and on the
+# emulated hosts of scripts/cluster_local.sh.
+start_munge() {
   if [ ! -s /etc/munge/munge.key ]; then
     mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null
   fi
@@ -85,6 +86,12 @@ start() {
   chmod 400 /etc/munge/munge.key
   mkdir -p /run/munge && chown munge:munge /run/munge 2>/dev/null || true
   running munged || runuser -u munge -- munged 2>/dev/null || munged --force
+}
+
+start() {
+  install
+  write_config
+  start_munge
   running slurmctld || slurmctld
   running slurmd || slurmd
   # Wait until the node is idle (or mixed/allocated: in use, so up).
@@ -114,7 +121,8 @@ stop() {
 
 case "$cmd" in
   start) start ;;
+  munge) install; start_munge ;;
   stop) stop ;;
   status) sinfo -N; squeue ;;
-  *) echo "usage: slurm_local.sh start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: slurm_local.sh start|stop|status|munge" >&2; exit 2 ;;
 esac

@@ -97,7 +97,7 @@ struct DecoderAttentionImpl : torch::nn::Module {
         heads(c.num_heads),
         kv_heads(c.num_kv_heads),
         head_dim(c.head_dim),
-        options{layer_windowed(c, layer) ? c.sliding_window : 0, c.query_scale, c.attn_softcap} {
+        options{layer_windowed(c, layer) ? c.sliding_window : 0, c.query_scale, c.attn_softcap, {}, {}} {
     const int64_t q = heads * head_dim, kv = kv_heads * head_dim;
     if (arch.fused_qkv) {
       qkv_proj = register_module("qkv_proj", Linear(c.hidden_size, q + 2 * kv, c.attention_bias));
@@ -268,14 +268,8 @@ class DecoderLM final : public CausalLM {
     if (docs != nullptr) positions = docs->positions;  // [B, T]: from 0 in each document
     const bool per_row = padded || docs != nullptr;
     // With documents, one attention bias for the global layers and one for
-    // the windowed ones, shared by the layers of each kind.
-    torch::Tensor bias_global, bias_local;
-    if (docs != nullptr) {
-      bias_global = document_attention_bias(*docs, 0, x.scalar_type());
-      for (int64_t li = 0; li < c.num_layers && !bias_local.defined(); ++li) {
-        if (layer_windowed(c, li)) bias_local = document_attention_bias(*docs, c.sliding_window, x.scalar_type());
-      }
-    }
+    // the windowed ones, each made when a layer first needs it and shared.
+    torch::Tensor biases[2];
     auto tables = [&](const RopeSpec& r) {
       auto [cos, sin] = rope_tables(r, rotary_dim(c), positions.reshape({-1}), past + t);
       if (per_row) {  // [B, 1, T, dims], against q and k [B, heads, T, head_dim]
@@ -291,10 +285,14 @@ class DecoderLM final : public CausalLM {
       auto* block = m->as<DecoderBlockImpl>();
       const size_t l = layer++;
       const int64_t li = static_cast<int64_t>(l);
-      const Rope rope = !layer_has_rope(c, li) ? Rope{} : layer_windowed(c, li) ? local : global;
+      const bool windowed = layer_windowed(c, li);
+      const Rope rope = !layer_has_rope(c, li) ? Rope{} : windowed ? local : global;
       const AttentionImpl impl = attention_;
-      // The tables by value: a runner may call this again during backward.
-      const torch::Tensor bias = layer_windowed(c, li) ? bias_local : bias_global;
+      torch::Tensor& bias = biases[windowed ? 1 : 0];
+      if (docs != nullptr && !bias.defined()) {
+        bias = document_attention_bias(*docs, windowed ? c.sliding_window : 0, x.scalar_type());
+      }
+      // The tables and bias by value: a runner may call this again during backward.
       x = run_block(l, x, [block, rope, cache, l, impl, bias](const torch::Tensor& h) {
         return block->forward(h, rope, cache, l, impl, bias);
       });

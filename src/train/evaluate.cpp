@@ -35,7 +35,7 @@ EvalResult evaluate_checkpoint(const Config& config, DistContext& dist, const st
   const EvalResult r = evaluate(*model, nullptr, val, *comm, mb, config.eval.max_samples, device);
   if (dist.rank() == 0) {
     MetricsFile metrics(metrics_path(config), /*append=*/true);
-    metrics.write(eval_record(state.step, r));
+    metrics.write(eval_record(state.step, r).dump());
   }
   return r;
 }

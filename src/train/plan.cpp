@@ -230,13 +230,13 @@ Plan::Memory plan_memory(const PlanInput& in) {
   const bool fused_loss = in.device.kind == "cpu" && e == 4;
   const double head = t * (3 * h * e + v * (fused_loss ? 4 : e + 8 + (e < 4 ? 4 : 0)));
   // Document masking: an attention bias [micro-batch, seq, seq] per
-  // forward, shared by the layers (a second one for windowed layers).
+  // forward for each kind of layer the model has (global, windowed).
   double bias = 0;
   if (dataset_options(cfg.data).document_mask) {
-    bool windowed = false;
-    for (int64_t l = 0; l < c.num_layers; ++l) windowed = windowed || layer_windowed(c, l);
+    bool kinds[2] = {false, false};
+    for (int64_t l = 0; l < c.num_layers; ++l) kinds[layer_windowed(c, l) ? 1 : 0] = true;
     const double seq = static_cast<double>(cfg.data.seq_len);
-    bias = static_cast<double>(cfg.data.micro_batch) * seq * seq * e * (windowed ? 2 : 1);
+    bias = static_cast<double>(cfg.data.micro_batch) * seq * seq * e * (kinds[0] + kinds[1]);
   }
   m.activations = blocks + head + bias;
   const double on_device_optimizer = m.optimizer - m.optimizer_on_host;

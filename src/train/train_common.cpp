@@ -88,10 +88,10 @@ EvalResult evaluate(CausalLM& model, DataParallel* dp, TokenDataset& data, Commu
   return r;
 }
 
-std::string eval_record(int64_t step, const EvalResult& r) {
+nlohmann::json eval_record(int64_t step, const EvalResult& r) {
   nlohmann::json j = {{"type", "eval"},        {"step", step},         {"val_loss", r.loss},
                       {"val_ppl", r.perplexity}, {"val_tokens", r.tokens}, {"val_samples", r.samples}};
-  return j.dump();
+  return j;
 }
 
 std::unique_ptr<Communicator> make_trainer_communicator(const Config& config, const DistInfo& dist,

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "shardtune/comm/communicator.h"
@@ -38,7 +39,7 @@ EvalResult evaluate(CausalLM& model, DataParallel* dp, TokenDataset& data, Commu
                     int64_t max_samples, torch::Device device);
 
 // The metrics record of an evaluation.
-std::string eval_record(int64_t step, const EvalResult& r);
+nlohmann::json eval_record(int64_t step, const EvalResult& r);
 
 // MPI for CPU models, NCCL for GPU models (comm.backend auto), checked
 // against the device.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <ctime>
@@ -601,28 +602,32 @@ void Trainer::check_shared_checkpoint_dir() {
     fs::create_directories(dir);
     write_file_atomically(marker, token);
   }
-  torch::Tensor t = torch::zeros({64}, torch::kInt64);
-  for (size_t i = 0; i < token.size() && i < 64; ++i) t[static_cast<int64_t>(i)] = static_cast<unsigned char>(token[i]);
-  if (device_.is_cuda()) t = t.to(device_);
+  // The token to every rank, a character per element (zero after its end).
+  std::vector<int64_t> chars(64, 0);
+  std::copy(token.begin(), token.end(), chars.begin());
+  torch::Tensor t = torch::tensor(chars, torch::kInt64).to(device_);
   comm_->broadcast(t, 0)->wait();
   t = t.cpu();
   std::string expected;
-  for (int64_t i = 0; i < 64 && t[i].item<int64_t>() != 0; ++i) expected += static_cast<char>(t[i].item<int64_t>());
+  for (const int64_t* c = t.data_ptr<int64_t>(); expected.size() < chars.size() && *c != 0; ++c) {
+    expected += static_cast<char>(*c);
+  }
   std::string seen;
   {
     std::ifstream in(marker, std::ios::binary);
     seen.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  torch::Tensor blind = torch::zeros({world_}, torch::kInt64);
-  if (seen != expected) blind[rank_] = 1;
-  if (device_.is_cuda()) blind = blind.to(device_);
+  // Which ranks saw something else: each sets its own element.
+  std::vector<int64_t> mine(static_cast<size_t>(world_), 0);
+  mine[static_cast<size_t>(rank_)] = seen != expected;
+  torch::Tensor blind = torch::tensor(mine, torch::kInt64).to(device_);
   comm_->all_reduce(blind, ReduceOp::kSum)->wait();
   blind = blind.cpu();
   comm_->barrier()->wait();
   if (rank_ == 0) fs::remove(marker);
   std::vector<std::string> ranks;
   for (int r = 0; r < world_; ++r) {
-    if (blind[r].item<int64_t>() != 0) ranks.push_back(std::to_string(r));
+    if (blind.data_ptr<int64_t>()[r] != 0) ranks.push_back(std::to_string(r));
   }
   if (!ranks.empty()) {
     throw InputError(str_cat("checkpoint.dir ", dir, " is not one folder for every rank: rank(s) ", join(ranks, ", "),
@@ -651,7 +656,7 @@ void Trainer::maybe_evaluate(bool force) {
   const int64_t mb = config_.eval.micro_batch > 0 ? config_.eval.micro_batch : config_.data.micro_batch;
   const EvalResult r = evaluate(*model_, dp_.get(), *val_data_, *comm_, mb, config_.eval.max_samples, device_);
   if (rank_ == 0) {
-    write_record(nlohmann::json::parse(eval_record(step_, r)));
+    write_record(eval_record(step_, r));
     progress_->finish();
     char line[160];
     std::snprintf(line, sizeof(line), "eval at step %lld: val_loss %.4f val_ppl %.3f (%lld tokens)",

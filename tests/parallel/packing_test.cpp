@@ -14,10 +14,10 @@
 #include "shardtune/data/dataset.h"
 #include "shardtune/data/token_shard.h"
 #include "shardtune/data/torch_batch.h"
-#include "shardtune/model/loss.h"
 #include "shardtune/model/transformer.h"
 #include "shardtune/parallel/data_parallel.h"
 #include "support/mpi_env.h"
+#include "train_common.h"  // the trainer's loss_sum
 
 namespace shardtune {
 namespace {
@@ -91,12 +91,6 @@ std::shared_ptr<CausalLM> make_model(Kind kind) {
     if (p.key().find("lora_B") != std::string::npos) p.value().copy_(at::normal(0.0, 0.3, p.value().sizes(), gen));
   }
   return m;
-}
-
-// The summed next-token loss of rows, as the trainer computes it.
-torch::Tensor loss_sum(CausalLM& model, const TorchBatch& b) {
-  torch::Tensor h = model.hidden_states(b.input_ids, nullptr, b.documents ? &*b.documents : nullptr);
-  return cross_entropy_sum(model, h.reshape({-1, h.size(-1)}), b.labels.reshape({-1}), kIgnoreIndex);
 }
 
 struct Result {
