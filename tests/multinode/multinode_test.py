@@ -80,6 +80,14 @@ def counters(i, iface):
 
 
 def rank_table(a):
+    """The rank table across hosts; and the cluster script's own bad input."""
+    for args, said in ((["up", "0"], "up N: N from 1 to 16, not '0'"), (["up", "17"], "up N: N from 1 to 16, not '17'"),
+                       (["up", "two"], "up N: N from 1 to 16, not 'two'"),
+                       (["up", "3"], "a cluster of 2 hosts is up; run down first"),
+                       (["exec", "9", "true"], "no host node9"), (["exec", "1"], "exec I CMD..."),
+                       (["reboot"], "usage: cluster_local.sh up N | down | status | exec I CMD...")):
+        p = subprocess.run(["bash", CLUSTER, *args], capture_output=True, text=True)
+        check(p.returncode == 2 and said in p.stderr, f"cluster_local.sh {' '.join(args)}: exit 2, {said!r}")
     p = launch(a.shardtune, "info")
     if p.returncode != 0:
         print(p.stderr)
