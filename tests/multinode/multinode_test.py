@@ -41,7 +41,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from scenario import Fail, check, losses, prep_licences  # noqa: E402
+from scenario import Fail, check, losses, prep_licences, run_scenario, unavailable  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 CLUSTER = os.path.join(ROOT, "scripts", "cluster_local.sh")
@@ -339,24 +339,13 @@ def main():
     a.shardtune = os.path.abspath(a.shardtune)
     a.work = os.path.abspath(a.work)
     if subprocess.run(["bash", CLUSTER, "status"], capture_output=True).returncode != 0:
-        msg = "no emulated cluster: run `bash scripts/cluster_local.sh up 2` (scripts/test.sh does)"
-        if os.environ.get("CI") == "true":
-            print("FAILED:", msg)
-            return 1
-        print("skipped:", msg)
-        return 77
+        return unavailable("no emulated cluster: run `bash scripts/cluster_local.sh up 2` (scripts/test.sh does)")
     os.makedirs(a.work, exist_ok=True)
     data = os.path.join(a.work, "data")
     prep_licences(a.shardtune, data, ("GPL-3", "Apache-2.0"))
     with open(os.path.join(a.work, "tiny.yaml"), "w") as f:
         f.write(CONFIG.replace("DATA", data))
-    try:
-        SCENARIOS[a.scenario](a)
-    except Fail as e:
-        print("FAILED:", e)
-        return 1
-    print("passed:", a.scenario)
-    return 0
+    return run_scenario(a.scenario, SCENARIOS[a.scenario], a)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,27 @@ class Fail(Exception):
     pass
 
 
+def unavailable(message):
+    """Exit code for a test whose environment lacks something: 77 (ctest's
+    skip) with the message, but 1 under CI=true, where it must be there."""
+    if os.environ.get("CI") == "true":
+        print("FAILED:", message)
+        return 1
+    print("skipped:", message)
+    return 77
+
+
+def run_scenario(name, fn, *args):
+    """Runs scenario fn(*args): exit code 0, or 1 with the failed check."""
+    try:
+        fn(*args)
+    except Fail as e:
+        print("FAILED:", e)
+        return 1
+    print("passed:", name)
+    return 0
+
+
 def check(cond, what):
     if not cond:
         raise Fail(what)

@@ -25,7 +25,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from scenario import Fail, check, losses, prep_licences  # noqa: E402
+from scenario import Fail, check, losses, prep_licences, run_scenario  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "..", "assets", "losses", "tiny_gpt2.json")
@@ -614,13 +614,7 @@ def main():
     args = ap.parse_args()
     env = Env(args)
     env.prepare()
-    try:
-        SCENARIOS[args.scenario](env, args.update_golden)
-    except Fail as e:
-        print("FAILED:", e)
-        return 1
-    print("passed:", args.scenario)
-    return 0
+    return run_scenario(args.scenario, SCENARIOS[args.scenario], env, args.update_golden)
 
 
 if __name__ == "__main__":
