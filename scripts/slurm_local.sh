@@ -75,6 +75,13 @@ EOF
 }
 
 running() { pgrep -x "$1" >/dev/null; }
+# This cluster's slurmctld or slurmd, by its pid file: the emulated hosts of
+# scripts/cluster_local.sh run daemons of the same names.
+daemon_pid() {
+  local pid
+  pid=$(cat "$state/$1.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] && echo "$pid"
+}
 
 # munged with a key (made once): Slurm's authentication, here and on the
 # emulated hosts of scripts/cluster_local.sh.
@@ -92,8 +99,8 @@ start() {
   install
   write_config
   start_munge
-  running slurmctld || slurmctld
-  running slurmd || slurmd
+  daemon_pid slurmctld >/dev/null || slurmctld
+  daemon_pid slurmd >/dev/null || slurmd
   # Wait until the node is idle (or mixed/allocated: in use, so up).
   for _ in $(seq 120); do
     st=$(sinfo -h -N -n "$host" -o %t 2>/dev/null | head -1 || true)
@@ -109,11 +116,12 @@ start() {
 }
 
 stop() {
+  local pid
   for d in slurmd slurmctld; do
-    if running "$d"; then pkill -x "$d"; fi
+    if pid=$(daemon_pid "$d"); then kill "$pid"; fi
   done
   for _ in $(seq 40); do
-    running slurmd || running slurmctld || break
+    daemon_pid slurmd >/dev/null || daemon_pid slurmctld >/dev/null || break
     sleep 0.25
   done
   echo "slurm_local: stopped (munged left running)"

@@ -23,6 +23,10 @@ cluster.
               time on 2 hosts within 25%, free and throttled
   host_lost   node2's links cut mid-run: every rank on both hosts ends within
               comm.timeout_s + 5 s, rank 0's message naming node2's ranks
+  slurm_lost  node2's links cut while launch/slurm.sbatch trains on 2 hosts x
+              2 ranks: the job goes on with 2 ranks on node1 from the latest
+              checkpoint (resharded), and its losses and final parameters
+              match an uninterrupted 4-rank run (same samples)
 
 The cluster must be up (scripts/test.sh brings it up and down:
 `bash scripts/cluster_local.sh up 2`); without it the test is skipped
@@ -258,6 +262,66 @@ def slurm(a):
     check(sorted(la) == list(range(1, 7)) and la == lb, "its losses are bitwise those of 1 host x 4 ranks")
 
 
+def slurm_lost(a):
+    """node2 lost while launch/slurm.sbatch trains on 2 hosts x 2 ranks:
+    Slurm drops node2 from the job (--no-kill), the script starts 2 ranks
+    on node1 from the step-10 checkpoint (saved by 4), and steps 11-30 and
+    the final parameters match those of an uninterrupted 4-rank run."""
+    cfg = os.path.join(a.work, "lost.yaml")
+    with open(os.path.join(a.work, "tiny.yaml")) as f:
+        text = f.read().replace("steps: 6", "steps: 30").replace("checkpoint: {every: 0, keep: 1}",
+                                                                  "checkpoint: {every: 10, keep: 2}")
+    with open(cfg, "w") as f:
+        f.write(text + "comm: {timeout_s: 10}\n")
+    ref = os.path.join(CLUSTER_DIR, "shared", "multinode", "lost_ref")
+    shutil.rmtree(ref, ignore_errors=True)
+    p = launch(a.shardtune, "train", cfg, f"train.output_dir={ref}", hosts="node1", per_node=4, net_if=None)
+    check(p.returncode == 0, f"the reference: 1 host x 4 ranks, 30 steps (exit {p.returncode})")
+    out = os.path.join(CLUSTER_DIR, "shared", "multinode", "lost_job")
+    shutil.rmtree(out, ignore_errors=True)
+    log = os.path.join(CLUSTER_DIR, "shared", "multinode", "lost_job.out")
+    if os.path.exists(log):
+        os.remove(log)
+    # Each step sleeps 0.3 s (SHARDTUNE_FAULT slow), so the cut falls mid-run.
+    cmd = ["bash", CLUSTER, "exec", "1", "env", "OMPI_MCA_btl_tcp_if_include=eth1", "OMPI_MCA_oob_tcp_if_include=eth1",
+           f"SHARDTUNE={a.shardtune}", "SHARDTUNE_FAULT=slow@0.3", "sbatch", "--wait", "--nodes=2",
+           "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1", f"--output={log}", f"--chdir={ROOT}",
+           os.path.join(ROOT, "launch", "slurm.sbatch"), cfg, f"train.output_dir={out}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        deadline = time.time() + 120
+        while not (os.path.exists(os.path.join(out, "metrics.jsonl")) and losses(out).get(13)):
+            if time.time() > deadline or proc.poll() is not None:
+                raise Fail("the job never reached step 13")
+            time.sleep(0.1)
+        cut = time.time()
+        for link in ("st-n2", "st-m2"):
+            subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        rc = proc.wait(timeout=240)
+        took = time.time() - cut
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["bash", CLUSTER, "up", "2"], capture_output=True)  # links, sshd and node2's slurmd back
+    with open(log) as f:
+        text = f.read()
+    print("\n".join(line for line in text.splitlines() if "[info]" not in line)[-3000:])
+    check(rc == 0, f"the job ended well (exit {rc}), {took:.0f} s after the cut")
+    check("node(s) node2 lost" in text and "resuming on node1 with 2 rank(s)" in text,
+          "the job said node2 was lost and resumed on node1 with 2 ranks")
+    check(re.search(r"resumed from \S*step_00000010.*saved by 4 rank", text) is not None,
+          "the 2 ranks resumed from the step-10 checkpoint saved by 4")
+    want, got = losses(ref), losses(out)
+    check(sorted(got) == list(range(1, 31)), "every step 1-30 logged")
+    worst = max(abs(got[s] - want[s]) / abs(want[s]) for s in range(11, 31))
+    check(worst < 1e-6, f"losses of steps 11-30 match the uninterrupted 4-rank run (max rel diff {worst:.1e})")
+    ckpt = lambda o: load_file(os.path.join(os.path.realpath(os.path.join(o, "checkpoints", "latest")),
+                                            "model.safetensors"))
+    pa, pb = ckpt(ref), ckpt(out)
+    d = max(float(np.abs(pa[k] - pb[k]).max() / (np.abs(pa[k]).max() + 1e-12)) for k in pa)
+    check(d < 1e-6, f"final parameters within 1e-6 relative ({d:.1e})")
+
+
 def busbw(a):
     """shardtune_bench_comm's all_reduce bus bandwidth (GB/s) at 64 MiB, one rank per host over eth1."""
     bench = os.path.join(os.path.dirname(a.shardtune), "benchmarks", "shardtune_bench_comm")
@@ -327,7 +391,8 @@ def slow_link(a):
         check(abs(planned / measured - 1) <= 0.25, f"{name}: planned step {planned:.3f} s within 25% of {measured:.3f} s")
 
 
-SCENARIOS = {f.__name__: f for f in (rank_table, net_if, bitwise, node_local, host_lost, slurm, slow_link)}
+SCENARIOS = {f.__name__: f for f in (rank_table, net_if, bitwise, node_local, host_lost, slurm, slurm_lost,
+                                      slow_link)}
 
 
 def main():
