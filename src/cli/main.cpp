@@ -87,19 +87,23 @@ commands:
   eval CONFIG --checkpoint DIR [key=value ...]
       validation loss and perplexity of a checkpoint on CONFIG's data.val
   eval --generate HELDOUT.jsonl --model M [--model M ...] [options]
-      answer each held-out chat example (the conversation up to its last
-      assistant turn) with every arm and score the answer against that
-      turn: exact, normalized, json_valid, json_equal, json_fields,
-      token_f1, rouge_l, chrf (and regex with --regex R); per arm the mean
-      with a 95% bootstrap interval, the difference from the first arm,
-      prompt and answer tokens and latency. Arms: each --model (HF folder
-      or .gguf) zero-shot, and with --few-shot K --few-shot-from FILE the
-      first model with K conversations from FILE first [--shot-seed S].
-      Options: --metric NAME [normalized], --limit N, --batch-size B (prompts
-      generated together, left-padded, with a KV cache) [8], --output DIR [HELDOUT
-      without .jsonl + ".eval"], --require-better (exit 1 unless the last
-      arm beats the first, its interval above 0), --tokenizer,
-      --chat-template, and generate's sampling, --device and --dtype flags
+      answer each held-out chat example with every arm and score the answer
+      against the example's last turn, the assistant's (or, for an example
+      ending with the user's turn, against the first arm's answer):
+      exact, normalized, json_valid, json_equal, json_fields, token_f1,
+      rouge_l, chrf (and regex with --regex R); per arm the mean with a 95%
+      bootstrap interval, the difference from the first arm, prompt and
+      answer tokens and latency. Arms: each --model (HF folder or .gguf)
+      zero-shot, and with --few-shot K --few-shot-from FILE the first model
+      with K conversations from FILE first [--shot-seed S]. --general FILE:
+      general prompts answered by every arm too and scored apart
+      (--general-metric NAME [chrf]), what a fine-tune kept beside what it
+      gained. Options: --metric NAME [normalized], --limit N (of each file),
+      --batch-size B (prompts generated together, left-padded, with a KV
+      cache) [8], --output DIR [HELDOUT without .jsonl + ".eval"],
+      --require-better (exit 1 unless the last arm beats the first in the
+      task, its interval above 0), --tokenizer, --chat-template, and
+      generate's sampling, --device and --dtype flags
   export --checkpoint DIR --output DIR|FILE.gguf [--adapter] [--dtype float32|bfloat16]
          [--gguf-type f32|f16|bf16|q8_0] [--overwrite]
       write a checkpoint as a Hugging Face folder (LoRA merged, with the
@@ -607,6 +611,9 @@ int cmd_eval_generate(DistContext& dist, const std::vector<std::string>& args) {
   Flags f(args, {"--require-better"}, "eval --generate");
   JudgeOptions o;
   o.heldout = f.get("--generate", "");
+  o.general = f.get("--general", "");
+  const bool general_metric_given = f.given("--general-metric");
+  o.general_metric = f.get("--general-metric", o.general_metric);
   o.models = f.all("--model");
   o.tokenizer = f.get("--tokenizer", "");
   o.chat_template = f.get("--chat-template", "");
@@ -626,12 +633,16 @@ int cmd_eval_generate(DistContext& dist, const std::vector<std::string>& args) {
   if (o.dtype != "float32" && o.dtype != "bfloat16") {
     throw InputError(str_cat("--dtype: expected float32 or bfloat16, got \"", capped(o.dtype), "\""));
   }
+  if (o.general.empty() && general_metric_given) {
+    throw InputError("eval --generate: --general-metric has no effect without --general FILE");
+  }
   if (o.output_dir.empty()) {
     const bool jsonl = o.heldout.size() > 6 && o.heldout.compare(o.heldout.size() - 6, 6, ".jsonl") == 0;
     o.output_dir = (jsonl ? o.heldout.substr(0, o.heldout.size() - 6) : o.heldout) + ".eval";
   }
   std::vector<std::string> inputs = o.models;
   inputs.push_back(o.heldout);
+  if (!o.general.empty()) inputs.push_back(o.general);
   if (!o.few_shot_from.empty()) inputs.push_back(o.few_shot_from);
   refuse_report_folder(o.output_dir, inputs, "eval --generate");
   return run_judge(o, dist);

@@ -8,11 +8,18 @@ tokenizer (trained here on Debian's licence texts):
     the few-shot arm (the pool holds exactly K conversations, all used);
   - every score in examples.jsonl is its metric of (answer, reference), and
     summary.json's means are their means;
+  - --general FILE: every arm answers the general prompts too; a line
+    ending with the user's turn is scored against the first arm's answer,
+    one ending with the assistant's against it; each arm's general scores
+    are the examples' means, beside its task scores; `stopped` says whether
+    an answer ended by itself or at --max-new-tokens;
   - 2 ranks give the answers 1 rank gives;
   - --require-better exits 1 when the last arm is the first model again;
-  - bad input exits 2 naming file and line: no assistant turn, a file that
-    is not chat JSONL, K larger than the pool, a tokenizer without a chat
-    template, --few-shot-from without --few-shot, an unknown metric.
+  - bad input exits 2 naming file and line: a line ending with a system
+    message, an assistant turn with nothing before it, a file that is not
+    chat JSONL (as --generate or --general), K larger than the pool, a
+    tokenizer without a chat template, --few-shot-from without --few-shot,
+    --general-metric without --general, an unknown metric.
 
 Usage: eval_generate_test.py --shardtune BIN --mpiexec MPIEXEC --work DIR
 """
@@ -84,6 +91,13 @@ def main():
     with open(heldout, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
+    general = os.path.join(work, "general.jsonl")
+    grows = [{"messages": [{"role": "user", "content": q}]} for q in ("Tell me a story.", "What is 12 times 7?",
+                                                                        "Translate 'thank you' into French.")]
+    grows.append(conv("Say yes.", "yes"))
+    with open(general, "w") as f:
+        for r in grows:
+            f.write(json.dumps(r) + "\n")
     pool = os.path.join(work, "pool.jsonl")
     shots = [conv("Capital of Peru?", '{"capital": "Lima"}'), conv("Capital of Chile?", '{"capital": "Santiago"}')]
     with open(pool, "w") as f:
@@ -92,7 +106,8 @@ def main():
 
     def run(out, *extra, ranks=1):
         cmd = [a.shardtune, "eval", "--generate", heldout, "--model", model_dir, "--model", model_dir,
-               "--few-shot", "2", "--few-shot-from", pool, "--max-new-tokens", "12", "--output", out, *extra]
+               "--few-shot", "2", "--few-shot-from", pool, "--general", general, "--max-new-tokens", "12",
+               "--output", out, *extra]
         if ranks > 1:
             cmd = [a.mpiexec, "-np", str(ranks), "--oversubscribe", "--bind-to", "none"] + cmd
         return subprocess.run(cmd, capture_output=True, text=True)
@@ -103,7 +118,10 @@ def main():
     check(r.returncode == 0, f"eval --generate runs ({r.returncode}: {r.stderr.strip()[-300:]})")
     ex = [json.loads(l) for l in open(os.path.join(out1, "examples.jsonl"))]
     arms = sorted({e["arm"] for e in ex})
-    check(len(ex) == 3 * len(rows) and len(arms) == 3, f"3 arms x {len(rows)} examples: {arms}")
+    check(len(ex) == 3 * (len(rows) + len(grows)) and len(arms) == 3,
+          f"3 arms x ({len(rows)} task + {len(grows)} general) examples: {arms}")
+    check([e["set"] for e in ex] == ["task"] * len(rows) * 3 + ["general"] * len(grows) * 3,
+          "examples.jsonl: the task's examples of each arm, then the general ones")
     end = ref.convert_tokens_to_ids("<|im_end|>")
     for e in ex:
         msgs = e["prompt"]
@@ -127,11 +145,26 @@ def main():
         check(e["answer"] == want, f"{e['arm']} line {e['line']}: answer == transformers' greedy generate "
                                    f"({e['answer']!r} vs {want!r})")
         check(e["scores"]["exact"] == float(e["answer"].strip() == e["reference"].strip()), "exact score of the answer")
+    first = {e["line"]: e["answer"] for e in ex if e["set"] == "general" and e["arm"] == ex[0]["arm"]}
+    for e in ex:
+        if e["set"] == "general":
+            given = grows[e["line"] - 1]["messages"][-1]
+            want = given["content"] if given["role"] == "assistant" else first[e["line"]]
+            check(e["reference"] == want and e["reference_from_first_arm"] == (given["role"] == "user"),
+                  f"{e['arm']} general line {e['line']}: the reference is {'the first arm' if given['role'] == 'user' else 'the file'}'s answer")
+        check((e["stopped"] == "length") == (e["answer_tokens"] == 12),
+              f"{e['arm']} {e['set']} line {e['line']}: stopped '{e['stopped']}' after {e['answer_tokens']} tokens")
     summary = json.load(open(os.path.join(out1, "summary.json")))
     for arm in summary["arms"]:
-        vals = [e["scores"]["normalized"] for e in ex if e["arm"] == arm["name"]]
-        check(abs(arm["metrics"]["normalized"]["mean"] - sum(vals) / len(vals)) < 1e-12,
-              f"{arm['name']}: the summary's mean is the examples' mean")
+        for key, kind, metric in (("metrics", "task", "normalized"), ("general", "general", "chrf")):
+            vals = [e["scores"][metric] for e in ex if e["arm"] == arm["name"] and e["set"] == kind]
+            got = arm["metrics"] if key == "metrics" else arm["general"]["metrics"]
+            check(abs(got[metric]["mean"] - sum(vals) / len(vals)) < 1e-12,
+                  f"{arm['name']}: the summary's {kind} {metric} mean is the examples' mean")
+    check(summary["general"]["examples"] == len(grows) and summary["general"]["metric"] == "chrf"
+          and summary["general"]["references"] == "3 compared with the first arm's answers, 1 scored against the file's answers",
+          f"summary.json names the general set: {summary['general']}")
+    check("general: " + general in r.stdout and "task: " + heldout in r.stdout, "the console shows both tables")
     check(os.path.exists(os.path.join(out1, "report.md")) and os.path.exists(os.path.join(out1, "chart.png"))
           and not os.path.exists(os.path.join(out1, ".parts")), "report.md and chart.png written, nothing else left")
 
@@ -150,21 +183,29 @@ def main():
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
         cmd = [a.shardtune, "eval", "--generate", file_arg or path, "--model", model_dir, "--output",
-               os.path.join(work, "bad"), *extra]
+               os.path.join(work, "bad"), *[x.replace("FILE", path) for x in extra]]
         r = subprocess.run(cmd, capture_output=True, text=True)
         msg = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
         check(r.returncode == 2 and want.replace("FILE", path) in msg and "Traceback" not in r.stderr,
               f"refused: {name}: '{msg[-160:]}'")
 
     good = json.dumps(rows[0])
-    bad("no_assistant", [good, json.dumps({"messages": [{"role": "user", "content": "hi"}]})],
-        "FILE:2: no assistant turn to score")
+    bad("ends_with_system", [good, json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                                            {"role": "system", "content": "be brief"}]})],
+        "FILE:2: ends with a system message: nothing to answer")
+    bad("assistant_alone", [good, json.dumps({"messages": [{"role": "assistant", "content": "hi"}]})],
+        "FILE:2: the assistant turn to score has no prompt before it")
     bad("not_chat", [good, json.dumps({"text": "plain"})], "FILE:2: not a chat example")
     bad("not_json", ["{oops"], "FILE:1: not a JSON object")
     bad("k_too_large", [good], f"{pool}: --few-shot 3 is more than its 2 conversations", "--few-shot", "3",
         "--few-shot-from", pool)
     bad("shots_without_k", [good], "--few-shot-from has no effect without --few-shot K", "--few-shot-from", pool)
     bad("metric", [good], "--metric 'bleu' is not one of", "--metric", "bleu")
+    bad("general_metric", [good], "--general-metric 'bleu' is not one of", "--general", heldout,
+        "--general-metric", "bleu")
+    bad("general_metric_alone", [good], "--general-metric has no effect without --general",
+        "--general-metric", "exact")
+    bad("general_not_json", ["{oops"], "FILE:1: not a JSON object", "--general", "FILE", file_arg=heldout)
     notmpl = os.path.join(work, "model_no_template")
     shutil.copytree(model_dir, notmpl)
     json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>"},

@@ -1,9 +1,13 @@
 // `shardtune eval --generate`: held-out chat examples answered by several
 // arms (models, zero- or few-shot) and scored against the reference answer.
 //
-// Each line of the held-out file is a chat example; its prompt is the
-// conversation up to its last assistant message and the reference is that
-// message. An arm renders the prompt with its tokenizer's chat template (a
+// Each line of the held-out file is a chat example. One that ends with an
+// assistant message is scored against it, the conversation before it the
+// prompt; one that ends with the user's message is answered as it is and
+// compared with the first arm's answer (agreement with the baseline). A
+// second file of general, non-task prompts (--general) is answered by every
+// arm too and scored on its own, so a report shows beside the task score
+// what a fine-tune kept of the base model's other answers. An arm renders the prompt with its tokenizer's chat template (a
 // few-shot arm first puts K training conversations before it, the same K
 // for every example, picked by seed), generates (greedy unless sampling is
 // asked for), and stops at the template's end of turn or EOS. The examples
@@ -26,6 +30,8 @@ namespace shardtune {
 
 struct JudgeOptions {
   std::string heldout;
+  std::string general;                  // general prompts, scored apart; empty: none
+  std::string general_metric = "chrf";  // their main metric
   std::vector<std::string> models;  // HF folders or .gguf files; the first is the baseline
   std::string tokenizer;            // for every arm; empty: each model's own
   std::string chat_template;        // empty: each tokenizer's own (a tokenizer without one is refused)
