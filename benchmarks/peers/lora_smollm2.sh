@@ -32,7 +32,7 @@ if [ ! -f "$out/text-train-00000.h5" ]; then
 fi
 if [ ! -f "$out/chat-train-00000.h5" ]; then
   python3 "$here/scripts/make_finetune_data.py" "$out/chat" >/dev/null
-  "$st" prep --tokenizer "$gguf" --input "$out/chat/train.jsonl" --output "$out/chat" --overwrite >/dev/null
+  "$st" prep --tokenizer "$gguf" --input "$out/chat/task-train.jsonl" --output "$out/chat" --overwrite >/dev/null
 fi
 for mode in pack sft; do
   data=$out/text-train-*.h5
