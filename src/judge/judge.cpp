@@ -425,7 +425,7 @@ int run_judge(const JudgeOptions& o, DistContext& dist) {
   summary["last_beats_first"] = better;
   md << "# eval --generate: " << o.heldout << "\n\n";
   for (size_t k = 0; k < sets.size(); ++k) {
-    const std::string title = str_cat(sets[k].kind == "task" ? "task" : "general", ": ", sets[k].file, " (",
+    const std::string title = str_cat(sets[k].kind, ": ", sets[k].file, " (",
                                       sets[k].count, " examples, ", references_of(sets[k], examples), ")");
     if (sets.size() > 1) {
       std::printf("%s%s\n", k > 0 ? "\n" : "", title.c_str());

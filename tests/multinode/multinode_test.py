@@ -176,6 +176,23 @@ def ranks_alive(pattern):
     return got
 
 
+def wait_for_step(out, proc, step):
+    """Until the run proc writes to out has logged step (2 minutes at most)."""
+    deadline = time.time() + 120
+    while not (os.path.exists(os.path.join(out, "metrics.jsonl")) and losses(out).get(step)):
+        if time.time() > deadline or proc.poll() is not None:
+            raise Fail(f"the run never reached step {step}")
+        time.sleep(0.1)
+
+
+def cut_node2():
+    """Both of node2's links down (`cluster_local.sh up 2` brings them back); the time of the cut."""
+    cut = time.time()
+    for link in ("st-n2", "st-m2"):
+        subprocess.run(["ip", "link", "set", link, "down"], check=True)
+    return cut
+
+
 def host_lost(a):
     """node2 cut off (both its links down) mid-run: every rank on both hosts
     ends within comm.timeout_s + 5 s and rank 0's message names node2 and
@@ -197,15 +214,9 @@ def host_lost(a):
     log = open(os.path.join(a.work, "host_lost.log"), "w+")  # not a pipe: nothing blocks on a full one
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
-        deadline = time.time() + 120
-        while not (os.path.exists(os.path.join(out, "metrics.jsonl")) and losses(out).get(5)):
-            if time.time() > deadline or proc.poll() is not None:
-                raise Fail("the run never reached step 5")
-            time.sleep(0.2)
+        wait_for_step(out, proc, 5)
         check(len(ranks_alive(out)) == 4, "4 ranks running on 2 hosts")
-        cut = time.time()
-        for link in ("st-n2", "st-m2"):
-            subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        cut = cut_node2()
         ended = None
         while time.time() < cut + timeout_s + 20:
             if ended is None and not ranks_alive(out):
@@ -289,14 +300,8 @@ def slurm_lost(a):
            os.path.join(ROOT, "launch", "slurm.sbatch"), cfg, f"train.output_dir={out}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
-        deadline = time.time() + 120
-        while not (os.path.exists(os.path.join(out, "metrics.jsonl")) and losses(out).get(13)):
-            if time.time() > deadline or proc.poll() is not None:
-                raise Fail("the job never reached step 13")
-            time.sleep(0.1)
-        cut = time.time()
-        for link in ("st-n2", "st-m2"):
-            subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        wait_for_step(out, proc, 13)
+        cut = cut_node2()
         rc = proc.wait(timeout=240)
         took = time.time() - cut
     finally:
