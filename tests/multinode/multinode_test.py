@@ -176,11 +176,11 @@ def ranks_alive(pattern):
     return got
 
 
-def wait_for_step(out, proc, step):
-    """Until the run proc writes to out has logged step (2 minutes at most)."""
+def wait_for_step(out, alive, step):
+    """Until the run writing to out has logged step (2 minutes at most) while alive() holds."""
     deadline = time.time() + 120
     while not (os.path.exists(os.path.join(out, "metrics.jsonl")) and losses(out).get(step)):
-        if time.time() > deadline or proc.poll() is not None:
+        if time.time() > deadline or not alive():
             raise Fail(f"the run never reached step {step}")
         time.sleep(0.1)
 
@@ -214,7 +214,7 @@ def host_lost(a):
     log = open(os.path.join(a.work, "host_lost.log"), "w+")  # not a pipe: nothing blocks on a full one
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
-        wait_for_step(out, proc, 5)
+        wait_for_step(out, lambda: proc.poll() is None, 5)
         check(len(ranks_alive(out)) == 4, "4 ranks running on 2 hosts")
         cut = cut_node2()
         ended = None
@@ -294,24 +294,33 @@ def slurm_lost(a):
     if os.path.exists(log):
         os.remove(log)
     # Each step sleeps 0.3 s (SHARDTUNE_FAULT slow), so the cut falls mid-run.
-    cmd = ["bash", CLUSTER, "exec", "1", "env", "OMPI_MCA_btl_tcp_if_include=eth1", "OMPI_MCA_oob_tcp_if_include=eth1",
-           f"SHARDTUNE={a.shardtune}", "SHARDTUNE_FAULT=slow@0.3", "sbatch", "--wait", "--nodes=2",
-           "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1", f"--output={log}", f"--chdir={ROOT}",
-           os.path.join(ROOT, "launch", "slurm.sbatch"), cfg, f"train.output_dir={out}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    p = on_node(1, "sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=2", "--gpus-per-node=0",
+                "--cpus-per-task=1", f"--output={log}", f"--chdir={ROOT}", os.path.join(ROOT, "launch", "slurm.sbatch"),
+                cfg, f"train.output_dir={out}",
+                env=["OMPI_MCA_btl_tcp_if_include=eth1", "OMPI_MCA_oob_tcp_if_include=eth1", f"SHARDTUNE={a.shardtune}",
+                     "SHARDTUNE_FAULT=slow@0.3"])
+    check(p.returncode == 0, f"sbatch took the job ({p.stderr.strip()[-200:]})")
+    job = p.stdout.strip().split(";")[0]
+
+    def state():  # the job's state and exit code, polled (sbatch --wait polls up to 32 s apart)
+        got = re.search(r"JobState=(\S+).* ExitCode=(\d+):", on_node(1, "scontrol", "-o", "show", "job", job).stdout)
+        return (got.group(1), int(got.group(2))) if got else ("UNKNOWN", -1)
+
     try:
-        wait_for_step(out, proc, 13)
+        wait_for_step(out, lambda: state()[0] in ("PENDING", "RUNNING"), 13)
         cut = cut_node2()
-        rc = proc.wait(timeout=240)
+        deadline = cut + 240
+        while state()[0] in ("PENDING", "RUNNING", "COMPLETING") and time.time() < deadline:
+            time.sleep(0.5)
         took = time.time() - cut
+        final, rc = state()
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        on_node(1, "scancel", job)
         subprocess.run(["bash", CLUSTER, "up", "2"], capture_output=True)  # links, sshd and node2's slurmd back
     with open(log) as f:
         text = f.read()
     print("\n".join(line for line in text.splitlines() if "[info]" not in line)[-3000:])
-    check(rc == 0, f"the job ended well (exit {rc}), {took:.0f} s after the cut")
+    check(final == "COMPLETED" and rc == 0, f"the job ended {final} (exit {rc}), {took:.0f} s after the cut")
     check("node(s) node2 lost" in text and "resuming on node1 with 2 rank(s)" in text,
           "the job said node2 was lost and resumed on node1 with 2 ranks")
     check(re.search(r"resumed from \S*step_00000010.*saved by 4 rank", text) is not None,
