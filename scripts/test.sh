@@ -17,7 +17,9 @@ bash scripts/fetch_llamacpp_converter.sh
 # Two emulated hosts for the multinode_* tests, taken down however ctest ends.
 bash scripts/cluster_local.sh up 2
 trap 'bash scripts/cluster_local.sh down' EXIT
-(cd build && ctest --output-on-failure --timeout 600)
+# Two tests at a time on 2 cores: multi-rank tests declare their ranks
+# (PROCESSORS) and the Slurm, multinode and timing tests run alone.
+(cd build && ctest --output-on-failure --timeout 600 -j2)
 bash scripts/cluster_local.sh down
 trap - EXIT
 
