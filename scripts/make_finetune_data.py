@@ -69,13 +69,18 @@ def flower(name):
 CONTINENTS = {"africa": "Africa", "america": "the Americas", "asia": "Asia", "europe": "Europe"}
 
 
+def one_words():
+    """The one-word entries of the quiz's opposites, for translations and sentences."""
+    return sorted({w for r in quiz_rows("posneg") for w in r if " " not in w})
+
+
 def near_kinds(places):
     """Prompts that name the task's countries and capitals but are not
     capital facts (a statement that a city is in a country, or is its
     largest, says nothing of its capital); places: (country, capital,
     continent)."""
     langs = ["French", "German", "Spanish", "Italian", "Portuguese"]
-    words = sorted({w for r in quiz_rows("posneg") for w in r if " " not in w})
+    words = one_words()
     nxt = places[1:] + places[:1]
     return {
         "continent": [f"Which continent is {c} in?" for c, _, _ in places],
@@ -107,7 +112,7 @@ def other_kinds():
     mult = [r[0].split(" x ") for r in quiz_rows("mult")]
     texts, riddles = fortunes()
     sayings = [t for t in texts if len(t) < 90 and "\n" not in t.strip() and not t.startswith(("Q:", "A:"))]
-    words = sorted({w for r in opp for w in r if " " not in w})
+    words = one_words()
     return {
         "times": [f"What is {a} times {b}?" for a, b in mult if int(a) > 1 and int(b) > 1],
         "symbol": [f"What is the chemical symbol of {r[3].lower()}?" for r in el],
