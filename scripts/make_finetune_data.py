@@ -174,8 +174,16 @@ def mix(out, distilled, repeat):
         rows = [line for line in f if line.strip()]
     n_task, kept, cut = len(rows), 0, 0
     with open(distilled, encoding="utf-8") as f:
-        for line in f:
-            e = json.loads(line)
+        for n, line in enumerate(f, 1):
+            try:
+                e = json.loads(line)
+                ok = isinstance(e["prompt"], list) and isinstance(e["answer"], str) and e["stopped"] in ("end", "length")
+            except (ValueError, TypeError, KeyError):
+                ok = False
+            if not ok:
+                sys.stderr.write(f"make_finetune_data: {distilled}:{n}: not a line of eval --generate's examples.jsonl "
+                                 "(prompt, answer, stopped)\n")
+                sys.exit(2)
             if e["stopped"] != "end" or not e["answer"].strip():
                 cut += 1
                 continue
@@ -200,6 +208,14 @@ def main():
     ap.add_argument("--distilled", help="eval --generate's examples.jsonl: mix its answers into train.jsonl")
     ap.add_argument("--repeat", type=int, default=2, help="times each distilled conversation is in train.jsonl")
     args = ap.parse_args()
+    for name in ("heldout", "general", "general_heldout", "repeat"):
+        low = 1 if name == "repeat" else 0
+        if getattr(args, name) < low:
+            ap.error(f"--{name.replace('_', '-')} must be at least {low}, not {getattr(args, name)}")
+    if args.distilled and not os.path.isfile(args.distilled):
+        ap.error(f"--distilled {args.distilled}: no such file")
+    if args.distilled and not os.path.isfile(os.path.join(args.out, "task-train.jsonl")):
+        ap.error(f"{os.path.join(args.out, 'task-train.jsonl')}: missing (run make_finetune_data.py {args.out} first)")
     if args.distilled:
         return mix(args.out, args.distilled, args.repeat)
     if not os.path.isdir(QUIZ):

@@ -6,6 +6,8 @@
     held-out country (the half made from the task's countries);
   - no general prompt is in both sets, none is a task sentence, and none
     of them has an assistant turn (the base model answers them);
+  - bad arguments (a count below its least, a missing --distilled file or
+    task-train.jsonl, a number that is not one) exit 2 naming it;
   - --distilled keeps the answers that ended by themselves (not those cut
     at the token limit, nor empty ones), --repeat times each, beside every
     task conversation, and refuses nothing silently: the counts add up.
@@ -82,6 +84,24 @@ def main():
           f"({len(mixed)} lines)")
     check("2 of the base model's general answers x 3" in p.stdout and "2 cut at the token limit or empty" in p.stdout,
           f"it says what it kept and left out: {p.stdout.strip()}")
+    # Bad arguments exit 2 (argparse's code), naming what is wrong.
+    for args, want in ((["--repeat", "0"], "--repeat must be at least 1, not 0"),
+                       (["--general", "-1"], "--general must be at least 0, not -1"),
+                       (["--distilled", os.path.join(out, "missing.jsonl")], "missing.jsonl: no such file"),
+                       (["--repeat", "two"], "argument --repeat: invalid int value")):
+        p = subprocess.run([sys.executable, SCRIPT, out, *args], capture_output=True, text=True)
+        check(p.returncode == 2 and want in p.stderr and "Traceback" not in p.stderr,
+              f"{' '.join(args)}: exit {p.returncode}, {p.stderr.strip().splitlines()[-1][-120:]!r}")
+    bad = os.path.join(out, "bad_examples.jsonl")
+    with open(bad, "w") as f:
+        f.write(json.dumps({"prompt": [], "answer": "a", "stopped": "end"}) + "\n" + json.dumps({"answer": "b"}) + "\n")
+    p = subprocess.run([sys.executable, SCRIPT, out, "--distilled", bad], capture_output=True, text=True)
+    check(p.returncode == 2 and f"{bad}:2: not a line of eval --generate's examples.jsonl" in p.stderr
+          and "Traceback" not in p.stderr, f"--distilled with a bad line 2: exit {p.returncode}, {p.stderr.strip()[-120:]!r}")
+    p = subprocess.run([sys.executable, SCRIPT, os.path.join(out, "empty"), "--distilled", ex], capture_output=True,
+                       text=True)
+    check(p.returncode == 2 and "task-train.jsonl: missing" in p.stderr,
+          f"--distilled into a folder without task-train.jsonl: exit {p.returncode}")
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1
